@@ -1,0 +1,326 @@
+//! What a closed breaker remembers about recent calls, and the rule that opens it.
+//!
+//! Every window is lock-free. A success recorded into a count window that is full
+//! and holds no failure and no slow call changes nothing, so that path only reads.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::clock::{self, Nanos};
+use crate::config::{BreakerConfig, BreakerMode, Window as WindowConfig};
+
+/// Why a window asks the breaker to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trip {
+    FailureRate,
+    SlowCallRate,
+    ConsecutiveFailures,
+}
+
+impl Trip {
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Trip::FailureRate => "failure rate",
+            Trip::SlowCallRate => "slow-call rate",
+            Trip::ConsecutiveFailures => "consecutive failures",
+        }
+    }
+}
+
+/// An outcome as the window sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub failure: bool,
+    pub slow: bool,
+}
+
+pub(crate) enum Window {
+    Consecutive { threshold: u32, run: AtomicU32 },
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    pub(crate) fn new(config: &BreakerConfig) -> Self {
+        match config.mode {
+            BreakerMode::Consecutive { failure_threshold } => {
+                Window::Consecutive { threshold: failure_threshold, run: AtomicU32::new(0) }
+            }
+            BreakerMode::Rate { failure_rate, window: WindowConfig::Calls(n), min_calls } => {
+                Window::Count(CountWindow::new(n, min_calls, failure_rate, config.slow_call_rate))
+            }
+            BreakerMode::Rate { failure_rate, window: WindowConfig::Time(d), min_calls } => {
+                Window::Time(TimeWindow::new(d, min_calls, failure_rate, config.slow_call_rate))
+            }
+        }
+    }
+
+    /// Records one outcome; says whether the breaker should open.
+    #[inline]
+    pub(crate) fn record(&self, o: Outcome) -> Option<Trip> {
+        match self {
+            Window::Consecutive { threshold, run } => {
+                if o.failure {
+                    (run.fetch_add(1, Relaxed) + 1 >= *threshold).then_some(Trip::ConsecutiveFailures)
+                } else {
+                    if run.load(Relaxed) != 0 {
+                        run.store(0, Relaxed);
+                    }
+                    None
+                }
+            }
+            Window::Count(w) => w.record(o),
+            Window::Time(w) => w.record(o, clock::now_nanos()),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        match self {
+            Window::Consecutive { run, .. } => run.store(0, Relaxed),
+            Window::Count(w) => w.clear(),
+            Window::Time(w) => w.clear(),
+        }
+    }
+
+    /// Failures / recorded over the window, once `min_calls` outcomes are in it.
+    pub(crate) fn failure_rate(&self) -> Option<f64> {
+        match self {
+            Window::Consecutive { .. } => None,
+            Window::Count(w) => w.rates().map(|(f, _)| f),
+            Window::Time(w) => w.rates(clock::now_nanos()).map(|(f, _)| f),
+        }
+    }
+}
+
+/// Opens when, with at least `min_calls` outcomes in the window, either rate reaches
+/// its threshold.
+fn decide(calls: u64, failures: u64, slow: u64, min_calls: u32, rate: f64, slow_rate: f64) -> Option<Trip> {
+    if calls == 0 || calls < u64::from(min_calls) {
+        return None;
+    }
+    // Compare without division: failures / calls >= rate.
+    if failures > 0 && failures as f64 >= rate * calls as f64 {
+        return Some(Trip::FailureRate);
+    }
+    if slow > 0 && slow as f64 >= slow_rate * calls as f64 {
+        return Some(Trip::SlowCallRate);
+    }
+    None
+}
+
+const FAILURE: u8 = 1;
+const SLOW: u8 = 2;
+const FILLED: u8 = 4;
+
+/// Stats word of a count window: failures in bits 0..24, slow calls in bits 24..48,
+/// and `FULL` once every slot holds an outcome.
+const SLOW_SHIFT: u32 = 24;
+const FIELD: u64 = (1 << SLOW_SHIFT) - 1;
+const FULL: u64 = 1 << 63;
+
+/// The last N outcomes, in a ring of one byte per slot.
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    head: AtomicU64,
+    stats: AtomicU64,
+    min_calls: u32,
+    rate: f64,
+    slow_rate: f64,
+}
+
+impl CountWindow {
+    fn new(n: u32, min_calls: u32, rate: f64, slow_rate: f64) -> Self {
+        Self {
+            slots: (0..n.max(1)).map(|_| AtomicU8::new(0)).collect(),
+            head: AtomicU64::new(0),
+            stats: AtomicU64::new(0),
+            min_calls,
+            rate,
+            slow_rate,
+        }
+    }
+
+    #[inline]
+    fn record(&self, o: Outcome) -> Option<Trip> {
+        if !o.failure && !o.slow && self.stats.load(Relaxed) == FULL {
+            // A success replacing a success: nothing to write.
+            return None;
+        }
+        self.push(o)
+    }
+
+    #[cold]
+    fn push(&self, o: Outcome) -> Option<Trip> {
+        let n = self.slots.len() as u64;
+        let at = self.head.fetch_add(1, Relaxed);
+        let new = FILLED | if o.failure { FAILURE } else { 0 } | if o.slow { SLOW } else { 0 };
+        let old = self.slots[(at % n) as usize].swap(new, Relaxed);
+        let delta = |bit: u8, shift: u32| -> (u64, u64) {
+            let (was, is) = (old & bit != 0, new & bit != 0);
+            ((u64::from(is && !was)) << shift, (u64::from(was && !is)) << shift)
+        };
+        let (fa, fs) = delta(FAILURE, 0);
+        let (sa, ss) = delta(SLOW, SLOW_SHIFT);
+        let mut add = fa + sa;
+        if at + 1 >= n && self.stats.load(Relaxed) & FULL == 0 {
+            add |= FULL;
+        }
+        let sub = fs + ss;
+        let stats = if add != 0 { self.stats.fetch_add(add, Relaxed) + add } else { self.stats.load(Relaxed) };
+        let stats = if sub != 0 { self.stats.fetch_sub(sub, Relaxed) - sub } else { stats };
+        let calls = (at + 1).min(n);
+        decide(calls, stats & FIELD, (stats >> SLOW_SHIFT) & FIELD, self.min_calls, self.rate, self.slow_rate)
+    }
+
+    fn rates(&self) -> Option<(f64, f64)> {
+        let n = self.slots.len() as u64;
+        let calls = self.head.load(Relaxed).min(n);
+        let stats = self.stats.load(Relaxed);
+        (calls > 0 && calls >= u64::from(self.min_calls)).then(|| {
+            (
+                (stats & FIELD) as f64 / calls as f64,
+                ((stats >> SLOW_SHIFT) & FIELD) as f64 / calls as f64,
+            )
+        })
+    }
+
+    fn clear(&self) {
+        for s in self.slots.iter() {
+            s.store(0, Relaxed);
+        }
+        self.head.store(0, Relaxed);
+        self.stats.store(0, Relaxed);
+    }
+}
+
+/// One bucket of a time window. `stamp` is the bucket's sequence number (time since
+/// the scale's origin divided by the bucket width) plus one; 0 means empty.
+struct Bucket {
+    stamp: AtomicU64,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    slow: AtomicU64,
+}
+
+/// The outcomes of the last period, in up to 60 buckets.
+pub(crate) struct TimeWindow {
+    buckets: Box<[Bucket]>,
+    width: u64,
+    min_calls: u32,
+    rate: f64,
+    slow_rate: f64,
+}
+
+impl TimeWindow {
+    fn new(period: Duration, min_calls: u32, rate: f64, slow_rate: f64) -> Self {
+        let secs = period.as_secs().max(1);
+        let count = secs.min(60);
+        let width = clock::dur_nanos(period) / count;
+        Self {
+            buckets: (0..count)
+                .map(|_| Bucket {
+                    stamp: AtomicU64::new(0),
+                    calls: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                    slow: AtomicU64::new(0),
+                })
+                .collect(),
+            width: width.max(1),
+            min_calls,
+            rate,
+            slow_rate,
+        }
+    }
+
+    fn record(&self, o: Outcome, now: Nanos) -> Option<Trip> {
+        let seq = now / self.width + 1;
+        let b = &self.buckets[(seq % self.buckets.len() as u64) as usize];
+        let stamp = b.stamp.load(Relaxed);
+        if stamp != seq
+            && stamp < seq
+            && b.stamp.compare_exchange(stamp, seq, Relaxed, Relaxed).is_ok()
+        {
+            b.calls.store(0, Relaxed);
+            b.failures.store(0, Relaxed);
+            b.slow.store(0, Relaxed);
+        }
+        b.calls.fetch_add(1, Relaxed);
+        if o.failure {
+            b.failures.fetch_add(1, Relaxed);
+        }
+        if o.slow {
+            b.slow.fetch_add(1, Relaxed);
+        }
+        let (calls, failures, slow) = self.sums(seq);
+        decide(calls, failures, slow, self.min_calls, self.rate, self.slow_rate)
+    }
+
+    fn sums(&self, seq: u64) -> (u64, u64, u64) {
+        let oldest = seq.saturating_sub(self.buckets.len() as u64 - 1);
+        self.buckets
+            .iter()
+            .filter(|b| {
+                let s = b.stamp.load(Relaxed);
+                s >= oldest && s <= seq && s != 0
+            })
+            .fold((0, 0, 0), |(c, f, s), b| {
+                (c + b.calls.load(Relaxed), f + b.failures.load(Relaxed), s + b.slow.load(Relaxed))
+            })
+    }
+
+    fn rates(&self, now: Nanos) -> Option<(f64, f64)> {
+        let (calls, failures, slow) = self.sums(now / self.width + 1);
+        (calls > 0 && calls >= u64::from(self.min_calls))
+            .then(|| (failures as f64 / calls as f64, slow as f64 / calls as f64))
+    }
+
+    fn clear(&self) {
+        for b in self.buckets.iter() {
+            b.stamp.store(0, Relaxed);
+            b.calls.store(0, Relaxed);
+            b.failures.store(0, Relaxed);
+            b.slow.store(0, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Outcome = Outcome { failure: false, slow: false };
+    const F: Outcome = Outcome { failure: true, slow: false };
+    const SLOW_OK: Outcome = Outcome { failure: false, slow: true };
+
+    #[test]
+    fn count_window_slides() {
+        let w = CountWindow::new(4, 4, 0.5, 1.0);
+        assert_eq!(w.record(F), None);
+        assert_eq!(w.record(S), None);
+        assert_eq!(w.record(S), None);
+        assert_eq!(w.record(S), None); // 1/4
+        assert_eq!(w.record(S), None); // the failure slid out: 0/4
+        assert_eq!(w.rates(), Some((0.0, 0.0)));
+        assert_eq!(w.record(F), None); // 1/4
+        assert_eq!(w.record(F), Some(Trip::FailureRate)); // 2/4
+    }
+
+    #[test]
+    fn count_window_slow_rate() {
+        let w = CountWindow::new(2, 2, 1.0, 0.5);
+        assert_eq!(w.record(S), None);
+        assert_eq!(w.record(SLOW_OK), Some(Trip::SlowCallRate));
+    }
+
+    #[test]
+    fn time_window_ages_out() {
+        let w = TimeWindow::new(Duration::from_secs(10), 2, 0.5, 1.0);
+        let s = 1_000_000_000u64;
+        let base = 1u64 << 62;
+        assert_eq!(w.record(F, base), None); // 1 call, below min_calls
+        // 11 s later the first failure is gone.
+        assert_eq!(w.record(F, base + 11 * s), None);
+        assert_eq!(w.rates(base + 11 * s), None);
+        assert_eq!(w.record(S, base + 12 * s), Some(Trip::FailureRate)); // 1/2
+    }
+}

@@ -1,0 +1,164 @@
+//! The bulkhead: at most `max_concurrent` calls inside at once.
+//!
+//! Acquiring is a compare-and-swap on one counter; releasing is a subtraction and,
+//! only when someone waits, a wake-up. Waiting is bounded by `max_wait`, async (a
+//! `Notify`) or sync (a `Condvar`). A permit is given back when dropped, so a
+//! cancelled or panicking call never keeps its slot.
+
+use std::sync::atomic::{AtomicU32, Ordering::{Relaxed, SeqCst}};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::BulkheadConfig;
+
+#[derive(Debug)]
+pub(crate) struct Bulkhead {
+    in_use: AtomicU32,
+    max: u32,
+    max_wait: Duration,
+    waiters: AtomicU32,
+    notify: Notify,
+    sync_lock: Mutex<()>,
+    sync_cv: Condvar,
+}
+
+/// A slot in the bulkhead, given back on drop.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Permit<'a> {
+    bulkhead: &'a Bulkhead,
+}
+
+impl Drop for Permit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.bulkhead.release();
+    }
+}
+
+/// No slot came free within `max_wait`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Full;
+
+impl Bulkhead {
+    pub(crate) fn new(config: BulkheadConfig) -> Self {
+        Self {
+            in_use: AtomicU32::new(0),
+            max: config.max_concurrent,
+            max_wait: config.max_wait,
+            waiters: AtomicU32::new(0),
+            notify: Notify::new(),
+            sync_lock: Mutex::new(()),
+            sync_cv: Condvar::new(),
+        }
+    }
+
+    /// Slots free now.
+    pub(crate) fn available(&self) -> u32 {
+        self.max.saturating_sub(self.in_use.load(Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
+        let mut cur = self.in_use.load(Relaxed);
+        while cur < self.max {
+            match self.in_use.compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed) {
+                Ok(_) => return Some(Permit { bulkhead: self }),
+                Err(now) => cur = now,
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn release(&self) {
+        self.in_use.fetch_sub(1, SeqCst);
+        if self.waiters.load(SeqCst) != 0 {
+            self.wake();
+        }
+    }
+
+    #[cold]
+    fn wake(&self) {
+        self.notify.notify_waiters();
+        let _g = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_cv.notify_all();
+    }
+
+    /// A slot, waiting up to `max_wait` for one.
+    #[inline]
+    pub(crate) async fn acquire(&self) -> Result<Permit<'_>, Full> {
+        if let Some(p) = self.try_acquire() {
+            return Ok(p);
+        }
+        if self.max_wait.is_zero() {
+            return Err(Full);
+        }
+        self.acquire_slow().await
+    }
+
+    async fn acquire_slow(&self) -> Result<Permit<'_>, Full> {
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        let _waiting = Waiting::new(&self.waiters);
+        let sleep = tokio::time::sleep_until(deadline);
+        let mut sleep = std::pin::pin!(sleep);
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(p) = self.try_acquire() {
+                return Ok(p);
+            }
+            tokio::select! {
+                biased;
+                () = &mut notified => {}
+                () = &mut sleep => return self.try_acquire().ok_or(Full),
+            }
+        }
+    }
+
+    /// A slot for a sync call, blocking the thread up to `max_wait`.
+    pub(crate) fn acquire_sync(&self) -> Result<Permit<'_>, Full> {
+        if let Some(p) = self.try_acquire() {
+            return Ok(p);
+        }
+        if self.max_wait.is_zero() {
+            return Err(Full);
+        }
+        let deadline = std::time::Instant::now() + self.max_wait;
+        let _waiting = Waiting::new(&self.waiters);
+        let mut guard = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(p) = self.try_acquire() {
+                return Ok(p);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Full);
+            }
+            guard = self
+                .sync_cv
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Counts a waiter for as long as it lives (also when its future is dropped).
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn new(c: &'a AtomicU32) -> Self {
+        c.fetch_add(1, SeqCst);
+        Self(c)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}

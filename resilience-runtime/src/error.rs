@@ -1,0 +1,180 @@
+//! The errors the policies produce, and configuration errors.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A call refused or cut short by a policy.
+///
+/// Each variant names the service, so a log line or an HTTP error body says which
+/// dependency is unwell. Match with `{ .. }`: variants may gain fields.
+///
+/// ```
+/// use resilience_runtime::ResilienceError;
+/// fn advice(e: &ResilienceError) -> Option<std::time::Duration> {
+///     match e {
+///         ResilienceError::CircuitOpen { retry_after, .. } => Some(*retry_after),
+///         ResilienceError::RateLimited { retry_after, .. } => Some(*retry_after),
+///         _ => None,
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResilienceError {
+    /// The circuit breaker is open (or half-open with every probe slot taken).
+    #[non_exhaustive]
+    CircuitOpen {
+        /// The service whose breaker refused the call.
+        service: String,
+        /// Time left before the breaker lets a probe through.
+        retry_after: Duration,
+    },
+    /// An attempt (or, with `total_timeout`, the whole call) took too long.
+    #[non_exhaustive]
+    Timeout {
+        /// The service that timed out.
+        service: String,
+        /// The limit that was exceeded.
+        after: Duration,
+    },
+    /// Every bulkhead slot was taken for longer than `max_wait`.
+    #[non_exhaustive]
+    BulkheadFull {
+        /// The service whose bulkhead is full.
+        service: String,
+    },
+    /// The rate limiter would have granted a permit later than `max_wait`.
+    #[non_exhaustive]
+    RateLimited {
+        /// The service whose limit was reached.
+        service: String,
+        /// How long the call would have had to wait for a permit.
+        retry_after: Duration,
+    },
+}
+
+impl ResilienceError {
+    /// The service the error is about.
+    pub fn service(&self) -> &str {
+        match self {
+            Self::CircuitOpen { service, .. }
+            | Self::Timeout { service, .. }
+            | Self::BulkheadFull { service }
+            | Self::RateLimited { service, .. } => service,
+        }
+    }
+
+    /// True for refusals that happened before the body ran (breaker, bulkhead, rate
+    /// limit); such errors are never retried.
+    pub fn is_rejection(&self) -> bool {
+        !matches!(self, Self::Timeout { .. })
+    }
+
+    /// The wait a caller should honour before trying again, when the policy knows it.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::CircuitOpen { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn circuit_open(service: &str, retry_after: Duration) -> Self {
+        Self::CircuitOpen { service: service.to_owned(), retry_after }
+    }
+    pub(crate) fn timeout(service: &str, after: Duration) -> Self {
+        Self::Timeout { service: service.to_owned(), after }
+    }
+    pub(crate) fn bulkhead_full(service: &str) -> Self {
+        Self::BulkheadFull { service: service.to_owned() }
+    }
+    pub(crate) fn rate_limited(service: &str, retry_after: Duration) -> Self {
+        Self::RateLimited { service: service.to_owned(), retry_after }
+    }
+}
+
+impl fmt::Display for ResilienceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CircuitOpen { service, retry_after } => write!(
+                f,
+                "circuit breaker for `{service}` is open: calls are refused for {}; \
+                 retry after that or check the service's health",
+                crate::config::format_duration(*retry_after)
+            ),
+            Self::Timeout { service, after } => write!(
+                f,
+                "call to `{service}` timed out after {}; raise the timeout if the service is \
+                 slow but healthy",
+                crate::config::format_duration(*after)
+            ),
+            Self::BulkheadFull { service } => write!(
+                f,
+                "bulkhead for `{service}` is full: too many calls in flight; retry later or \
+                 raise `max_concurrent`/`max_wait`"
+            ),
+            Self::RateLimited { service, retry_after } => write!(
+                f,
+                "rate limit for `{service}` reached: the next permit is free in {}",
+                crate::config::format_duration(*retry_after)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ResilienceError {}
+
+/// One problem found in a configuration: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where the problem is, e.g. `circuit_breaker.failure_rate`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a configuration, reported at once. Nothing was changed.
+///
+/// ```
+/// use resilience_runtime::Resilience;
+/// let err = Resilience::builder("payments").failure_rate(1.7).build().unwrap_err();
+/// assert!(err.to_string().contains("circuit_breaker.failure_rate: 1.7 is not in (0, 1]"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    pub(crate) fn new(problems: Vec<ConfigProblem>) -> Self {
+        Self { problems }
+    }
+    /// The problems, in the order they were found.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "invalid resilience configuration: {one}"),
+            many => {
+                write!(f, "invalid resilience configuration ({} problems):", many.len())?;
+                for p in many {
+                    write!(f, "\n  - {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

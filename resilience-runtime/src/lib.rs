@@ -1,0 +1,89 @@
+//! Fault tolerance for code that calls things that fail: circuit breakers, retries
+//! with backoff and jitter, timeouts, bulkheads, rate limits and fallbacks, per
+//! service, configured by an attribute or a builder.
+//!
+//! ```
+//! use resilience_runtime::prelude::*;
+//!
+//! #[derive(Debug)]
+//! enum AiError { Busy, Resilience(ResilienceError) }
+//! impl From<ResilienceError> for AiError {
+//!     fn from(e: ResilienceError) -> Self { AiError::Resilience(e) }
+//! }
+//!
+//! struct Summarizer;
+//! impl Summarizer {
+//!     #[with_resilience(service = "summarizer", timeout = "5s",
+//!                       retry(max_attempts = 3, delay = "200ms", jitter = "full"),
+//!                       circuit_breaker(failure_rate = 0.5, window = 20, cooldown = "30s"))]
+//!     #[fallback = Self::canned]
+//!     async fn summarize(&self, text: &str) -> Result<String, AiError> {
+//!         Ok(text.chars().take(10).collect())
+//!     }
+//!     fn canned(&self, _text: &str) -> Result<String, AiError> {
+//!         Ok("summary unavailable".into())
+//!     }
+//! }
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let s = Summarizer.summarize("a long text to summarize").await.unwrap();
+//! assert_eq!(s, "a long tex");
+//! assert_eq!(status("summarizer").unwrap().successes, 1);
+//! # }
+//! ```
+//!
+//! Composition, outermost first, whatever the written order:
+//! `fallback -> total_timeout -> retry -> circuit_breaker -> rate_limit -> bulkhead -> timeout -> body`.
+//!
+//! The contract is the project's `API.md`; `docs/EXPANSION.md` shows what an
+//! attribute expands to.
+
+#![warn(missing_docs)]
+
+mod breaker;
+mod builder;
+mod bulkhead;
+mod clock;
+mod config;
+mod counters;
+mod error;
+mod fallback;
+mod rate_limit;
+mod registry;
+mod retry;
+mod service;
+mod status;
+mod timeout;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use breaker::CircuitState;
+pub use builder::{Policy, Resilience, ResilienceBuilder};
+pub use config::{
+    format_duration, parse_duration, Backoff, BreakerConfig, BreakerMode, BulkheadConfig, Jitter,
+    PolicyConfig, Rate, RateLimitConfig, RetryConfig, Spec, Strategy, Window,
+    DEFAULT_MAX_CONCURRENT, DEFAULT_RATE, MAX_WINDOW_CALLS,
+};
+pub use error::{ConfigError, ConfigProblem, ResilienceError};
+pub use registry::{key_count, set_key_capacity, ServiceRef, DEFAULT_KEY_CAPACITY};
+pub use retry::{backoff_delay, retry_delay, thread_random};
+pub use service::{Call, Hooks, Service};
+pub use status::{breaker, reset_all, status, statuses, BreakerHandle, ServiceStatus};
+
+#[cfg(resilience_macros_ready)]
+pub use resilience_macros::{
+    bulkhead, circuit_breaker, fallback, rate_limit, timeout, with_resilience, with_retry,
+};
+
+/// Everything an annotated crate needs: the attributes, the error, the state and
+/// the status functions.
+pub mod prelude {
+    pub use crate::{
+        breaker, reset_all, status, statuses, BreakerHandle, CircuitState, ResilienceError,
+        ServiceStatus,
+    };
+    #[cfg(resilience_macros_ready)]
+    pub use resilience_macros::{
+        bulkhead, circuit_breaker, fallback, rate_limit, timeout, with_resilience, with_retry,
+    };
+}

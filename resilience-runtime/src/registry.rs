@@ -1,0 +1,264 @@
+//! The registry: every service by name.
+//!
+//! Fixed and generated names are resolved once per call site and cached in the
+//! site's `static`, so a call does no lookup. Computed names (`service = expr`) are
+//! looked up per call with the `&str` itself, which allocates nothing when the key
+//! is known. Computed keys are bounded: past the cap, a sweep evicts keys that were
+//! not used since the previous sweep, are not in use and whose breaker is closed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::config::{PolicyConfig, Spec};
+use crate::retry::thread_random;
+use crate::service::Service;
+use crate::CircuitState;
+
+/// How many computed keys live at once, unless changed with [`set_key_capacity`].
+pub const DEFAULT_KEY_CAPACITY: usize = 10_000;
+
+type Map = papaya::HashMap<Box<str>, Arc<Service>, foldhash::fast::FixedState>;
+
+pub(crate) struct Registry {
+    map: Map,
+    keyed: AtomicUsize,
+    capacity: AtomicUsize,
+    sweeping: Mutex<()>,
+}
+
+pub(crate) fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| Registry {
+        map: Map::with_hasher(Default::default()),
+        keyed: AtomicUsize::new(0),
+        capacity: AtomicUsize::new(DEFAULT_KEY_CAPACITY),
+        sweeping: Mutex::new(()),
+    })
+}
+
+/// Sets how many computed service keys are kept at once (at least 1). Returns the
+/// previous cap. Beyond it, idle keys are evicted (see the crate docs).
+pub fn set_key_capacity(cap: usize) -> usize {
+    registry().capacity.swap(cap.max(1), Relaxed)
+}
+
+/// How many computed service keys are live now.
+pub fn key_count() -> usize {
+    registry().keyed.load(Relaxed)
+}
+
+impl Registry {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Service>> {
+        self.map.pin().get(name).cloned()
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Service>> {
+        self.map.pin().values().cloned().collect()
+    }
+
+    /// The service called `name`, registering it with `config` if it is new. When it
+    /// exists with other settings, the first registration's win and `warn` says so.
+    pub(crate) fn get_or_register(
+        &self,
+        name: &str,
+        config: &PolicyConfig,
+        random: fn() -> u64,
+        pinned: bool,
+        warned: Option<&AtomicBool>,
+    ) -> Arc<Service> {
+        let map = self.map.pin();
+        if let Some(s) = map.get(name) {
+            check_conflict(s, config, warned);
+            if !pinned {
+                touch(s);
+            }
+            return s.clone();
+        }
+        let fresh = Arc::new(Service::new(name, *config, random, pinned));
+        let got = match map.try_insert(name.into(), fresh) {
+            Ok(s) => {
+                if !s.pinned {
+                    tracing::debug!(service = name, "registered computed service key");
+                    if self.keyed.fetch_add(1, Relaxed) + 1 > self.capacity.load(Relaxed) {
+                        drop(map);
+                        let s = self.map.pin().get(name).cloned();
+                        self.sweep();
+                        return s.unwrap_or_else(|| {
+                            self.get_or_register(name, config, random, pinned, warned)
+                        });
+                    }
+                }
+                s.clone()
+            }
+            Err(occupied) => {
+                check_conflict(occupied.current, config, warned);
+                occupied.current.clone()
+            }
+        };
+        got
+    }
+
+    /// Looks a computed key up without allocating when it exists.
+    #[inline]
+    pub(crate) fn keyed(&self, key: &str, config: &PolicyConfig, warned: &AtomicBool) -> Arc<Service> {
+        if let Some(s) = self.map.pin().get(key) {
+            touch(s);
+            return s.clone();
+        }
+        self.get_or_register(key, config, thread_random, false, Some(warned))
+    }
+
+    /// Evicts idle computed keys until the count is below 90% of the cap, in at most
+    /// two passes: the first clears `touched` marks, the second evicts what stayed idle.
+    fn sweep(&self) {
+        let Ok(_only_one) = self.sweeping.try_lock() else { return };
+        let cap = self.capacity.load(Relaxed);
+        let target = cap - cap / 10;
+        let map = self.map.pin();
+        for _pass in 0..2 {
+            for (k, s) in map.iter() {
+                if self.keyed.load(Relaxed) <= target {
+                    return;
+                }
+                if s.pinned {
+                    continue;
+                }
+                if s.touched.swap(false, Relaxed) {
+                    continue;
+                }
+                let idle = |s: &Arc<Service>| {
+                    Arc::strong_count(s) == 1 && !s.touched.load(Relaxed) && s.state() == CircuitState::Closed
+                };
+                if idle(s) && matches!(map.remove_if(k, |_, s| idle(s)), Ok(Some(_))) {
+                    self.keyed.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+fn touch(s: &Service) {
+    if !s.touched.load(Relaxed) {
+        s.touched.store(true, Relaxed);
+    }
+}
+
+fn check_conflict(s: &Service, config: &PolicyConfig, warned: Option<&AtomicBool>) {
+    if s.config() != config && !warned.is_some_and(|w| w.swap(true, Relaxed)) {
+        tracing::warn!(
+            service = s.name(),
+            kept = ?s.config(),
+            ignored = ?config,
+            "service registered again with other settings: the first registration's settings are kept"
+        );
+    }
+}
+
+/// How a call site names its service.
+#[derive(Clone, Copy, Debug)]
+pub enum SiteName {
+    /// `service = "payments"`.
+    Fixed(&'static str),
+    /// No `service` key: the function's path, computed once.
+    Generated(fn() -> &'static str),
+}
+
+/// The generated service name from the type name of a marker item nested in the
+/// annotated function: the marker's own segment and any `{{closure}}` segments at
+/// the end are dropped, leaving `crate::module::function`,
+/// `crate::module::Type::method` or `<crate::Type as crate::Trait>::method`.
+///
+/// ```
+/// use resilience_runtime::__private::generated_name;
+/// assert_eq!(generated_name("app::db::Repo::load::{{closure}}::__resilience_name"), "app::db::Repo::load");
+/// ```
+pub fn generated_name(marker_type_name: &'static str) -> &'static str {
+    let mut s = marker_type_name;
+    if let Some(rest) = s.strip_suffix("::__resilience_name") {
+        s = rest;
+    }
+    while let Some(rest) = s.strip_suffix("::{{closure}}") {
+        s = rest;
+    }
+    s
+}
+
+/// One per annotated function (a `static`): its name, its settings, and the service
+/// they resolve to, looked up once.
+pub struct Site {
+    name: SiteName,
+    spec: Spec,
+    config: OnceLock<PolicyConfig>,
+    service: OnceLock<&'static Service>,
+    warned: AtomicBool,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Site {
+    /// A call site; nothing is registered until its first call.
+    pub const fn new(name: SiteName, spec: Spec) -> Site {
+        Site { name, spec, config: OnceLock::new(), service: OnceLock::new(), warned: AtomicBool::new(false) }
+    }
+
+    fn config(&self) -> &PolicyConfig {
+        self.config.get_or_init(|| match self.spec.resolve() {
+            Ok(c) => c,
+            Err(e) => {
+                // The attribute checked these at compile time; only a runtime change
+                // could get here. Run unprotected rather than fail every call.
+                tracing::error!(error = %e, "invalid resilience settings: policies disabled for this call site");
+                PolicyConfig::NONE
+            }
+        })
+    }
+
+    /// The service of a fixed or generated name: registered at the first call, then
+    /// read from the site.
+    #[inline]
+    pub fn service(&'static self) -> &'static Service {
+        match self.service.get() {
+            Some(s) => s,
+            None => self.register(),
+        }
+    }
+
+    #[cold]
+    fn register(&'static self) -> &'static Service {
+        let name = match self.name {
+            SiteName::Fixed(n) => n,
+            SiteName::Generated(f) => f(),
+        };
+        self.service.get_or_init(|| {
+            let arc = registry().get_or_register(name, self.config(), thread_random, true, Some(&self.warned));
+            // Pinned services are never removed from the registry; the site keeps
+            // one reference for the life of the program.
+            let leaked: &'static Arc<Service> = Box::leak(Box::new(arc));
+            leaked
+        })
+    }
+
+    /// The service of a computed key: looked up per call (no allocation once the key
+    /// exists), registered on first use.
+    #[inline]
+    pub fn keyed(&'static self, key: &str) -> ServiceRef {
+        ServiceRef(registry().keyed(key, self.config(), &self.warned))
+    }
+}
+
+/// A computed-key service, held for the duration of a call (it is not evicted while
+/// held).
+#[derive(Debug, Clone)]
+pub struct ServiceRef(pub(crate) Arc<Service>);
+
+impl std::ops::Deref for ServiceRef {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}

@@ -1,0 +1,134 @@
+//! Status and control of the registered services.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::breaker::CircuitState;
+use crate::registry::registry;
+use crate::service::Service;
+
+/// A service's state and counters since start or the last reset.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ServiceStatus {
+    /// The service's name.
+    pub service: String,
+    /// The breaker's state (`Closed` for a service without a breaker).
+    pub state: CircuitState,
+    /// Outcomes recorded: `successes + failures + ignored`.
+    pub calls: u64,
+    /// Calls that succeeded (or whose error `record_if` did not count).
+    pub successes: u64,
+    /// Calls that failed, timeouts included.
+    pub failures: u64,
+    /// Calls whose error `ignore_if` accepted.
+    pub ignored: u64,
+    /// Successes slower than `slow_call`.
+    pub slow_calls: u64,
+    /// Calls refused by the breaker, bulkhead or rate limiter.
+    pub rejections: u64,
+    /// Attempts and whole calls that timed out.
+    pub timeouts: u64,
+    /// Attempts after the first (also ones the breaker then rejected).
+    pub retries: u64,
+    /// Times the fallback ran.
+    pub fallbacks: u64,
+    /// Failures / recorded calls over the current window, once it can be computed
+    /// (rate mode with at least `min_calls` outcomes in the window).
+    pub failure_rate: Option<f64>,
+}
+
+impl Service {
+    /// This service's status now.
+    pub fn status(&self) -> ServiceStatus {
+        let c = &self.counters;
+        let successes = c.successes.get();
+        let failures = c.failures.load(Relaxed);
+        let ignored = c.ignored.load(Relaxed);
+        ServiceStatus {
+            service: self.name().to_owned(),
+            state: self.state(),
+            calls: successes + failures + ignored,
+            successes,
+            failures,
+            ignored,
+            slow_calls: c.slow_calls.load(Relaxed),
+            rejections: c.rejections.get(),
+            timeouts: c.timeouts.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            fallbacks: c.fallbacks.load(Relaxed),
+            failure_rate: self.breaker.as_ref().and_then(|b| b.failure_rate()),
+        }
+    }
+
+    /// Bulkhead slots free now (`None` without a bulkhead). All of them at rest:
+    /// a cancelled or panicking call gives its slot back.
+    pub fn bulkhead_available(&self) -> Option<u32> {
+        self.bulkhead.as_ref().map(|b| b.available())
+    }
+
+    /// Back to closed with an empty window, the first cooldown, and zeroed counters.
+    pub fn reset(&self) {
+        if let Some(b) = &self.breaker {
+            b.force(CircuitState::Closed, "reset");
+        }
+        self.counters.reset();
+    }
+}
+
+/// The status of `service`, if it has been called.
+///
+/// ```
+/// assert!(resilience_runtime::status("never-called").is_none());
+/// ```
+pub fn status(service: &str) -> Option<ServiceStatus> {
+    registry().get(service).map(|s| s.status())
+}
+
+/// Every registered service's status, sorted by name.
+pub fn statuses() -> Vec<ServiceStatus> {
+    let mut all: Vec<_> = registry().all().iter().map(|s| s.status()).collect();
+    all.sort_by(|a, b| a.service.cmp(&b.service));
+    all
+}
+
+/// Control of one service's circuit breaker.
+#[derive(Clone, Debug)]
+pub struct BreakerHandle {
+    service: Arc<Service>,
+}
+
+/// The breaker of `service`, if the service has been called and has a breaker.
+pub fn breaker(service: &str) -> Option<BreakerHandle> {
+    registry().get(service).filter(|s| s.breaker.is_some()).map(|service| BreakerHandle { service })
+}
+
+/// `reset()` on every service: breakers closed, windows emptied, counters zeroed.
+pub fn reset_all() {
+    for s in registry().all() {
+        s.reset();
+    }
+}
+
+impl BreakerHandle {
+    /// The breaker's state now.
+    pub fn state(&self) -> CircuitState {
+        self.service.state()
+    }
+    /// Rejects every call until `reset()`; never half-opens by itself.
+    pub fn force_open(&self) {
+        self.force(CircuitState::ForcedOpen, "forced open");
+    }
+    /// Lets every call through and never opens; outcomes are still counted.
+    pub fn disable(&self) {
+        self.force(CircuitState::Disabled, "disabled");
+    }
+    /// Back to closed with an empty window, the first cooldown and zeroed counters.
+    pub fn reset(&self) {
+        self.service.reset();
+    }
+    fn force(&self, to: CircuitState, reason: &'static str) {
+        if let Some(b) = &self.service.breaker {
+            b.force(to, reason);
+        }
+    }
+}
