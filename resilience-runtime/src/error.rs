@@ -1,7 +1,98 @@
 //! The errors the policies produce, and configuration errors.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A service's name inside a [`ResilienceError`]: shared with the service, so a
+/// rejection costs no allocation. Reads like a `&str` (`Deref`, `Display`, and
+/// comparisons with `str`, `&str` and `String`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName(Arc<str>);
+
+impl ServiceName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ServiceName {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+impl From<String> for ServiceName {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+impl From<ServiceName> for String {
+    fn from(s: ServiceName) -> Self {
+        s.0.as_ref().to_owned()
+    }
+}
+impl std::ops::Deref for ServiceName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+impl AsRef<str> for ServiceName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+impl std::borrow::Borrow<str> for ServiceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+impl PartialEq<str> for ServiceName {
+    fn eq(&self, o: &str) -> bool {
+        &*self.0 == o
+    }
+}
+impl PartialEq<&str> for ServiceName {
+    fn eq(&self, o: &&str) -> bool {
+        &*self.0 == *o
+    }
+}
+impl PartialEq<String> for ServiceName {
+    fn eq(&self, o: &String) -> bool {
+        *self.0 == **o
+    }
+}
+impl PartialEq<ServiceName> for str {
+    fn eq(&self, o: &ServiceName) -> bool {
+        self == &*o.0
+    }
+}
+impl PartialEq<ServiceName> for &str {
+    fn eq(&self, o: &ServiceName) -> bool {
+        *self == &*o.0
+    }
+}
+impl PartialEq<ServiceName> for String {
+    fn eq(&self, o: &ServiceName) -> bool {
+        **self == *o.0
+    }
+}
+impl serde::Serialize for ServiceName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 /// A call refused or cut short by a policy.
 ///
@@ -25,7 +116,7 @@ pub enum ResilienceError {
     #[non_exhaustive]
     CircuitOpen {
         /// The service whose breaker refused the call.
-        service: String,
+        service: ServiceName,
         /// Time left before the breaker lets a probe through.
         retry_after: Duration,
     },
@@ -33,7 +124,7 @@ pub enum ResilienceError {
     #[non_exhaustive]
     Timeout {
         /// The service that timed out.
-        service: String,
+        service: ServiceName,
         /// The limit that was exceeded.
         after: Duration,
     },
@@ -41,13 +132,13 @@ pub enum ResilienceError {
     #[non_exhaustive]
     BulkheadFull {
         /// The service whose bulkhead is full.
-        service: String,
+        service: ServiceName,
     },
     /// The rate limiter would have granted a permit later than `max_wait`.
     #[non_exhaustive]
     RateLimited {
         /// The service whose limit was reached.
-        service: String,
+        service: ServiceName,
         /// How long the call would have had to wait for a permit.
         retry_after: Duration,
     },
@@ -80,17 +171,17 @@ impl ResilienceError {
         }
     }
 
-    pub(crate) fn circuit_open(service: &str, retry_after: Duration) -> Self {
-        Self::CircuitOpen { service: service.to_owned(), retry_after }
+    pub(crate) fn circuit_open(service: &ServiceName, retry_after: Duration) -> Self {
+        Self::CircuitOpen { service: service.clone(), retry_after }
     }
-    pub(crate) fn timeout(service: &str, after: Duration) -> Self {
-        Self::Timeout { service: service.to_owned(), after }
+    pub(crate) fn timeout(service: &ServiceName, after: Duration) -> Self {
+        Self::Timeout { service: service.clone(), after }
     }
-    pub(crate) fn bulkhead_full(service: &str) -> Self {
-        Self::BulkheadFull { service: service.to_owned() }
+    pub(crate) fn bulkhead_full(service: &ServiceName) -> Self {
+        Self::BulkheadFull { service: service.clone() }
     }
-    pub(crate) fn rate_limited(service: &str, retry_after: Duration) -> Self {
-        Self::RateLimited { service: service.to_owned(), retry_after }
+    pub(crate) fn rate_limited(service: &ServiceName, retry_after: Duration) -> Self {
+        Self::RateLimited { service: service.clone(), retry_after }
     }
 }
 

@@ -64,7 +64,7 @@ pub use config::{
     PolicyConfig, Rate, RateLimitConfig, RetryConfig, Spec, Strategy, Window,
     DEFAULT_MAX_CONCURRENT, DEFAULT_RATE, MAX_WINDOW_CALLS,
 };
-pub use error::{ConfigError, ConfigProblem, ResilienceError};
+pub use error::{ConfigError, ConfigProblem, ResilienceError, ServiceName};
 pub use registry::{key_count, set_key_capacity, ServiceRef, DEFAULT_KEY_CAPACITY};
 pub use retry::{backoff_delay, retry_delay, thread_random};
 pub use service::{Call, Hooks, Service};

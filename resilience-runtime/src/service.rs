@@ -15,14 +15,14 @@ use crate::counters::Counters;
 use crate::rate_limit::{Grant, RateLimiter};
 use crate::retry::retry_delay;
 use crate::timeout::Timeout;
-use crate::ResilienceError;
+use crate::{ResilienceError, ServiceName};
 
 /// One protected dependency: its policies' shared state and its counters.
 ///
 /// Services live in the global registry; attributes and [`crate::Resilience`] find
 /// them by name.
 pub struct Service {
-    name: Box<str>,
+    name: ServiceName,
     config: PolicyConfig,
     pub(crate) breaker: Option<Breaker>,
     pub(crate) bulkhead: Option<Bulkhead>,
@@ -93,7 +93,7 @@ impl<E> std::fmt::Debug for Hooks<E> {
 impl Service {
     pub(crate) fn new(name: &str, config: PolicyConfig, random: fn() -> u64, pinned: bool) -> Self {
         Self {
-            name: name.into(),
+            name: ServiceName::from(name),
             breaker: config.breaker.map(|b| Breaker::new(name, b)),
             bulkhead: config.bulkhead.map(Bulkhead::new),
             limiter: config.rate_limit.map(RateLimiter::new),
