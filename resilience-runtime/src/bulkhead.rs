@@ -5,8 +5,9 @@
 //! `Notify`) or sync (a `Condvar`). A permit is given back when dropped, so a
 //! cancelled or panicking call never keeps its slot.
 
-use std::sync::atomic::{AtomicU32, Ordering::{Relaxed, SeqCst}};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+
+use crate::sync::{AtomicU32, Condvar, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;

@@ -52,6 +52,10 @@ mod registry;
 mod retry;
 mod service;
 mod status;
+mod sync;
+
+#[cfg(all(test, resilience_loom))]
+mod loom_tests;
 mod timeout;
 
 #[doc(hidden)]

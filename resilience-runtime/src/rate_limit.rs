@@ -7,7 +7,9 @@
 //! A call that would have to wait `w <= max_wait` reserves its permit and waits; the
 //! reservation is given back if the call is dropped before the wait ends.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::sync::AtomicU64;
 use std::time::Duration;
 
 use crate::clock::{self, Nanos};

@@ -181,13 +181,16 @@ impl Admitted<'_> {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
-            if std::thread::panicking() {
-                self.svc.counters.failures.fetch_add(1, Relaxed);
+        // `record` and `ignore` consume `self` outside any panic, so a drop while
+        // panicking is a body (or hook) that panicked before its outcome was
+        // recorded: a failure, also for a service without a breaker.
+        if std::thread::panicking() {
+            self.svc.counters.failures.fetch_add(1, Relaxed);
+            if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
                 b.record(adm, Some(Outcome { failure: true, slow: false }));
-            } else {
-                b.abandon(adm);
             }
+        } else if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
+            b.abandon(adm);
         }
     }
 }

@@ -11,8 +11,9 @@
 
 mod window;
 
-use std::sync::atomic::{AtomicU64, Ordering::{AcqRel, Acquire, Relaxed, Release}};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+use crate::sync::{AtomicU64, Mutex};
 use std::time::Duration;
 
 use crate::clock::{self, Nanos};
@@ -221,6 +222,11 @@ impl Breaker {
             Kind::Pass => None,
             Kind::Closed => {
                 let o = outcome?;
+                // A late outcome of an earlier closed state (the breaker has opened,
+                // and maybe closed again, since) must not land in the new window.
+                if epoch_of(self.ctl.load(Acquire)) != adm.epoch {
+                    return None;
+                }
                 let trip = self.window.record(o)?;
                 self.trip(adm.epoch, trip)
             }

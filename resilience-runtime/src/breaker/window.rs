@@ -3,7 +3,9 @@
 //! Every window is lock-free. A success recorded into a count window that is full
 //! and holds no failure and no slow call changes nothing, so that path only reads.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8};
 use std::time::Duration;
 
 use crate::clock::{self, Nanos};

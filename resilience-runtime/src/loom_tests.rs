@@ -1,0 +1,174 @@
+//! Loom models: every interleaving of a few threads on the breaker, the bulkhead and
+//! the rate limiter. Run with
+//! `RUSTFLAGS="--cfg resilience_loom" cargo test -p resilience-runtime --lib --release loom`.
+
+use std::time::Duration;
+
+use loom::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use loom::sync::Arc;
+use loom::thread;
+
+use crate::breaker::{Breaker, CircuitState, Outcome};
+use crate::bulkhead::Bulkhead;
+use crate::config::{BreakerConfig, BreakerMode, BulkheadConfig, Rate, RateLimitConfig};
+use crate::rate_limit::{Grant, RateLimiter};
+
+/// Every interleaving with up to three preemptions: enough for these races, small
+/// enough to finish in CI.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(f);
+}
+
+const FAIL: Outcome = Outcome { failure: true, slow: false };
+const OK: Outcome = Outcome { failure: false, slow: false };
+
+fn breaker(threshold: u32, half_open_calls: u32, success_threshold: u32, cooldown: Duration) -> Breaker {
+    Breaker::new(
+        "loom",
+        BreakerConfig {
+            mode: BreakerMode::Consecutive { failure_threshold: threshold },
+            slow_call: None,
+            slow_call_rate: 1.0,
+            cooldown,
+            cooldown_max: None,
+            half_open_calls,
+            success_threshold,
+        },
+    )
+}
+
+#[test]
+fn loom_breaker_opens_exactly_once_under_concurrent_failures() {
+    model(|| {
+        let b = Arc::new(breaker(2, 1, 1, Duration::from_secs(60)));
+        let opened = Arc::new(AtomicU32::new(0));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let (b, opened) = (b.clone(), opened.clone());
+                thread::spawn(move || match b.admit() {
+                    Ok(adm) => {
+                        if let Some(t) = b.record(adm, Some(FAIL)) {
+                            assert_eq!((t.from, t.to), (CircuitState::Closed, CircuitState::Open));
+                            opened.fetch_add(1, SeqCst);
+                        }
+                    }
+                    Err(r) => {
+                        // A rejection sees the open state and a cooldown within bounds.
+                        assert!(r.retry_after <= Duration::from_secs(60));
+                        assert_eq!(b.state(), CircuitState::Open);
+                    }
+                })
+            })
+            .collect();
+        // A third thread only reads: every state it sees is one the breaker passes through.
+        let reader = {
+            let b = b.clone();
+            thread::spawn(move || {
+                let s = b.state();
+                assert!(matches!(s, CircuitState::Closed | CircuitState::Open));
+            })
+        };
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        reader.join().unwrap();
+        assert_eq!(opened.load(SeqCst), 1, "exactly one transition to open");
+        assert_eq!(b.state(), CircuitState::Open);
+    });
+}
+
+#[test]
+fn loom_half_open_admits_at_most_half_open_calls_and_returns_every_slot() {
+    model(|| {
+        // Open with a cooldown already over: the first admission turns it half-open.
+        let b = Arc::new(breaker(1, 1, 3, Duration::ZERO));
+        let adm = b.admit().unwrap();
+        b.record(adm, Some(FAIL));
+        let inside = Arc::new(AtomicU32::new(0));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let (b, inside) = (b.clone(), inside.clone());
+                thread::spawn(move || {
+                    if let Ok(adm) = b.admit() {
+                        let n = inside.fetch_add(1, SeqCst) + 1;
+                        assert_eq!(n, 1, "{n} probes in flight with half_open_calls = 1");
+                        inside.fetch_sub(1, SeqCst);
+                        b.abandon(adm);
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        // Every slot came back: a probe can be admitted again, and only one.
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        let a1 = b.admit().expect("a free probe slot");
+        assert!(b.admit().is_err());
+        b.abandon(a1);
+    });
+}
+
+#[test]
+fn loom_successful_probes_close_it_once() {
+    model(|| {
+        let b = Arc::new(breaker(1, 2, 2, Duration::ZERO));
+        let adm = b.admit().unwrap();
+        b.record(adm, Some(FAIL));
+        let first = b.admit().unwrap();
+        let b2 = b.clone();
+        let h = thread::spawn(move || {
+            let adm = b2.admit().expect("second probe slot");
+            b2.record(adm, Some(OK))
+        });
+        let t1 = b.record(first, Some(OK));
+        let t2 = h.join().unwrap();
+        assert_eq!(u32::from(t1.is_some()) + u32::from(t2.is_some()), 1, "closed exactly once");
+        assert_eq!(b.state(), CircuitState::Closed);
+    });
+}
+
+#[test]
+fn loom_bulkhead_never_exceeds_its_limit_and_returns_every_permit() {
+    model(|| {
+        let bh = Arc::new(Bulkhead::new(BulkheadConfig { max_concurrent: 1, max_wait: Duration::ZERO }));
+        let inside = Arc::new(AtomicU32::new(0));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let (bh, inside) = (bh.clone(), inside.clone());
+                thread::spawn(move || {
+                    if let Some(p) = bh.try_acquire() {
+                        assert_eq!(inside.fetch_add(1, SeqCst), 0, "two calls inside a bulkhead of 1");
+                        inside.fetch_sub(1, SeqCst);
+                        drop(p);
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(bh.available(), 1);
+    });
+}
+
+#[test]
+fn loom_rate_limiter_grants_each_permit_once() {
+    model(|| {
+        let l = Arc::new(RateLimiter::new(RateLimitConfig {
+            rate: Rate::new(1, Duration::from_secs(1)),
+            burst: 1,
+            max_wait: Duration::ZERO,
+        }));
+        let now = 1u64 << 62;
+        let granted = Arc::new(AtomicU32::new(0));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let (l, granted) = (l.clone(), granted.clone());
+                thread::spawn(move || {
+                    if l.acquire_at(now) == Ok(Grant::Now) {
+                        granted.fetch_add(1, SeqCst);
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(granted.load(SeqCst), 1, "burst 1 grants one permit at one instant");
+    });
+}
