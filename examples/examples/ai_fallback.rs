@@ -54,12 +54,18 @@ impl AiService for ChatModel {
 }
 
 impl ChatModel {
-    #[with_resilience(service = "ai.chat", retry(max_attempts = 2, delay = "10ms"),
-                      circuit_breaker(failure_threshold = 3, cooldown = "1s"))]
+    #[with_resilience(
+        service = "ai.chat",
+        retry(max_attempts = 2, delay = "10ms"),
+        circuit_breaker(failure_threshold = 3, cooldown = "1s")
+    )]
     #[fallback = Self::degrade]
     async fn complete(&self, prompt: Prompt) -> Result<Completion, AiError> {
         match self.backend.next() {
-            Behaviour::Ok => Ok(Completion { text: format!("[{}] answer to: {}", prompt.model, prompt.text), degraded: false }),
+            Behaviour::Ok => Ok(Completion {
+                text: format!("[{}] answer to: {}", prompt.model, prompt.text),
+                degraded: false,
+            }),
             _ => Err(AiError::Overloaded),
         }
     }
@@ -80,17 +86,26 @@ impl AiService for EmbeddingModel {
     }
     /// Overridden: an embedding client answers with a cached vector instead.
     fn unavailable(&self, prompt: &Prompt) -> Completion {
-        Completion { text: format!("cached embedding for \"{}\"", prompt.text), degraded: true }
+        Completion {
+            text: format!("cached embedding for \"{}\"", prompt.text),
+            degraded: true,
+        }
     }
 }
 
 impl EmbeddingModel {
-    #[with_resilience(service = "ai.embeddings", retry(max_attempts = 1),
-                      circuit_breaker(failure_threshold = 2, cooldown = "1s"))]
+    #[with_resilience(
+        service = "ai.embeddings",
+        retry(max_attempts = 1),
+        circuit_breaker(failure_threshold = 2, cooldown = "1s")
+    )]
     #[fallback = Self::degrade]
     async fn embed(&self, prompt: Prompt) -> Result<Completion, AiError> {
         match self.backend.next() {
-            Behaviour::Ok => Ok(Completion { text: format!("vector({})", prompt.text.len()), degraded: false }),
+            Behaviour::Ok => Ok(Completion {
+                text: format!("vector({})", prompt.text.len()),
+                degraded: false,
+            }),
             _ => Err(AiError::Overloaded),
         }
     }
@@ -104,17 +119,30 @@ impl EmbeddingModel {
 
 #[tokio::main]
 async fn main() {
-    let chat = ChatModel { backend: FlakyService::new("SFFFFFFF") };
-    let emb = EmbeddingModel { backend: FlakyService::new("SFFFF") };
+    let chat = ChatModel {
+        backend: FlakyService::new("SFFFFFFF"),
+    };
+    let emb = EmbeddingModel {
+        backend: FlakyService::new("SFFFF"),
+    };
     for i in 1..=4 {
-        let p = Prompt { model: "gpt-x", text: format!("question {i}") };
-        let c = chat.complete(p.clone()).await.expect("the fallback always answers");
+        let p = Prompt {
+            model: "gpt-x",
+            text: format!("question {i}"),
+        };
+        let c = chat
+            .complete(p.clone())
+            .await
+            .expect("the fallback always answers");
         println!("chat #{i}: degraded={} {}", c.degraded, c.text);
         let e = emb.embed(p).await.expect("the fallback always answers");
         println!("emb  #{i}: degraded={} {}", e.degraded, e.text);
     }
     for s in ["ai.chat", "ai.embeddings"] {
         let st = status(s).expect("called above");
-        println!("{s}: state {:?}, {} failures, {} rejections, {} fallbacks", st.state, st.failures, st.rejections, st.fallbacks);
+        println!(
+            "{s}: state {:?}, {} failures, {} rejections, {} fallbacks",
+            st.state, st.failures, st.rejections, st.fallbacks
+        );
     }
 }

@@ -47,7 +47,7 @@ impl Client {
         service = "orders-api",
         retry(max_attempts = 4, delay = "50ms", backoff = "exponential", multiplier = 2.0,
               max_delay = "400ms", jitter = "full", retry_if = is_transient, retry_after = server_hint),
-        circuit_breaker(failure_rate = 0.6, window = 10, min_calls = 5, cooldown = "2s",
+        circuit_breaker(failure_rate = 0.6, window = 20, min_calls = 10, cooldown = "2s",
                         record_if = is_server_fault)
     )]
     async fn get_order(&self, id: u32) -> Result<String, ApiError> {
@@ -62,22 +62,43 @@ impl Client {
 
 #[tokio::main]
 async fn main() {
-    let c = Client { server: FlakyService::new("FFS") };
+    let c = Client {
+        server: FlakyService::new("FFS"),
+    };
     let t = tokio::time::Instant::now();
-    println!("transient failures, then success: {:?} after {:?}", c.get_order(1).await, t.elapsed());
+    println!(
+        "transient failures, then success: {:?} after {:?}",
+        c.get_order(1).await,
+        t.elapsed()
+    );
 
     c.server.set_plan("HS");
     let t = tokio::time::Instant::now();
-    println!("429 with Retry-After 120ms, then success: {:?} after {:?} (waited at least the hint)", c.get_order(2).await, t.elapsed());
+    println!(
+        "429 with Retry-After 120ms, then success: {:?} after {:?} (waited at least the hint)",
+        c.get_order(2).await,
+        t.elapsed()
+    );
 
     c.server.set_plan("PS");
     let before = c.server.calls();
-    println!("permanent error: {:?}, attempts: {} (not retried)", c.get_order(3).await, c.server.calls() - before);
+    println!(
+        "permanent error: {:?}, attempts: {} (not retried)",
+        c.get_order(3).await,
+        c.server.calls() - before
+    );
 
     c.server.set_plan("F");
     let before = c.server.calls();
-    println!("always failing: {:?}, attempts: {}", c.get_order(4).await, c.server.calls() - before);
+    println!(
+        "always failing: {:?}, attempts: {}",
+        c.get_order(4).await,
+        c.server.calls() - before
+    );
 
     let s = status("orders-api").expect("called above");
-    println!("orders-api: {:?}, {} successes, {} failures, {} retries", s.state, s.successes, s.failures, s.retries);
+    println!(
+        "orders-api: {:?}, {} successes, {} failures, {} retries",
+        s.state, s.successes, s.failures, s.retries
+    );
 }

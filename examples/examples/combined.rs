@@ -51,9 +51,14 @@ impl Payments {
 
 #[tokio::main]
 async fn main() {
-    let p = Payments { provider: FlakyService::new("SFSFFFFFFFFFFFS") };
+    let p = Payments {
+        provider: FlakyService::new("SFSFFFFFFFFFFFS"),
+    };
     for cents in [100, 250, 999, 1200, 80] {
-        println!("{}", p.charge(cents).await.expect("the fallback always answers"));
+        println!(
+            "{}",
+            p.charge(cents).await.expect("the fallback always answers")
+        );
     }
     p.provider.set_plan("FS");
     println!("{:?}", p.refund(100));

@@ -32,24 +32,40 @@ fn outcome(b: Behaviour) -> Result<(), OpError> {
 
 impl Orchestrator {
     /// Nice to have: give up early, stay away long.
-    #[with_resilience(service = "orchestrator.recommendations", strategy = "aggressive", retry(delay = "1ms"))]
+    #[with_resilience(
+        service = "orchestrator.recommendations",
+        strategy = "aggressive",
+        retry(delay = "1ms")
+    )]
     async fn recommendations(&self) -> Result<(), OpError> {
         outcome(self.recommendations.next())
     }
 
-    #[with_resilience(service = "orchestrator.search", strategy = "balanced", retry(delay = "1ms"))]
+    #[with_resilience(
+        service = "orchestrator.search",
+        strategy = "balanced",
+        retry(delay = "1ms")
+    )]
     async fn search(&self) -> Result<(), OpError> {
         outcome(self.search.next())
     }
 
     /// A batch job: tolerate errors, keep trying.
-    #[with_resilience(service = "orchestrator.reports", strategy = "conservative", retry(delay = "1ms", max_delay = "5ms"))]
+    #[with_resilience(
+        service = "orchestrator.reports",
+        strategy = "conservative",
+        retry(delay = "1ms", max_delay = "5ms")
+    )]
     async fn reports(&self) -> Result<(), OpError> {
         outcome(self.reports.next())
     }
 
     /// The business depends on it: retry hard, come back fast.
-    #[with_resilience(service = "orchestrator.payments", strategy = "critical", retry(delay = "1ms", max_delay = "5ms"))]
+    #[with_resilience(
+        service = "orchestrator.payments",
+        strategy = "critical",
+        retry(delay = "1ms", max_delay = "5ms")
+    )]
     async fn payments(&self) -> Result<(), OpError> {
         outcome(self.payments.next())
     }
@@ -65,8 +81,19 @@ async fn main() {
     };
     for s in Strategy::ALL {
         let p = s.preset();
-        let (b, r) = (p.breaker.expect("presets have a breaker"), p.retry.expect("presets have a retry"));
-        println!("{:<13} breaker {:?}, cooldown {:?}; retry {} attempts from {:?}, jitter {:?}", s.name(), b.mode, b.cooldown, r.max_attempts, r.delay, r.jitter);
+        let (b, r) = (
+            p.breaker.expect("presets have a breaker"),
+            p.retry.expect("presets have a retry"),
+        );
+        println!(
+            "{:<13} breaker {:?}, cooldown {:?}; retry {} attempts from {:?}, jitter {:?}",
+            s.name(),
+            b.mode,
+            b.cooldown,
+            r.max_attempts,
+            r.delay,
+            r.jitter
+        );
     }
     for _ in 0..12 {
         let _ = o.recommendations().await;
@@ -83,7 +110,9 @@ async fn main() {
             CircuitState::HalfOpen => "recovering",
             CircuitState::Open | CircuitState::ForcedOpen => "unhealthy",
         };
-        let rate = s.failure_rate.map_or("n/a".to_owned(), |r| format!("{:.0}%", r * 100.0));
+        let rate = s
+            .failure_rate
+            .map_or("n/a".to_owned(), |r| format!("{:.0}%", r * 100.0));
         println!("  {:<32} {:<10} failure rate {}", s.service, health, rate);
     }
 }

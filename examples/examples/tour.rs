@@ -43,14 +43,18 @@ impl Recommender {
 
     /// Answers when the service cannot: a generic list, marked as such.
     fn popular_items(&self, _user: &str, error: RecoError) -> Result<Vec<String>, RecoError> {
-        Ok(vec![format!("(fallback after: {error}) popular: cast-iron pan")])
+        Ok(vec![format!(
+            "(fallback after: {error}) popular: cast-iron pan"
+        )])
     }
 }
 
 #[tokio::main]
 async fn main() {
     init_logging();
-    let reco = Recommender { backend: FlakyService::new("SSSS") };
+    let reco = Recommender {
+        backend: FlakyService::new("SSSS"),
+    };
 
     println!("== 1. the service is healthy");
     for _ in 0..3 {
@@ -68,7 +72,10 @@ async fn main() {
     for _ in 0..3 {
         show(&reco).await;
     }
-    println!("   (the service was reached {} times while open)", reco.backend.calls() - reached);
+    println!(
+        "   (the service was reached {} times while open)",
+        reco.backend.calls() - reached
+    );
 
     println!("\n== 4. after the cooldown the breaker probes; the service is back");
     reco.backend.set_plan("S");
@@ -77,7 +84,7 @@ async fn main() {
         show(&reco).await;
     }
 
-    println!("\n== 5. a hanging call times out after 200ms and counts as a failure");
+    println!("\n== 5. a hanging attempt times out after 200ms (a failure); the retry answers");
     reco.backend.set_plan("HS");
     show(&reco).await;
 
@@ -89,7 +96,11 @@ async fn show(reco: &Recommender) {
     let r = reco.recommend("ada").await;
     let state = breaker("recommendations").map_or(CircuitState::Closed, |b| b.state());
     match r {
-        Ok(items) => println!("   breaker {:<9} -> {}", format!("{state:?}"), items.join(", ")),
+        Ok(items) => println!(
+            "   breaker {:<9} -> {}",
+            format!("{state:?}"),
+            items.join(", ")
+        ),
         Err(e) => println!("   breaker {:<9} -> error: {e}", format!("{state:?}")),
     }
 }

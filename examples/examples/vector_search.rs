@@ -22,8 +22,14 @@ struct VectorIndex {
 }
 
 impl VectorIndex {
-    #[circuit_breaker(service = "vector-search", failure_rate = 0.5, window = 4,
-                      cooldown = "300ms", half_open_calls = 1, success_threshold = 2)]
+    #[circuit_breaker(
+        service = "vector-search",
+        failure_rate = 0.5,
+        window = 4,
+        cooldown = "300ms",
+        half_open_calls = 1,
+        success_threshold = 2
+    )]
     async fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<u64>, SearchError> {
         match self.shard.next() {
             Behaviour::Ok => Ok((0..k as u64).map(|i| i + query.len() as u64).collect()),
@@ -35,9 +41,11 @@ impl VectorIndex {
 #[tokio::main]
 async fn main() {
     init_logging();
-    let index = VectorIndex { shard: FlakyService::new("SSFF") };
+    let index = VectorIndex {
+        shard: FlakyService::new("SSFF"),
+    };
     let q = [0.1, 0.7, 0.2];
-    let mut step = |label: &str| println!("-- {label}");
+    let step = |label: &str| println!("-- {label}");
 
     step("two good searches, then the shard fails twice: 2 of 4 failed -> open");
     for _ in 0..4 {
@@ -48,7 +56,11 @@ async fn main() {
     for _ in 0..2 {
         report(index.nearest(&q, 3).await);
     }
-    assert_eq!(index.shard.calls(), before, "an open breaker does not call the shard");
+    assert_eq!(
+        index.shard.calls(),
+        before,
+        "an open breaker does not call the shard"
+    );
 
     step("after the cooldown: a probe fails -> open again");
     index.shard.set_plan("F");
@@ -63,7 +75,10 @@ async fn main() {
         report(index.nearest(&q, 3).await);
     }
     let s = status("vector-search").expect("called above");
-    println!("final: {:?}, {} calls, {} failures, {} rejections", s.state, s.calls, s.failures, s.rejections);
+    println!(
+        "final: {:?}, {} calls, {} failures, {} rejections",
+        s.state, s.calls, s.failures, s.rejections
+    );
 }
 
 fn report(r: Result<Vec<u64>, SearchError>) {

@@ -28,7 +28,10 @@ pub enum Behaviour {
 impl FlakyService {
     /// A service following `plan`, e.g. `"SSFFFFSS"`.
     pub fn new(plan: &str) -> Self {
-        Self { plan: Mutex::new(plan.chars().rev().collect()), calls: AtomicU32::new(0) }
+        Self {
+            plan: Mutex::new(plan.chars().rev().collect()),
+            calls: AtomicU32::new(0),
+        }
     }
 
     /// Replaces the rest of the plan.
@@ -45,7 +48,11 @@ impl FlakyService {
     pub fn next(&self) -> Behaviour {
         self.calls.fetch_add(1, Relaxed);
         let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
-        let c = if plan.len() > 1 { plan.pop() } else { plan.last().copied() };
+        let c = if plan.len() > 1 {
+            plan.pop()
+        } else {
+            plan.last().copied()
+        };
         match c.unwrap_or('S') {
             'F' | 'T' => Behaviour::Transient,
             'P' => Behaviour::Permanent,
@@ -59,12 +66,21 @@ impl FlakyService {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).without_time().try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .without_time()
+        .with_ansi(ansi)
+        .try_init();
 }
 
 /// One line per service: state and counters.
 pub fn print_statuses() {
-    println!("  {:<44} {:<10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}", "service", "state", "calls", "ok", "fail", "rej", "retry", "tmo", "fallb");
+    println!(
+        "  {:<44} {:<10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}",
+        "service", "state", "calls", "ok", "fail", "rej", "retry", "tmo", "fallb"
+    );
     for s in resilience_runtime::statuses() {
         println!(
             "  {:<44} {:<10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}",

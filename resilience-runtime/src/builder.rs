@@ -41,7 +41,11 @@ impl Resilience {
     pub fn builder(name: impl Into<String>) -> ResilienceBuilder {
         ResilienceBuilder {
             name: name.into(),
-            spec: Spec { breaker: true, retry: true, ..Spec::EMPTY },
+            spec: Spec {
+                breaker: true,
+                retry: true,
+                ..Spec::EMPTY
+            },
             random: thread_random,
         }
     }

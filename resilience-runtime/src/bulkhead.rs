@@ -65,7 +65,10 @@ impl Bulkhead {
     pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
         let mut cur = self.in_use.load(Relaxed);
         while cur < self.max {
-            match self.in_use.compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed) {
+            match self
+                .in_use
+                .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
+            {
                 Ok(_) => return Some(Permit { bulkhead: self }),
                 Err(now) => cur = now,
             }

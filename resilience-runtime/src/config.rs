@@ -29,7 +29,9 @@ use crate::error::{ConfigError, ConfigProblem};
 /// `conservative` tolerates errors and keeps trying. `critical` is for dependencies
 /// the service cannot work without: it retries hard, probes with several calls and
 /// comes back fast.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Open early, stay open long, retry little.
@@ -45,8 +47,12 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every preset, in the order of the table.
-    pub const ALL: [Strategy; 4] =
-        [Strategy::Aggressive, Strategy::Balanced, Strategy::Conservative, Strategy::Critical];
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Aggressive,
+        Strategy::Balanced,
+        Strategy::Conservative,
+        Strategy::Critical,
+    ];
 
     /// The preset's name as written in attributes and configuration.
     pub const fn name(self) -> &'static str {
@@ -118,12 +124,15 @@ impl fmt::Display for Strategy {
 impl FromStr for Strategy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Strategy::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
-            format!(
-                "unknown strategy `{s}`: expected one of `aggressive`, `balanced`, \
+        Strategy::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown strategy `{s}`: expected one of `aggressive`, `balanced`, \
                  `conservative`, `critical`"
-            )
-        })
+                )
+            })
     }
 }
 
@@ -218,7 +227,9 @@ impl fmt::Display for Rate {
 impl FromStr for Rate {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("invalid rate `{s}`: write it as `N/ms`, `N/s`, `N/m` or `N/h`, e.g. `100/s`");
+        let bad = || {
+            format!("invalid rate `{s}`: write it as `N/ms`, `N/s`, `N/m` or `N/h`, e.g. `100/s`")
+        };
         let (n, unit) = s.split_once('/').ok_or_else(bad)?;
         let permits: u32 = n.trim().parse().map_err(|_| bad())?;
         let per = match unit.trim() {
@@ -229,7 +240,9 @@ impl FromStr for Rate {
             _ => return Err(bad()),
         };
         if permits == 0 {
-            return Err(format!("invalid rate `{s}`: the number of permits must be at least 1"));
+            return Err(format!(
+                "invalid rate `{s}`: the number of permits must be at least 1"
+            ));
         }
         Ok(Rate::new(permits, per))
     }
@@ -478,8 +491,17 @@ impl Spec {
         }
         let breaker = self.breaker.then(|| {
             let mode = match (self.failure_threshold, pb.mode) {
-                (Some(n), _) => BreakerMode::Consecutive { failure_threshold: n },
-                (None, BreakerMode::Rate { failure_rate, window, min_calls }) => {
+                (Some(n), _) => BreakerMode::Consecutive {
+                    failure_threshold: n,
+                },
+                (
+                    None,
+                    BreakerMode::Rate {
+                        failure_rate,
+                        window,
+                        min_calls,
+                    },
+                ) => {
                     let window = match (self.window_calls, self.window_time) {
                         (Some(n), _) => Window::Calls(n),
                         (None, Some(d)) => Window::Time(d),
@@ -561,7 +583,10 @@ pub const DEFAULT_MAX_CONCURRENT: u32 = 10;
 pub const DEFAULT_RATE: Rate = Rate::per_second(100);
 
 fn problem(path: &str, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem { path: path.to_owned(), message: message.into() }
+    ConfigProblem {
+        path: path.to_owned(),
+        message: message.into(),
+    }
 }
 
 fn check_ratio(path: &str, r: f64, problems: &mut Vec<ConfigProblem>) {
@@ -589,10 +614,16 @@ pub const MAX_WINDOW_CALLS: u32 = 1 << 20;
 pub(crate) fn validate(c: &PolicyConfig, problems: &mut Vec<ConfigProblem>) {
     if let Some(b) = &c.breaker {
         match b.mode {
-            BreakerMode::Consecutive { failure_threshold } => {
-                check_count("circuit_breaker.failure_threshold", failure_threshold, problems)
-            }
-            BreakerMode::Rate { failure_rate, window, min_calls } => {
+            BreakerMode::Consecutive { failure_threshold } => check_count(
+                "circuit_breaker.failure_threshold",
+                failure_threshold,
+                problems,
+            ),
+            BreakerMode::Rate {
+                failure_rate,
+                window,
+                min_calls,
+            } => {
                 check_ratio("circuit_breaker.failure_rate", failure_rate, problems);
                 check_count("circuit_breaker.min_calls", min_calls, problems);
                 match window {
@@ -601,7 +632,9 @@ pub(crate) fn validate(c: &PolicyConfig, problems: &mut Vec<ConfigProblem>) {
                         if n > MAX_WINDOW_CALLS {
                             problems.push(problem(
                                 "circuit_breaker.window",
-                                format!("{n} calls is more than the largest window, {MAX_WINDOW_CALLS}"),
+                                format!(
+                                    "{n} calls is more than the largest window, {MAX_WINDOW_CALLS}"
+                                ),
                             ));
                         }
                         if n > 0 && min_calls > n {
@@ -645,13 +678,27 @@ pub(crate) fn validate(c: &PolicyConfig, problems: &mut Vec<ConfigProblem>) {
                 ));
             }
         }
-        check_count("circuit_breaker.half_open_calls", b.half_open_calls, problems);
-        check_count("circuit_breaker.success_threshold", b.success_threshold, problems);
+        check_count(
+            "circuit_breaker.half_open_calls",
+            b.half_open_calls,
+            problems,
+        );
+        check_count(
+            "circuit_breaker.success_threshold",
+            b.success_threshold,
+            problems,
+        );
         if b.half_open_calls > 1 << 12 {
-            problems.push(problem("circuit_breaker.half_open_calls", "must be at most 4096"));
+            problems.push(problem(
+                "circuit_breaker.half_open_calls",
+                "must be at most 4096",
+            ));
         }
         if b.success_threshold > 1 << 12 {
-            problems.push(problem("circuit_breaker.success_threshold", "must be at most 4096"));
+            problems.push(problem(
+                "circuit_breaker.success_threshold",
+                "must be at most 4096",
+            ));
         }
     }
     if let Some(r) = &c.retry {
@@ -696,7 +743,11 @@ pub(crate) fn validate(c: &PolicyConfig, problems: &mut Vec<ConfigProblem>) {
 pub fn format_duration(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
-        return if d.is_zero() { "0ms".to_owned() } else { format!("{}us", d.as_micros()) };
+        return if d.is_zero() {
+            "0ms".to_owned()
+        } else {
+            format!("{}us", d.as_micros())
+        };
     }
     let mut out = String::new();
     for (unit, size) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
@@ -724,7 +775,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!(
                 "invalid duration `{text}`: expected a number before the unit (e.g. `250ms`, `1m30s`)"
@@ -734,7 +787,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration `{text}`: the number is too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let nanos_per: u128 = match unit {
@@ -773,7 +828,12 @@ mod tests {
     #[test]
     fn every_preset_is_valid() {
         for s in Strategy::ALL {
-            let spec = Spec { strategy: Some(s), breaker: true, retry: true, ..Spec::EMPTY };
+            let spec = Spec {
+                strategy: Some(s),
+                breaker: true,
+                retry: true,
+                ..Spec::EMPTY
+            };
             assert_eq!(spec.resolve(), Ok(s.preset()), "{s}");
         }
     }
@@ -790,7 +850,11 @@ mod tests {
         let b = spec.resolve().unwrap().breaker.unwrap();
         assert_eq!(
             b.mode,
-            BreakerMode::Rate { failure_rate: 0.3, window: Window::Calls(8), min_calls: 8 }
+            BreakerMode::Rate {
+                failure_rate: 0.3,
+                window: Window::Calls(8),
+                min_calls: 8
+            }
         );
         assert_eq!(b.cooldown, Duration::from_secs(5));
         assert_eq!(b.success_threshold, 1);
@@ -811,9 +875,15 @@ mod tests {
         let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["circuit_breaker.failure_rate", "circuit_breaker.half_open_calls", "retry.max_delay"]
+            [
+                "circuit_breaker.failure_rate",
+                "circuit_breaker.half_open_calls",
+                "retry.max_delay"
+            ]
         );
-        assert!(err.to_string().contains("circuit_breaker.failure_rate: 1.7 is not in (0, 1]"));
+        assert!(err
+            .to_string()
+            .contains("circuit_breaker.failure_rate: 1.7 is not in (0, 1]"));
     }
 
     #[test]
@@ -833,7 +903,10 @@ mod tests {
     #[test]
     fn durations_parse_and_format() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1h2m3s4ms"), Ok(Duration::from_millis(3_723_004)));
+        assert_eq!(
+            parse_duration("1h2m3s4ms"),
+            Ok(Duration::from_millis(3_723_004))
+        );
         assert!(parse_duration("1x").is_err());
         assert!(parse_duration("ms").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());

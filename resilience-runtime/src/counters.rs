@@ -37,7 +37,11 @@ pub(crate) struct Striped {
 
 impl Striped {
     pub(crate) fn new() -> Self {
-        Self { cells: (0..stripe_count()).map(|_| CachePadded::new(AtomicU64::new(0))).collect() }
+        Self {
+            cells: (0..stripe_count())
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+        }
     }
 
     #[inline]
@@ -47,7 +51,10 @@ impl Striped {
     }
 
     pub(crate) fn get(&self) -> u64 {
-        self.cells.iter().map(|c| c.load(Relaxed)).fold(0, u64::wrapping_add)
+        self.cells
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 
     pub(crate) fn reset(&self) {

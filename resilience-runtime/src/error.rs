@@ -172,23 +172,37 @@ impl ResilienceError {
     }
 
     pub(crate) fn circuit_open(service: &ServiceName, retry_after: Duration) -> Self {
-        Self::CircuitOpen { service: service.clone(), retry_after }
+        Self::CircuitOpen {
+            service: service.clone(),
+            retry_after,
+        }
     }
     pub(crate) fn timeout(service: &ServiceName, after: Duration) -> Self {
-        Self::Timeout { service: service.clone(), after }
+        Self::Timeout {
+            service: service.clone(),
+            after,
+        }
     }
     pub(crate) fn bulkhead_full(service: &ServiceName) -> Self {
-        Self::BulkheadFull { service: service.clone() }
+        Self::BulkheadFull {
+            service: service.clone(),
+        }
     }
     pub(crate) fn rate_limited(service: &ServiceName, retry_after: Duration) -> Self {
-        Self::RateLimited { service: service.clone(), retry_after }
+        Self::RateLimited {
+            service: service.clone(),
+            retry_after,
+        }
     }
 }
 
 impl fmt::Display for ResilienceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::CircuitOpen { service, retry_after } => write!(
+            Self::CircuitOpen {
+                service,
+                retry_after,
+            } => write!(
                 f,
                 "circuit breaker for `{service}` is open: calls are refused for {}; \
                  retry after that or check the service's health",
@@ -205,7 +219,10 @@ impl fmt::Display for ResilienceError {
                 "bulkhead for `{service}` is full: too many calls in flight; retry later or \
                  raise `max_concurrent`/`max_wait`"
             ),
-            Self::RateLimited { service, retry_after } => write!(
+            Self::RateLimited {
+                service,
+                retry_after,
+            } => write!(
                 f,
                 "rate limit for `{service}` reached: the next permit is free in {}",
                 crate::config::format_duration(*retry_after)
@@ -258,7 +275,11 @@ impl fmt::Display for ConfigError {
         match self.problems.as_slice() {
             [one] => write!(f, "invalid resilience configuration: {one}"),
             many => {
-                write!(f, "invalid resilience configuration ({} problems):", many.len())?;
+                write!(
+                    f,
+                    "invalid resilience configuration ({} problems):",
+                    many.len()
+                )?;
                 for p in many {
                     write!(f, "\n  - {p}")?;
                 }

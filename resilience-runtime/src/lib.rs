@@ -74,7 +74,6 @@ pub use retry::{backoff_delay, retry_delay, thread_random};
 pub use service::{Call, Hooks, Service};
 pub use status::{breaker, reset_all, status, statuses, BreakerHandle, ServiceStatus};
 
-#[cfg(resilience_macros_ready)]
 pub use resilience_macros::{
     bulkhead, circuit_breaker, fallback, rate_limit, timeout, with_resilience, with_retry,
 };
@@ -86,7 +85,6 @@ pub mod prelude {
         breaker, reset_all, status, statuses, BreakerHandle, CircuitState, ResilienceError,
         ServiceStatus,
     };
-    #[cfg(resilience_macros_ready)]
     pub use resilience_macros::{
         bulkhead, circuit_breaker, fallback, rate_limit, timeout, with_resilience, with_retry,
     };

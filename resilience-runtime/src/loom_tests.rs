@@ -21,14 +21,27 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
-const FAIL: Outcome = Outcome { failure: true, slow: false };
-const OK: Outcome = Outcome { failure: false, slow: false };
+const FAIL: Outcome = Outcome {
+    failure: true,
+    slow: false,
+};
+const OK: Outcome = Outcome {
+    failure: false,
+    slow: false,
+};
 
-fn breaker(threshold: u32, half_open_calls: u32, success_threshold: u32, cooldown: Duration) -> Breaker {
+fn breaker(
+    threshold: u32,
+    half_open_calls: u32,
+    success_threshold: u32,
+    cooldown: Duration,
+) -> Breaker {
     Breaker::new(
         "loom",
         BreakerConfig {
-            mode: BreakerMode::Consecutive { failure_threshold: threshold },
+            mode: BreakerMode::Consecutive {
+                failure_threshold: threshold,
+            },
             slow_call: None,
             slow_call_rate: 1.0,
             cooldown,
@@ -121,7 +134,11 @@ fn loom_successful_probes_close_it_once() {
         });
         let t1 = b.record(first, Some(OK));
         let t2 = h.join().unwrap();
-        assert_eq!(u32::from(t1.is_some()) + u32::from(t2.is_some()), 1, "closed exactly once");
+        assert_eq!(
+            u32::from(t1.is_some()) + u32::from(t2.is_some()),
+            1,
+            "closed exactly once"
+        );
         assert_eq!(b.state(), CircuitState::Closed);
     });
 }
@@ -129,14 +146,21 @@ fn loom_successful_probes_close_it_once() {
 #[test]
 fn loom_bulkhead_never_exceeds_its_limit_and_returns_every_permit() {
     model(|| {
-        let bh = Arc::new(Bulkhead::new(BulkheadConfig { max_concurrent: 1, max_wait: Duration::ZERO }));
+        let bh = Arc::new(Bulkhead::new(BulkheadConfig {
+            max_concurrent: 1,
+            max_wait: Duration::ZERO,
+        }));
         let inside = Arc::new(AtomicU32::new(0));
         let hs: Vec<_> = (0..2)
             .map(|_| {
                 let (bh, inside) = (bh.clone(), inside.clone());
                 thread::spawn(move || {
                     if let Some(p) = bh.try_acquire() {
-                        assert_eq!(inside.fetch_add(1, SeqCst), 0, "two calls inside a bulkhead of 1");
+                        assert_eq!(
+                            inside.fetch_add(1, SeqCst),
+                            0,
+                            "two calls inside a bulkhead of 1"
+                        );
                         inside.fetch_sub(1, SeqCst);
                         drop(p);
                     }
@@ -169,6 +193,10 @@ fn loom_rate_limiter_grants_each_permit_once() {
             })
             .collect();
         hs.into_iter().for_each(|h| h.join().unwrap());
-        assert_eq!(granted.load(SeqCst), 1, "burst 1 grants one permit at one instant");
+        assert_eq!(
+            granted.load(SeqCst),
+            1,
+            "burst 1 grants one permit at one instant"
+        );
     });
 }

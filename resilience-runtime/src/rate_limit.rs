@@ -56,9 +56,14 @@ impl RateLimiter {
             let earliest = start.saturating_sub(self.tolerance);
             let wait = earliest.saturating_sub(now);
             if wait > self.max_wait {
-                return Err(Limited { retry_after: Duration::from_nanos(wait) });
+                return Err(Limited {
+                    retry_after: Duration::from_nanos(wait),
+                });
             }
-            match self.tat.compare_exchange_weak(tat, start + self.interval, Relaxed, Relaxed) {
+            match self
+                .tat
+                .compare_exchange_weak(tat, start + self.interval, Relaxed, Relaxed)
+            {
                 Ok(_) if wait == 0 => return Ok(Grant::Now),
                 Ok(_) => return Ok(Grant::After(Duration::from_nanos(wait))),
                 Err(cur) => tat = cur,
@@ -73,7 +78,9 @@ impl RateLimiter {
 
     /// Gives back a reserved permit that was not used.
     pub(crate) fn refund(&self) {
-        let _ = self.tat.fetch_update(Relaxed, Relaxed, |t| Some(t.saturating_sub(self.interval)));
+        let _ = self
+            .tat
+            .fetch_update(Relaxed, Relaxed, |t| Some(t.saturating_sub(self.interval)));
     }
 
     /// Waits a reservation out, giving it back if dropped first.
@@ -133,9 +140,18 @@ mod tests {
         let l = limiter(10, 1, Duration::from_millis(150));
         let t0 = 1u64 << 62;
         assert_eq!(l.acquire_at(t0), Ok(Grant::Now));
-        assert_eq!(l.acquire_at(t0), Ok(Grant::After(Duration::from_millis(100))));
-        assert_eq!(l.acquire_at(t0).unwrap_err().retry_after, Duration::from_millis(200));
+        assert_eq!(
+            l.acquire_at(t0),
+            Ok(Grant::After(Duration::from_millis(100)))
+        );
+        assert_eq!(
+            l.acquire_at(t0).unwrap_err().retry_after,
+            Duration::from_millis(200)
+        );
         l.refund();
-        assert_eq!(l.acquire_at(t0), Ok(Grant::After(Duration::from_millis(100))));
+        assert_eq!(
+            l.acquire_at(t0),
+            Ok(Grant::After(Duration::from_millis(100)))
+        );
     }
 }

@@ -100,7 +100,12 @@ impl Registry {
 
     /// Looks a computed key up without allocating when it exists.
     #[inline]
-    pub(crate) fn keyed(&self, key: &str, config: &PolicyConfig, warned: &AtomicBool) -> Arc<Service> {
+    pub(crate) fn keyed(
+        &self,
+        key: &str,
+        config: &PolicyConfig,
+        warned: &AtomicBool,
+    ) -> Arc<Service> {
         if let Some(s) = self.map.pin().get(key) {
             touch(s);
             return s.clone();
@@ -111,7 +116,9 @@ impl Registry {
     /// Evicts idle computed keys until the count is below 90% of the cap, in at most
     /// two passes: the first clears `touched` marks, the second evicts what stayed idle.
     fn sweep(&self) {
-        let Ok(_only_one) = self.sweeping.try_lock() else { return };
+        let Ok(_only_one) = self.sweeping.try_lock() else {
+            return;
+        };
         let cap = self.capacity.load(Relaxed);
         let target = cap - cap / 10;
         let map = self.map.pin();
@@ -127,7 +134,9 @@ impl Registry {
                     continue;
                 }
                 let idle = |s: &Arc<Service>| {
-                    Arc::strong_count(s) == 1 && !s.touched.load(Relaxed) && s.state() == CircuitState::Closed
+                    Arc::strong_count(s) == 1
+                        && !s.touched.load(Relaxed)
+                        && s.state() == CircuitState::Closed
                 };
                 if idle(s) && matches!(map.remove_if(k, |_, s| idle(s)), Ok(Some(_))) {
                     self.keyed.fetch_sub(1, Relaxed);
@@ -196,14 +205,22 @@ pub struct Site {
 
 impl std::fmt::Debug for Site {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Site").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Site")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl Site {
     /// A call site; nothing is registered until its first call.
     pub const fn new(name: SiteName, spec: Spec) -> Site {
-        Site { name, spec, config: OnceLock::new(), service: OnceLock::new(), warned: AtomicBool::new(false) }
+        Site {
+            name,
+            spec,
+            config: OnceLock::new(),
+            service: OnceLock::new(),
+            warned: AtomicBool::new(false),
+        }
     }
 
     fn config(&self) -> &PolicyConfig {
@@ -235,7 +252,13 @@ impl Site {
             SiteName::Generated(f) => f(),
         };
         self.service.get_or_init(|| {
-            let arc = registry().get_or_register(name, self.config(), thread_random, true, Some(&self.warned));
+            let arc = registry().get_or_register(
+                name,
+                self.config(),
+                thread_random,
+                true,
+                Some(&self.warned),
+            );
             // Pinned services are never removed from the registry; the site keeps
             // one reference for the life of the program.
             let leaked: &'static Arc<Service> = Box::leak(Box::new(arc));

@@ -44,7 +44,11 @@ pub fn retry_delay(config: &RetryConfig, n: u32, previous: Duration, random: u64
         Jitter::Equal => d / 2 + scale(d - d / 2, random),
         Jitter::Decorrelated => {
             let lo = config.delay;
-            let hi = previous.max(lo).saturating_mul(3).min(config.max_delay).max(lo);
+            let hi = previous
+                .max(lo)
+                .saturating_mul(3)
+                .min(config.max_delay)
+                .max(lo);
             lo + scale(hi - lo, random)
         }
     }
@@ -97,7 +101,10 @@ mod tests {
         let ms = Duration::from_millis;
         let e = config(Backoff::Exponential, Jitter::None);
         let got: Vec<_> = (1..=6).map(|n| backoff_delay(&e, n)).collect();
-        assert_eq!(got, [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        assert_eq!(
+            got,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
         let l = config(Backoff::Linear, Jitter::None);
         assert_eq!(backoff_delay(&l, 3), ms(300));
         let f = config(Backoff::Fixed, Jitter::None);

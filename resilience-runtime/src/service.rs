@@ -62,13 +62,21 @@ pub struct Hooks<E> {
 
 impl<E> Hooks<E> {
     /// No hooks: every error is a retryable failure.
-    pub const NONE: Hooks<E> =
-        Hooks { record_if: None, ignore_if: None, retry_if: None, retry_after: None, into_error: None };
+    pub const NONE: Hooks<E> = Hooks {
+        record_if: None,
+        ignore_if: None,
+        retry_if: None,
+        retry_after: None,
+        into_error: None,
+    };
 }
 
 impl<E: From<ResilienceError>> Hooks<E> {
     /// Every error is a retryable failure; rejections convert with `From`.
-    pub const DEFAULT: Hooks<E> = Hooks { into_error: Some(<E as From<ResilienceError>>::from), ..Hooks::NONE };
+    pub const DEFAULT: Hooks<E> = Hooks {
+        into_error: Some(<E as From<ResilienceError>>::from),
+        ..Hooks::NONE
+    };
 }
 
 impl<E> Clone for Hooks<E> {
@@ -117,13 +125,21 @@ impl Service {
 
     /// The breaker's state (`Closed` when the service has no breaker).
     pub fn state(&self) -> CircuitState {
-        self.breaker.as_ref().map_or(CircuitState::Closed, Breaker::state)
+        self.breaker
+            .as_ref()
+            .map_or(CircuitState::Closed, Breaker::state)
     }
 
     /// Starts a call: the retry loop drives [`Call::attempt`] until it breaks.
     #[inline]
     pub fn call<'a, E>(&'a self, hooks: &'a Hooks<E>) -> Call<'a, E> {
-        Call { svc: self, hooks, attempt: 0, started: None, previous: Duration::ZERO }
+        Call {
+            svc: self,
+            hooks,
+            attempt: 0,
+            started: None,
+            previous: Duration::ZERO,
+        }
     }
 
     /// Runs a whole call (all attempts) under `total_timeout`, when one is set.
@@ -187,7 +203,13 @@ impl Drop for Admitted<'_> {
         if std::thread::panicking() {
             self.svc.counters.failures.fetch_add(1, Relaxed);
             if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
-                b.record(adm, Some(Outcome { failure: true, slow: false }));
+                b.record(
+                    adm,
+                    Some(Outcome {
+                        failure: true,
+                        slow: false,
+                    }),
+                );
             }
         } else if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
             b.abandon(adm);
@@ -207,7 +229,10 @@ pub struct Call<'a, E> {
 
 impl<E> std::fmt::Debug for Call<'_, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Call").field("service", &self.svc.name).field("attempt", &self.attempt).finish()
+        f.debug_struct("Call")
+            .field("service", &self.svc.name)
+            .field("attempt", &self.attempt)
+            .finish()
     }
 }
 
@@ -225,7 +250,12 @@ impl<'a, E> Call<'a, E> {
         let svc = self.svc;
         if self.attempt > 1 {
             svc.counters.retries.fetch_add(1, Relaxed);
-        } else if self.svc.config.retry.is_some_and(|r| r.max_elapsed.is_some()) {
+        } else if self
+            .svc
+            .config
+            .retry
+            .is_some_and(|r| r.max_elapsed.is_some())
+        {
             self.started = Some(clock::now());
         }
         let Some(into) = self.hooks.into_error else {
@@ -235,7 +265,10 @@ impl<'a, E> Call<'a, E> {
             Some(b) => match b.admit() {
                 Ok(a) => Some(a),
                 Err(r) => {
-                    return Err(svc.reject(into, ResilienceError::circuit_open(&svc.name, r.retry_after)))
+                    return Err(svc.reject(
+                        into,
+                        ResilienceError::circuit_open(&svc.name, r.retry_after),
+                    ))
                 }
             },
             None => None,
@@ -246,7 +279,10 @@ impl<'a, E> Call<'a, E> {
                 Ok(g) => g,
                 Err(lim) => {
                     admitted.ignore();
-                    return Err(svc.reject(into, ResilienceError::rate_limited(&svc.name, lim.retry_after)));
+                    return Err(svc.reject(
+                        into,
+                        ResilienceError::rate_limited(&svc.name, lim.retry_after),
+                    ));
                 }
             },
             None => Grant::Now,
@@ -259,7 +295,8 @@ impl<'a, E> Call<'a, E> {
         if let Some(l) = &self.svc.limiter {
             l.refund();
         }
-        self.svc.reject(into, ResilienceError::bulkhead_full(&self.svc.name))
+        self.svc
+            .reject(into, ResilienceError::bulkhead_full(&self.svc.name))
     }
 
     /// Records the outcome and decides what comes next.
@@ -287,17 +324,26 @@ impl<'a, E> Call<'a, E> {
         };
         if failure {
             c.failures.fetch_add(1, Relaxed);
-            admitted.record(Outcome { failure: true, slow: false });
+            admitted.record(Outcome {
+                failure: true,
+                slow: false,
+            });
         } else {
             c.successes.add(1);
-            let slow = match (svc.breaker.as_ref().and_then(|b| b.config().slow_call), began) {
+            let slow = match (
+                svc.breaker.as_ref().and_then(|b| b.config().slow_call),
+                began,
+            ) {
                 (Some(limit), Some(t)) => clock::now().saturating_duration_since(t) > limit,
                 _ => false,
             };
             if slow {
                 c.slow_calls.fetch_add(1, Relaxed);
             }
-            admitted.record(Outcome { failure: false, slow });
+            admitted.record(Outcome {
+                failure: false,
+                slow,
+            });
         }
         self.after_error(result)
     }
@@ -307,7 +353,9 @@ impl<'a, E> Call<'a, E> {
             Ok(v) => return Next::Done(Ok(v)),
             Err(e) => e,
         };
-        let Some(r) = &self.svc.config.retry else { return Next::Done(Err(e)) };
+        let Some(r) = &self.svc.config.retry else {
+            return Next::Done(Err(e));
+        };
         if self.attempt >= r.max_attempts || !self.hooks.retry_if.is_none_or(|f| f(&e)) {
             return Next::Done(Err(e));
         }
@@ -382,7 +430,10 @@ impl<'a, E> Call<'a, E> {
 
     /// [`Call::attempt`] for a sync body: waits block the thread. Timeouts do not
     /// apply (a sync body cannot be interrupted).
-    pub fn attempt_sync<T>(&mut self, body: impl FnOnce() -> Result<T, E>) -> ControlFlow<Result<T, E>> {
+    pub fn attempt_sync<T>(
+        &mut self,
+        body: impl FnOnce() -> Result<T, E>,
+    ) -> ControlFlow<Result<T, E>> {
         let (admitted, grant) = match self.begin() {
             Ok(a) => a,
             Err(e) => return ControlFlow::Break(Err(e)),

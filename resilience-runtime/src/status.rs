@@ -99,7 +99,10 @@ pub struct BreakerHandle {
 
 /// The breaker of `service`, if the service has been called and has a breaker.
 pub fn breaker(service: &str) -> Option<BreakerHandle> {
-    registry().get(service).filter(|s| s.breaker.is_some()).map(|service| BreakerHandle { service })
+    registry()
+        .get(service)
+        .filter(|s| s.breaker.is_some())
+        .map(|service| BreakerHandle { service })
 }
 
 /// `reset()` on every service: breakers closed, windows emptied, counters zeroed.

@@ -28,7 +28,11 @@ pub(crate) struct Elapsed;
 
 impl<F> Timeout<F> {
     pub(crate) fn new(fut: F, limit: Duration) -> Self {
-        Self { fut, sleep: None, limit }
+        Self {
+            fut,
+            sleep: None,
+            limit,
+        }
     }
 }
 

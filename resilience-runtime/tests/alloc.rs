@@ -95,7 +95,10 @@ fn ready<F: Future>(f: F) -> F::Output {
 
 #[test]
 fn closed_breaker_sync_success_allocates_nothing() {
-    let p = Resilience::builder("alloc::closed_sync").no_retry().build().unwrap();
+    let p = Resilience::builder("alloc::closed_sync")
+        .no_retry()
+        .build()
+        .unwrap();
     assert_eq!(sync_ok(&p), Ok(1));
     let (n, ()) = allocations(|| {
         for _ in 0..N {
@@ -165,12 +168,22 @@ const REJECTION_ALLOCATIONS: u64 = 0;
 #[test]
 fn open_breaker_rejection_allocates_nothing() {
     let name = "alloc::open";
-    let p = Resilience::builder(name).failure_threshold(1).no_retry().build().unwrap();
+    let p = Resilience::builder(name)
+        .failure_threshold(1)
+        .no_retry()
+        .build()
+        .unwrap();
     assert_eq!(sync_fail(&p), Err(E::Boom));
-    assert!(matches!(sync_ok(&p), Err(E::R(ResilienceError::CircuitOpen { .. }))));
+    assert!(matches!(
+        sync_ok(&p),
+        Err(E::R(ResilienceError::CircuitOpen { .. }))
+    ));
     let (n, ()) = allocations(|| {
         for _ in 0..N {
-            assert!(matches!(sync_ok(&p), Err(E::R(ResilienceError::CircuitOpen { .. }))));
+            assert!(matches!(
+                sync_ok(&p),
+                Err(E::R(ResilienceError::CircuitOpen { .. }))
+            ));
         }
     });
     assert_eq!(n, N * REJECTION_ALLOCATIONS);
@@ -179,7 +192,10 @@ fn open_breaker_rejection_allocates_nothing() {
     assert!(sync_ok(&p).is_err());
     let (n, ()) = allocations(|| {
         for _ in 0..N {
-            assert!(matches!(sync_ok(&p), Err(E::R(ResilienceError::CircuitOpen { .. }))));
+            assert!(matches!(
+                sync_ok(&p),
+                Err(E::R(ResilienceError::CircuitOpen { .. }))
+            ));
         }
     });
     assert_eq!(n, N * REJECTION_ALLOCATIONS);
@@ -187,7 +203,11 @@ fn open_breaker_rejection_allocates_nothing() {
 
 #[test]
 fn bulkhead_rejection_allocates_nothing() {
-    let p = Resilience::builder("alloc::bulkhead").no_retry().max_concurrent(1).build().unwrap();
+    let p = Resilience::builder("alloc::bulkhead")
+        .no_retry()
+        .max_concurrent(1)
+        .build()
+        .unwrap();
     // The inner call runs while the outer holds the only slot.
     let measured = |count: bool| {
         p.call_sync(|| {
@@ -195,12 +215,18 @@ fn bulkhead_rejection_allocates_nothing() {
             let n = if count {
                 let (n, ()) = allocations(|| {
                     for _ in 0..N {
-                        assert!(matches!(inner(), Err(E::R(ResilienceError::BulkheadFull { .. }))));
+                        assert!(matches!(
+                            inner(),
+                            Err(E::R(ResilienceError::BulkheadFull { .. }))
+                        ));
                     }
                 });
                 n
             } else {
-                assert!(matches!(inner(), Err(E::R(ResilienceError::BulkheadFull { .. }))));
+                assert!(matches!(
+                    inner(),
+                    Err(E::R(ResilienceError::BulkheadFull { .. }))
+                ));
                 0
             };
             Ok::<u64, E>(n)
@@ -219,10 +245,16 @@ fn rate_limit_rejection_allocates_nothing() {
         .build()
         .unwrap();
     assert_eq!(sync_ok(&p), Ok(1));
-    assert!(matches!(sync_ok(&p), Err(E::R(ResilienceError::RateLimited { .. }))));
+    assert!(matches!(
+        sync_ok(&p),
+        Err(E::R(ResilienceError::RateLimited { .. }))
+    ));
     let (n, ()) = allocations(|| {
         for _ in 0..N {
-            assert!(matches!(sync_ok(&p), Err(E::R(ResilienceError::RateLimited { .. }))));
+            assert!(matches!(
+                sync_ok(&p),
+                Err(E::R(ResilienceError::RateLimited { .. }))
+            ));
         }
     });
     assert_eq!(n, N * REJECTION_ALLOCATIONS);
@@ -230,7 +262,13 @@ fn rate_limit_rejection_allocates_nothing() {
 
 #[test]
 fn computed_key_lookup_of_an_existing_key_allocates_nothing() {
-    static SITE: Site = Site::new(SiteName::Fixed("x"), Spec { breaker: true, ..Spec::EMPTY });
+    static SITE: Site = Site::new(
+        SiteName::Fixed("x"),
+        Spec {
+            breaker: true,
+            ..Spec::EMPTY
+        },
+    );
     let key = String::from("alloc::tenant-42");
     let first = SITE.keyed(&key);
     assert_eq!(first.name(), key);
@@ -251,7 +289,9 @@ fn the_counter_counts_this_threads_allocations() {
     let (n, s) = allocations(|| std::hint::black_box(String::from("a")) + "bc");
     assert_eq!((n, s.as_str()), (2, "abc"));
     let (n, ()) = allocations(|| {
-        std::thread::spawn(|| drop(std::hint::black_box(vec![1u8; 16]))).join().unwrap();
+        std::thread::spawn(|| drop(std::hint::black_box(vec![1u8; 16])))
+            .join()
+            .unwrap();
     });
     assert!(n >= 1, "spawning allocates on this thread");
     let (n, e) = allocations(|| std::hint::black_box(String::from("x")));

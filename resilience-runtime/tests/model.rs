@@ -33,7 +33,10 @@ fn is_ignored(e: &E) -> bool {
     *e == E::Ignored
 }
 
-const HOOKS: Hooks<E> = Hooks { ignore_if: Some(is_ignored), ..Hooks::DEFAULT };
+const HOOKS: Hooks<E> = Hooks {
+    ignore_if: Some(is_ignored),
+    ..Hooks::DEFAULT
+};
 
 /// A slow call's body takes this long; `slow_call` is 1 s.
 const SLOW_SECS: u64 = 2;
@@ -51,9 +54,21 @@ enum Op {
 
 #[derive(Debug, Clone, Copy)]
 enum Mode {
-    Count { n: u32, min_calls: u32, rate: f64, slow_rate: f64 },
-    Time { secs: u64, min_calls: u32, rate: f64, slow_rate: f64 },
-    Consecutive { threshold: u32 },
+    Count {
+        n: u32,
+        min_calls: u32,
+        rate: f64,
+        slow_rate: f64,
+    },
+    Time {
+        secs: u64,
+        min_calls: u32,
+        rate: f64,
+        slow_rate: f64,
+    },
+    Consecutive {
+        threshold: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +143,9 @@ impl Model {
     }
 
     fn open(&mut self) {
-        self.set(MState::Open { until: self.now + self.cooldown });
+        self.set(MState::Open {
+            until: self.now + self.cooldown,
+        });
     }
 
     /// The window's outcomes now: (calls, failures, slow).
@@ -148,9 +165,18 @@ impl Model {
 
     fn thresholds(&self) -> Option<(u32, f64, f64)> {
         match self.cfg.mode {
-            Mode::Count { min_calls, rate, slow_rate, .. } | Mode::Time { min_calls, rate, slow_rate, .. } => {
-                Some((min_calls, rate, slow_rate))
+            Mode::Count {
+                min_calls,
+                rate,
+                slow_rate,
+                ..
             }
+            | Mode::Time {
+                min_calls,
+                rate,
+                slow_rate,
+                ..
+            } => Some((min_calls, rate, slow_rate)),
             Mode::Consecutive { .. } => None,
         }
     }
@@ -174,7 +200,11 @@ impl Model {
                 }
             }
             Mode::Count { n, .. } => {
-                self.window.push(Rec { at: self.now, failure, slow });
+                self.window.push(Rec {
+                    at: self.now,
+                    failure,
+                    slow,
+                });
                 if self.window.len() > n as usize {
                     self.window.remove(0);
                 }
@@ -183,7 +213,11 @@ impl Model {
             Mode::Time { secs, .. } => {
                 let now = self.now;
                 self.window.retain(|r| now - r.at < secs);
-                self.window.push(Rec { at: now, failure, slow });
+                self.window.push(Rec {
+                    at: now,
+                    failure,
+                    slow,
+                });
                 self.decide()
             }
         }
@@ -206,7 +240,9 @@ impl Model {
             MState::Closed => false,
             MState::Open { until } if self.now < until => {
                 self.counts.rejections += 1;
-                return Verdict::Rejected { retry_after_secs: until - self.now };
+                return Verdict::Rejected {
+                    retry_after_secs: until - self.now,
+                };
             }
             MState::Open { .. } => {
                 self.set(MState::HalfOpen { successes: 0 });
@@ -247,12 +283,16 @@ impl Model {
             }
             self.open();
         } else {
-            let MState::HalfOpen { successes } = self.state else { unreachable!() };
+            let MState::HalfOpen { successes } = self.state else {
+                unreachable!()
+            };
             if successes + 1 >= self.cfg.success_threshold {
                 self.cooldown = self.cfg.cooldown;
                 self.set(MState::Closed);
             } else {
-                self.state = MState::HalfOpen { successes: successes + 1 };
+                self.state = MState::HalfOpen {
+                    successes: successes + 1,
+                };
             }
         }
         Verdict::Admitted
@@ -281,10 +321,22 @@ fn policy(name: &str, cfg: Cfg) -> Policy {
         b = b.cooldown_max(Duration::from_secs(max));
     }
     b = match cfg.mode {
-        Mode::Count { n, min_calls, rate, slow_rate } => {
-            b.window_calls(n).min_calls(min_calls).failure_rate(rate).slow_call_rate(slow_rate)
-        }
-        Mode::Time { secs, min_calls, rate, slow_rate } => b
+        Mode::Count {
+            n,
+            min_calls,
+            rate,
+            slow_rate,
+        } => b
+            .window_calls(n)
+            .min_calls(min_calls)
+            .failure_rate(rate)
+            .slow_call_rate(slow_rate),
+        Mode::Time {
+            secs,
+            min_calls,
+            rate,
+            slow_rate,
+        } => b
             .window_time(Duration::from_secs(secs))
             .min_calls(min_calls)
             .failure_rate(rate)
@@ -300,7 +352,11 @@ fn unique_name(mode: &str) -> String {
 }
 
 fn check(mode: &str, cfg: Cfg, ops: &[Op]) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
     rt.block_on(async {
         let name = unique_name(mode);
         let p = policy(&name, cfg);
@@ -332,7 +388,11 @@ fn check(mode: &str, cfg: Cfg, ops: &[Op]) -> Result<(), TestCaseError> {
                 let ctx = || format!("step {i} ({op:?}) of {ops:?}\nmodel: {model:?}");
                 match verdict {
                     Verdict::Admitted => {
-                        prop_assert!(ran.load(SeqCst), "admitted by the model, not run: {}", ctx());
+                        prop_assert!(
+                            ran.load(SeqCst),
+                            "admitted by the model, not run: {}",
+                            ctx()
+                        );
                         let want = match op {
                             Op::Failure => Err(E::Boom),
                             Op::Ignored => Err(E::Ignored),
@@ -341,19 +401,33 @@ fn check(mode: &str, cfg: Cfg, ops: &[Op]) -> Result<(), TestCaseError> {
                         prop_assert_eq!(&result, &want, "{}", ctx());
                     }
                     Verdict::Rejected { retry_after_secs } => {
-                        prop_assert!(!ran.load(SeqCst), "rejected by the model, but run: {}", ctx());
+                        prop_assert!(
+                            !ran.load(SeqCst),
+                            "rejected by the model, but run: {}",
+                            ctx()
+                        );
                         let ok = matches!(
                             &result,
                             Err(E::R(ResilienceError::CircuitOpen { retry_after, .. }))
                                 if *retry_after == Duration::from_secs(retry_after_secs)
                         );
-                        prop_assert!(ok, "want CircuitOpen after {retry_after_secs}s, got {result:?}: {}", ctx());
+                        prop_assert!(
+                            ok,
+                            "want CircuitOpen after {retry_after_secs}s, got {result:?}: {}",
+                            ctx()
+                        );
                     }
                 }
             }
-            prop_assert_eq!(t0.elapsed(), Duration::from_secs(model.now), "clock at step {}", i);
+            prop_assert_eq!(
+                t0.elapsed(),
+                Duration::from_secs(model.now),
+                "clock at step {}",
+                i
+            );
             let s = status(&name).unwrap();
-            let ctx = || format!("after step {i} ({op:?}) of {ops:?}\nmodel: {model:?}\nstatus: {s:?}");
+            let ctx =
+                || format!("after step {i} ({op:?}) of {ops:?}\nmodel: {model:?}\nstatus: {s:?}");
             prop_assert_eq!(s.state, model.state(), "{}", ctx());
             let got = Counts {
                 successes: s.successes,
@@ -392,23 +466,36 @@ fn ratio() -> impl Strategy<Value = f64> {
 }
 
 fn cfg(mode: impl Strategy<Value = Mode>) -> impl Strategy<Value = Cfg> {
-    (mode, 1u64..=8, prop::option::of(0u64..=16), 1u32..=3).prop_map(|(mode, cooldown, extra, success_threshold)| Cfg {
-        mode,
-        cooldown,
-        cooldown_max: extra.map(|e| cooldown + e),
-        success_threshold,
-    })
+    (mode, 1u64..=8, prop::option::of(0u64..=16), 1u32..=3).prop_map(
+        |(mode, cooldown, extra, success_threshold)| Cfg {
+            mode,
+            cooldown,
+            cooldown_max: extra.map(|e| cooldown + e),
+            success_threshold,
+        },
+    )
 }
 
 fn count_mode() -> impl Strategy<Value = Mode> {
     (1u32..=6)
         .prop_flat_map(|n| (Just(n), 1..=n, ratio(), ratio()))
-        .prop_map(|(n, min_calls, rate, slow_rate)| Mode::Count { n, min_calls, rate, slow_rate })
+        .prop_map(|(n, min_calls, rate, slow_rate)| Mode::Count {
+            n,
+            min_calls,
+            rate,
+            slow_rate,
+        })
 }
 
 fn time_mode() -> impl Strategy<Value = Mode> {
-    (2u64..=10, 1u32..=6, ratio(), ratio())
-        .prop_map(|(secs, min_calls, rate, slow_rate)| Mode::Time { secs, min_calls, rate, slow_rate })
+    (2u64..=10, 1u32..=6, ratio(), ratio()).prop_map(|(secs, min_calls, rate, slow_rate)| {
+        Mode::Time {
+            secs,
+            min_calls,
+            rate,
+            slow_rate,
+        }
+    })
 }
 
 fn consecutive_mode() -> impl Strategy<Value = Mode> {
@@ -438,23 +525,49 @@ proptest! {
 #[test]
 fn the_model_follows_the_documented_examples() {
     let count = |rate| Cfg {
-        mode: Mode::Count { n: 4, min_calls: 4, rate, slow_rate: 1.0 },
+        mode: Mode::Count {
+            n: 4,
+            min_calls: 4,
+            rate,
+            slow_rate: 1.0,
+        },
         cooldown: 10,
         cooldown_max: None,
         success_threshold: 1,
     };
     let mut m = Model::new(count(0.5));
-    for op in [Op::Success, Op::Failure, Op::Success, Op::Success, Op::Failure] {
+    for op in [
+        Op::Success,
+        Op::Failure,
+        Op::Success,
+        Op::Success,
+        Op::Failure,
+    ] {
         assert_eq!(m.call(op), Verdict::Admitted);
     }
-    assert_eq!(m.call(Op::Success), Verdict::Rejected { retry_after_secs: 10 });
+    assert_eq!(
+        m.call(Op::Success),
+        Verdict::Rejected {
+            retry_after_secs: 10
+        }
+    );
     let mut m = Model::new(count(0.75));
     for op in [Op::Failure, Op::Failure, Op::Failure, Op::Success] {
         assert_eq!(m.call(op), Verdict::Admitted);
     }
     assert_eq!(m.state(), CircuitState::Open);
-    let mut m = Model::new(Cfg { mode: Mode::Consecutive { threshold: 3 }, ..count(0.5) });
-    for op in [Op::Failure, Op::Failure, Op::Ignored, Op::Success, Op::Failure, Op::Failure] {
+    let mut m = Model::new(Cfg {
+        mode: Mode::Consecutive { threshold: 3 },
+        ..count(0.5)
+    });
+    for op in [
+        Op::Failure,
+        Op::Failure,
+        Op::Ignored,
+        Op::Success,
+        Op::Failure,
+        Op::Failure,
+    ] {
         m.call(op);
     }
     assert_eq!(m.state(), CircuitState::Closed);

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
-use resilience_runtime::{key_count, set_key_capacity, status, CircuitState, Resilience, ResilienceError};
+use resilience_runtime::{
+    key_count, set_key_capacity, status, CircuitState, Resilience, ResilienceError,
+};
 
 #[derive(Debug, PartialEq)]
 struct Fail;
@@ -32,30 +34,59 @@ impl Write for Captured {
 fn first_registration_wins_and_a_conflict_logs_a_warning() {
     let logs = Captured::default();
     let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
     tracing::subscriber::with_default(subscriber, || {
-        let a = Resilience::builder("reg.shared").failure_threshold(2).no_retry().build().unwrap();
-        let b = Resilience::builder("reg.shared").failure_threshold(9).no_retry().build().unwrap();
+        let a = Resilience::builder("reg.shared")
+            .failure_threshold(2)
+            .no_retry()
+            .build()
+            .unwrap();
+        let b = Resilience::builder("reg.shared")
+            .failure_threshold(9)
+            .no_retry()
+            .build()
+            .unwrap();
         // Both drive the same breaker, with the first settings: two failures open it.
         assert_eq!(a.call_sync(|| Err::<(), _>(Fail)), Err(Fail));
         assert_eq!(b.call_sync(|| Err::<(), _>(Fail)), Err(Fail));
         assert_eq!(status("reg.shared").unwrap().state, CircuitState::Open);
         // The same settings again: no warning.
-        Resilience::builder("reg.shared").failure_threshold(2).no_retry().build().unwrap();
+        Resilience::builder("reg.shared")
+            .failure_threshold(2)
+            .no_retry()
+            .build()
+            .unwrap();
     });
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert_eq!(text.matches("first registration's settings are kept").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("first registration's settings are kept")
+            .count(),
+        1,
+        "{text}"
+    );
     assert!(text.contains("reg.shared"), "{text}");
 }
 
-static KEYED: Site = Site::new(SiteName::Fixed("unused"), Spec { breaker: true, failure_threshold: Some(1), ..Spec::EMPTY });
+static KEYED: Site = Site::new(
+    SiteName::Fixed("unused"),
+    Spec {
+        breaker: true,
+        failure_threshold: Some(1),
+        ..Spec::EMPTY
+    },
+);
 
 fn call_key(key: &str, fail: bool) -> Result<(), Fail> {
     let svc = KEYED.keyed(key);
     let hooks = Hooks::<Fail>::DEFAULT;
     let mut call = svc.call(&hooks);
     loop {
-        if let std::ops::ControlFlow::Break(r) = call.attempt_sync(|| if fail { Err(Fail) } else { Ok(()) }) {
+        if let std::ops::ControlFlow::Break(r) =
+            call.attempt_sync(|| if fail { Err(Fail) } else { Ok(()) })
+        {
             return r;
         }
     }
@@ -73,7 +104,10 @@ fn computed_keys_are_bounded_and_idle_ones_evicted() {
     }
     assert!(status("reg.k.999").is_some(), "the newest key stays");
     assert!(status("reg.k.0").is_none(), "an idle old key was evicted");
-    assert_eq!(status("reg.k.open").map(|s| s.state), Some(CircuitState::Open));
+    assert_eq!(
+        status("reg.k.open").map(|s| s.state),
+        Some(CircuitState::Open)
+    );
     // A key used again after eviction starts fresh.
     call_key("reg.k.0", false).unwrap();
     assert_eq!(status("reg.k.0").unwrap().successes, 1);

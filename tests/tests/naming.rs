@@ -69,7 +69,12 @@ fn same_named_methods_on_different_types_never_share_a_breaker() {
 #[test]
 fn free_functions_are_named_module_path_then_fn() {
     assert_eq!(fetch(false), Ok(()));
-    assert_eq!(status(concat!(module_path!(), "::fetch")).unwrap().successes, 1);
+    assert_eq!(
+        status(concat!(module_path!(), "::fetch"))
+            .unwrap()
+            .successes,
+        1
+    );
 }
 
 #[test]

@@ -29,7 +29,15 @@ fn is_open(r: &Result<impl std::fmt::Debug, E>) -> bool {
 
 fn counters(name: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
     let s = status(name).expect("registered");
-    (s.successes, s.failures, s.rejections, s.timeouts, s.retries, s.fallbacks, s.calls)
+    (
+        s.successes,
+        s.failures,
+        s.rejections,
+        s.timeouts,
+        s.retries,
+        s.fallbacks,
+        s.calls,
+    )
 }
 
 /// A dependency scripted per call: 'S' ok, 'F' fail, 'H' hang 10 s, 'W' wait on the gate.
@@ -41,7 +49,11 @@ struct Dep {
 
 impl Dep {
     fn new() -> Arc<Self> {
-        Arc::new(Self { plan: std::sync::Mutex::new(Vec::new()), runs: AtomicU32::new(0), gate: Notify::new() })
+        Arc::new(Self {
+            plan: std::sync::Mutex::new(Vec::new()),
+            runs: AtomicU32::new(0),
+            gate: Notify::new(),
+        })
     }
     fn plan(&self, p: &str) {
         *self.plan.lock().unwrap() = p.bytes().rev().collect();
@@ -130,7 +142,11 @@ async fn retry_breaker_timeout_bulkhead_and_fallback_on_one_method() {
     c.dep.plan("FFFF");
     assert_eq!(c.combined().await, Ok(999));
     assert_eq!(counters(name), (4, 5, 1, 1, 4, 2, 9));
-    assert_eq!(c.combined().await, Ok(999), "the tripping call's error goes to the fallback");
+    assert_eq!(
+        c.combined().await,
+        Ok(999),
+        "the tripping call's error goes to the fallback"
+    );
     assert_eq!(breaker(name).unwrap().state(), CircuitState::Open);
     let runs = c.dep.runs();
     // 6. open: rejected without running, not retried, fallback answers.
@@ -173,14 +189,26 @@ impl Ordered {
 async fn written_order_of_stacked_attributes_does_not_matter() {
     let (a, b) = (Ordered::default(), Ordered::default());
     let script = [false, true, true, false, true, true, true, false, false];
+    // Each script runs from its own start, so both see the same times.
+    let mut ra = Vec::new();
     for fail in script {
-        let ra = a.retry_over_breaker(fail).await;
-        let rb = b.breaker_over_retry(fail).await;
-        assert_eq!(format!("{ra:?}").replace("e2e.order.a", "X"), format!("{rb:?}").replace("e2e.order.b", "X"));
+        ra.push(format!("{:?}", a.retry_over_breaker(fail).await).replace("e2e.order.a", "X"));
     }
+    let mut rb = Vec::new();
+    for fail in script {
+        rb.push(format!("{:?}", b.breaker_over_retry(fail).await).replace("e2e.order.b", "X"));
+    }
+    assert_eq!(ra, rb);
+    assert!(ra.last().unwrap().contains("CircuitOpen"), "{ra:?}");
     assert_eq!(a.runs.load(SeqCst), b.runs.load(SeqCst));
-    let (sa, sb) = (status("e2e.order.a").unwrap(), status("e2e.order.b").unwrap());
-    assert_eq!((sa.state, sa.calls, sa.failures, sa.rejections, sa.retries), (sb.state, sb.calls, sb.failures, sb.rejections, sb.retries));
+    let (sa, sb) = (
+        status("e2e.order.a").unwrap(),
+        status("e2e.order.b").unwrap(),
+    );
+    assert_eq!(
+        (sa.state, sa.calls, sa.failures, sa.rejections, sa.retries),
+        (sb.state, sb.calls, sb.failures, sb.rejections, sb.retries)
+    );
     assert_eq!(sa.state, CircuitState::Open);
 }
 
@@ -201,7 +229,9 @@ async fn rate_limit_rejects_with_the_wait_or_waits_for_it() {
     assert!(limited().await.is_ok());
     assert!(limited().await.is_ok());
     match limited().await {
-        Err(E::R(ResilienceError::RateLimited { retry_after, .. })) => assert_eq!(retry_after, Duration::from_millis(500)),
+        Err(E::R(ResilienceError::RateLimited { retry_after, .. })) => {
+            assert_eq!(retry_after, Duration::from_millis(500))
+        }
         other => panic!("expected RateLimited, got {other:?}"),
     }
     assert_eq!(RATE_RUNS.load(SeqCst), 2);
@@ -228,7 +258,10 @@ async fn bulkhead_waits_up_to_max_wait() {
     let h2 = tokio::spawn(bulkheaded(dep.clone()));
     tokio::task::yield_now().await;
     let t = Instant::now();
-    assert!(matches!(bulkheaded(dep.clone()).await, Err(E::R(ResilienceError::BulkheadFull { .. }))));
+    assert!(matches!(
+        bulkheaded(dep.clone()).await,
+        Err(E::R(ResilienceError::BulkheadFull { .. }))
+    ));
     assert_eq!(t.elapsed(), Duration::from_millis(500));
     dep.gate.notify_one();
     assert!(h1.await.unwrap().is_ok());
@@ -240,7 +273,11 @@ async fn bulkhead_waits_up_to_max_wait() {
     assert_eq!(status("e2e.bulkhead").unwrap().rejections, 1);
 }
 
-#[with_resilience(service = "e2e.total", total_timeout = "250ms", retry(max_attempts = 10, delay = "100ms", jitter = "none", backoff = "fixed"))]
+#[with_resilience(
+    service = "e2e.total",
+    total_timeout = "250ms",
+    retry(max_attempts = 10, delay = "100ms", jitter = "none", backoff = "fixed")
+)]
 async fn slow_total(dep: Arc<Dep>) -> Result<u32, E> {
     dep.step().await
 }
@@ -250,11 +287,18 @@ async fn total_timeout_bounds_retries_and_waits() {
     let dep = Dep::new();
     dep.plan("FFFFFFFF");
     let t = Instant::now();
-    assert!(matches!(slow_total(dep.clone()).await, Err(E::R(ResilienceError::Timeout { .. }))));
+    assert!(matches!(
+        slow_total(dep.clone()).await,
+        Err(E::R(ResilienceError::Timeout { .. }))
+    ));
     assert_eq!(t.elapsed(), Duration::from_millis(250));
     assert_eq!(dep.runs(), 3);
     let s = status("e2e.total").unwrap();
-    assert_eq!((s.timeouts, s.failures), (1, 3), "the total timeout is not a breaker failure");
+    assert_eq!(
+        (s.timeouts, s.failures),
+        (1, 3),
+        "the total timeout is not a breaker failure"
+    );
 }
 
 fn ignore_ignored(e: &E) -> bool {
@@ -297,10 +341,17 @@ async fn record_ignore_retry_if_and_retry_after() {
     dep.plan("F");
     assert_eq!(classified(dep.clone()).await, Err(E::Boom));
     let s = status("e2e.classify").unwrap();
-    assert_eq!((s.successes, s.failures, s.ignored, s.retries, s.state), (2, 2, 1, 1, CircuitState::Open));
+    assert_eq!(
+        (s.successes, s.failures, s.ignored, s.retries, s.state),
+        (2, 2, 1, 1, CircuitState::Open)
+    );
 }
 
-#[with_resilience(service = "e2e.slow", circuit_breaker(window = 2, slow_call = "1s", slow_call_rate = 1.0, cooldown = "5s"), retry(max_attempts = 1))]
+#[with_resilience(
+    service = "e2e.slow",
+    circuit_breaker(window = 2, slow_call = "1s", slow_call_rate = 1.0, cooldown = "5s"),
+    retry(max_attempts = 1)
+)]
 async fn sometimes_slow(d: Duration) -> Result<(), E> {
     tokio::time::sleep(d).await;
     Ok(())
@@ -311,11 +362,24 @@ async fn slow_successes_open_the_breaker() {
     sometimes_slow(Duration::from_secs(2)).await.unwrap();
     sometimes_slow(Duration::from_secs(2)).await.unwrap();
     let s = status("e2e.slow").unwrap();
-    assert_eq!((s.slow_calls, s.failures, s.state), (2, 0, CircuitState::Open));
+    assert_eq!(
+        (s.slow_calls, s.failures, s.state),
+        (2, 0, CircuitState::Open)
+    );
     assert!(is_open(&sometimes_slow(Duration::ZERO).await));
 }
 
-#[with_resilience(service = "e2e.halfopen", circuit_breaker(failure_threshold = 1, cooldown = "2s", cooldown_max = "8s", half_open_calls = 1, success_threshold = 2), retry(max_attempts = 1))]
+#[with_resilience(
+    service = "e2e.halfopen",
+    circuit_breaker(
+        failure_threshold = 1,
+        cooldown = "2s",
+        cooldown_max = "8s",
+        half_open_calls = 1,
+        success_threshold = 2
+    ),
+    retry(max_attempts = 1)
+)]
 async fn probed(dep: Arc<Dep>) -> Result<u32, E> {
     dep.step().await
 }
@@ -328,16 +392,28 @@ async fn half_open_probes_cooldown_growth_and_recovery() {
     assert!(is_open(&probed(dep.clone()).await));
     tokio::time::advance(Duration::from_secs(2)).await;
     dep.plan("F");
-    assert_eq!(probed(dep.clone()).await, Err(E::Boom), "the failed probe reopens it");
+    assert_eq!(
+        probed(dep.clone()).await,
+        Err(E::Boom),
+        "the failed probe reopens it"
+    );
     match probed(dep.clone()).await {
-        Err(E::R(ResilienceError::CircuitOpen { retry_after, .. })) => assert_eq!(retry_after, Duration::from_secs(4)),
+        Err(E::R(ResilienceError::CircuitOpen { retry_after, .. })) => {
+            assert_eq!(retry_after, Duration::from_secs(4))
+        }
         other => panic!("{other:?}"),
     }
     tokio::time::advance(Duration::from_secs(4)).await;
     assert!(probed(dep.clone()).await.is_ok());
-    assert_eq!(breaker("e2e.halfopen").unwrap().state(), CircuitState::HalfOpen);
+    assert_eq!(
+        breaker("e2e.halfopen").unwrap().state(),
+        CircuitState::HalfOpen
+    );
     assert!(probed(dep.clone()).await.is_ok());
-    assert_eq!(breaker("e2e.halfopen").unwrap().state(), CircuitState::Closed);
+    assert_eq!(
+        breaker("e2e.halfopen").unwrap().state(),
+        CircuitState::Closed
+    );
 }
 
 #[with_resilience(service = "e2e.strategy", strategy = "aggressive")]
@@ -348,11 +424,25 @@ async fn aggressive() -> Result<(), E> {
 #[tokio::test(start_paused = true)]
 async fn strategy_preset_applies_its_values() {
     // aggressive: 2 attempts per call, window 10, min_calls 5, failure rate 0.25.
-    for _ in 0..3 {
+    for _ in 0..2 {
         assert_eq!(aggressive().await, Err(E::Boom));
     }
+    // The 5th failure reaches min_calls and trips it; the retry is then rejected.
+    assert!(is_open(&aggressive().await));
     let s = status("e2e.strategy").unwrap();
-    assert_eq!((s.failures, s.retries, s.state), (5, 2, CircuitState::Open));
+    assert_eq!(
+        (s.failures, s.retries, s.rejections, s.state),
+        (5, 3, 1, CircuitState::Open)
+    );
+    match aggressive().await {
+        Err(E::R(ResilienceError::CircuitOpen { retry_after, .. })) => {
+            assert!(
+                retry_after > Duration::from_secs(59),
+                "aggressive cooldown is 60s: {retry_after:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 struct Tenant {
@@ -419,7 +509,13 @@ async fn default_answer(x: u32, e: E) -> Result<u32, E> {
 #[tokio::test(start_paused = true)]
 async fn fallbacks_sync_async_with_and_without_the_error() {
     assert_eq!(Fallbacks.sync_no_err(1), Ok(101));
-    assert_eq!(status("e2e.fb.sync_no_err").map(|s| (s.retries, s.fallbacks)), Some((1, 1)));
-    assert_eq!(Fallbacks.async_err("k".into()).await, Ok("k:Transient".into()));
+    assert_eq!(
+        status("e2e.fb.sync_no_err").map(|s| (s.retries, s.fallbacks)),
+        Some((1, 1))
+    );
+    assert_eq!(
+        Fallbacks.async_err("k".into()).await,
+        Ok("k:Transient".into())
+    );
     assert_eq!(alone(4).await, Ok(40));
 }

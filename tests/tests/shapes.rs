@@ -34,7 +34,11 @@ async fn free_async_fn_retries_until_success() {
     assert_eq!(free_async(2).await, Ok(2));
     assert_eq!(FREE_ASYNC_RUNS.load(SeqCst), 3);
     let s = status(concat!(module_path!(), "::free_async")).expect("generated name");
-    assert_eq!((s.failures, s.successes, s.retries), (0, 0, 2), "a retry-only service records no outcomes");
+    assert_eq!(
+        (s.failures, s.successes, s.retries, s.calls),
+        (2, 1, 2, 3),
+        "every attempt's outcome is counted"
+    );
 }
 
 static FREE_SYNC_RUNS: AtomicU32 = AtomicU32::new(0);
@@ -93,7 +97,10 @@ impl Counter {
 }
 
 fn counter() -> Counter {
-    Counter { runs: std::sync::Arc::new(AtomicU32::new(0)), total: 0 }
+    Counter {
+        runs: std::sync::Arc::new(AtomicU32::new(0)),
+        total: 0,
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -283,5 +290,11 @@ async fn result_aliases_work() {
     assert_eq!(io_alias(true).unwrap_err().to_string(), "disk");
     assert_eq!(anyhow_timeout(Duration::from_millis(10)).await.unwrap(), 7);
     let e = anyhow_timeout(Duration::from_secs(5)).await.unwrap_err();
-    assert!(matches!(e.downcast_ref::<ResilienceError>(), Some(ResilienceError::Timeout { .. })), "{e}");
+    assert!(
+        matches!(
+            e.downcast_ref::<ResilienceError>(),
+            Some(ResilienceError::Timeout { .. })
+        ),
+        "{e}"
+    );
 }

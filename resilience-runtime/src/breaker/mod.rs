@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::clock::{self, Nanos};
 use crate::config::BreakerConfig;
-pub(crate) use window::{Outcome, Trip};
 use window::Window;
+pub(crate) use window::{Outcome, Trip};
 
 /// The state of a circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -158,7 +158,10 @@ impl Breaker {
     pub(crate) fn admit(&self) -> Result<Admission, Rejected> {
         let ctl = self.ctl.load(Acquire);
         if ctl & STATE_MASK == CircuitState::Closed.code() {
-            return Ok(Admission { epoch: epoch_of(ctl), kind: Kind::Closed });
+            return Ok(Admission {
+                epoch: epoch_of(ctl),
+                kind: Kind::Closed,
+            });
         }
         self.admit_slow(ctl)
     }
@@ -168,10 +171,16 @@ impl Breaker {
         loop {
             match state_of(ctl) {
                 CircuitState::Closed => {
-                    return Ok(Admission { epoch: epoch_of(ctl), kind: Kind::Closed })
+                    return Ok(Admission {
+                        epoch: epoch_of(ctl),
+                        kind: Kind::Closed,
+                    })
                 }
                 CircuitState::Disabled => {
-                    return Ok(Admission { epoch: epoch_of(ctl), kind: Kind::Pass })
+                    return Ok(Admission {
+                        epoch: epoch_of(ctl),
+                        kind: Kind::Pass,
+                    })
                 }
                 CircuitState::ForcedOpen => {
                     return Err(Rejected {
@@ -182,7 +191,9 @@ impl Breaker {
                     let now = clock::now_nanos();
                     let until = self.open_until.load(Relaxed);
                     if now < until {
-                        return Err(Rejected { retry_after: Duration::from_nanos(until - now) });
+                        return Err(Rejected {
+                            retry_after: Duration::from_nanos(until - now),
+                        });
                     }
                     // The cooldown is over: this call turns it half-open and is its
                     // first probe.
@@ -199,7 +210,9 @@ impl Breaker {
                 }
                 CircuitState::HalfOpen => {
                     if inflight_of(ctl) >= u64::from(self.config.half_open_calls) {
-                        return Err(Rejected { retry_after: Duration::ZERO });
+                        return Err(Rejected {
+                            retry_after: Duration::ZERO,
+                        });
                     }
                     match self.ctl.compare_exchange_weak(
                         ctl,
@@ -207,7 +220,12 @@ impl Breaker {
                         AcqRel,
                         Acquire,
                     ) {
-                        Ok(_) => return Ok(Admission { epoch: epoch_of(ctl), kind: Kind::Probe }),
+                        Ok(_) => {
+                            return Ok(Admission {
+                                epoch: epoch_of(ctl),
+                                kind: Kind::Probe,
+                            })
+                        }
                         Err(now) => ctl = now,
                     }
                 }
@@ -253,7 +271,11 @@ impl Breaker {
             }
             match outcome {
                 Some(o) if o.failure || o.slow => {
-                    let reason = if o.failure { "probe failed" } else { "probe was slow" };
+                    let reason = if o.failure {
+                        "probe failed"
+                    } else {
+                        "probe was slow"
+                    };
                     return self.transition(epoch, CircuitState::Open, reason);
                 }
                 Some(_) => {
@@ -304,7 +326,8 @@ impl Breaker {
         let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
         let ctl = self.ctl.load(Acquire);
         if to == CircuitState::Closed {
-            self.cooldown.store(clock::dur_nanos(self.config.cooldown), Relaxed);
+            self.cooldown
+                .store(clock::dur_nanos(self.config.cooldown), Relaxed);
         }
         self.set_locked(ctl, to, reason)
     }
@@ -317,7 +340,8 @@ impl Breaker {
                 // A failed probe: the cooldown grows, if it may.
                 if let Some(max) = self.config.cooldown_max {
                     let grown = self.cooldown.load(Relaxed).saturating_mul(2);
-                    self.cooldown.store(grown.min(clock::dur_nanos(max)), Relaxed);
+                    self.cooldown
+                        .store(grown.min(clock::dur_nanos(max)), Relaxed);
                 }
             }
             (_, CircuitState::Closed) => self.cooldown.store(base, Relaxed),
@@ -328,7 +352,12 @@ impl Breaker {
             self.open_until.store(until, Relaxed);
         }
         self.window.clear();
-        let next = pack(to, epoch_of(ctl).wrapping_add(1), u64::from(to == CircuitState::HalfOpen), 0);
+        let next = pack(
+            to,
+            epoch_of(ctl).wrapping_add(1),
+            u64::from(to == CircuitState::HalfOpen),
+            0,
+        );
         // Probe counters may move under us; the epoch makes them stale either way.
         self.ctl.store(next, Release);
         let t = Transition { from, to, reason };
@@ -348,7 +377,13 @@ impl Transition {
                 tracing::info!(service, ?from, ?to, reason, "circuit breaker closed")
             }
             CircuitState::HalfOpen => {
-                tracing::info!(service, ?from, ?to, reason, "circuit breaker half-open: probing")
+                tracing::info!(
+                    service,
+                    ?from,
+                    ?to,
+                    reason,
+                    "circuit breaker half-open: probing"
+                )
             }
             CircuitState::Disabled => {
                 tracing::warn!(service, ?from, ?to, reason, "circuit breaker disabled")

@@ -45,15 +45,30 @@ pub(crate) enum Window {
 impl Window {
     pub(crate) fn new(config: &BreakerConfig) -> Self {
         match config.mode {
-            BreakerMode::Consecutive { failure_threshold } => {
-                Window::Consecutive { threshold: failure_threshold, run: AtomicU32::new(0) }
-            }
-            BreakerMode::Rate { failure_rate, window: WindowConfig::Calls(n), min_calls } => {
-                Window::Count(CountWindow::new(n, min_calls, failure_rate, config.slow_call_rate))
-            }
-            BreakerMode::Rate { failure_rate, window: WindowConfig::Time(d), min_calls } => {
-                Window::Time(TimeWindow::new(d, min_calls, failure_rate, config.slow_call_rate))
-            }
+            BreakerMode::Consecutive { failure_threshold } => Window::Consecutive {
+                threshold: failure_threshold,
+                run: AtomicU32::new(0),
+            },
+            BreakerMode::Rate {
+                failure_rate,
+                window: WindowConfig::Calls(n),
+                min_calls,
+            } => Window::Count(CountWindow::new(
+                n,
+                min_calls,
+                failure_rate,
+                config.slow_call_rate,
+            )),
+            BreakerMode::Rate {
+                failure_rate,
+                window: WindowConfig::Time(d),
+                min_calls,
+            } => Window::Time(TimeWindow::new(
+                d,
+                min_calls,
+                failure_rate,
+                config.slow_call_rate,
+            )),
         }
     }
 
@@ -63,7 +78,8 @@ impl Window {
         match self {
             Window::Consecutive { threshold, run } => {
                 if o.failure {
-                    (run.fetch_add(1, Relaxed) + 1 >= *threshold).then_some(Trip::ConsecutiveFailures)
+                    (run.fetch_add(1, Relaxed) + 1 >= *threshold)
+                        .then_some(Trip::ConsecutiveFailures)
                 } else {
                     if run.load(Relaxed) != 0 {
                         run.store(0, Relaxed);
@@ -96,7 +112,14 @@ impl Window {
 
 /// Opens when, with at least `min_calls` outcomes in the window, either rate reaches
 /// its threshold.
-fn decide(calls: u64, failures: u64, slow: u64, min_calls: u32, rate: f64, slow_rate: f64) -> Option<Trip> {
+fn decide(
+    calls: u64,
+    failures: u64,
+    slow: u64,
+    min_calls: u32,
+    rate: f64,
+    slow_rate: f64,
+) -> Option<Trip> {
     if calls == 0 || calls < u64::from(min_calls) {
         return None;
     }
@@ -159,7 +182,10 @@ impl CountWindow {
         let old = self.slots[(at % n) as usize].swap(new, Relaxed);
         let delta = |bit: u8, shift: u32| -> (u64, u64) {
             let (was, is) = (old & bit != 0, new & bit != 0);
-            ((u64::from(is && !was)) << shift, (u64::from(was && !is)) << shift)
+            (
+                (u64::from(is && !was)) << shift,
+                (u64::from(was && !is)) << shift,
+            )
         };
         let (fa, fs) = delta(FAILURE, 0);
         let (sa, ss) = delta(SLOW, SLOW_SHIFT);
@@ -168,10 +194,25 @@ impl CountWindow {
             add |= FULL;
         }
         let sub = fs + ss;
-        let stats = if add != 0 { self.stats.fetch_add(add, Relaxed) + add } else { self.stats.load(Relaxed) };
-        let stats = if sub != 0 { self.stats.fetch_sub(sub, Relaxed) - sub } else { stats };
+        let stats = if add != 0 {
+            self.stats.fetch_add(add, Relaxed) + add
+        } else {
+            self.stats.load(Relaxed)
+        };
+        let stats = if sub != 0 {
+            self.stats.fetch_sub(sub, Relaxed) - sub
+        } else {
+            stats
+        };
         let calls = (at + 1).min(n);
-        decide(calls, stats & FIELD, (stats >> SLOW_SHIFT) & FIELD, self.min_calls, self.rate, self.slow_rate)
+        decide(
+            calls,
+            stats & FIELD,
+            (stats >> SLOW_SHIFT) & FIELD,
+            self.min_calls,
+            self.rate,
+            self.slow_rate,
+        )
     }
 
     fn rates(&self) -> Option<(f64, f64)> {
@@ -240,7 +281,9 @@ impl TimeWindow {
         let stamp = b.stamp.load(Relaxed);
         if stamp != seq
             && stamp < seq
-            && b.stamp.compare_exchange(stamp, seq, Relaxed, Relaxed).is_ok()
+            && b.stamp
+                .compare_exchange(stamp, seq, Relaxed, Relaxed)
+                .is_ok()
         {
             b.calls.store(0, Relaxed);
             b.failures.store(0, Relaxed);
@@ -254,7 +297,14 @@ impl TimeWindow {
             b.slow.fetch_add(1, Relaxed);
         }
         let (calls, failures, slow) = self.sums(seq);
-        decide(calls, failures, slow, self.min_calls, self.rate, self.slow_rate)
+        decide(
+            calls,
+            failures,
+            slow,
+            self.min_calls,
+            self.rate,
+            self.slow_rate,
+        )
     }
 
     fn sums(&self, seq: u64) -> (u64, u64, u64) {
@@ -266,7 +316,11 @@ impl TimeWindow {
                 s >= oldest && s <= seq && s != 0
             })
             .fold((0, 0, 0), |(c, f, s), b| {
-                (c + b.calls.load(Relaxed), f + b.failures.load(Relaxed), s + b.slow.load(Relaxed))
+                (
+                    c + b.calls.load(Relaxed),
+                    f + b.failures.load(Relaxed),
+                    s + b.slow.load(Relaxed),
+                )
             })
     }
 
@@ -290,9 +344,18 @@ impl TimeWindow {
 mod tests {
     use super::*;
 
-    const S: Outcome = Outcome { failure: false, slow: false };
-    const F: Outcome = Outcome { failure: true, slow: false };
-    const SLOW_OK: Outcome = Outcome { failure: false, slow: true };
+    const S: Outcome = Outcome {
+        failure: false,
+        slow: false,
+    };
+    const F: Outcome = Outcome {
+        failure: true,
+        slow: false,
+    };
+    const SLOW_OK: Outcome = Outcome {
+        failure: false,
+        slow: true,
+    };
 
     #[test]
     fn count_window_slides() {
@@ -320,7 +383,7 @@ mod tests {
         let s = 1_000_000_000u64;
         let base = 1u64 << 62;
         assert_eq!(w.record(F, base), None); // 1 call, below min_calls
-        // 11 s later the first failure is gone.
+                                             // 11 s later the first failure is gone.
         assert_eq!(w.record(F, base + 11 * s), None);
         assert_eq!(w.rates(base + 11 * s), None);
         assert_eq!(w.record(S, base + 12 * s), Some(Trip::FailureRate)); // 1/2
