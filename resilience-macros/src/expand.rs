@@ -499,7 +499,7 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
         {
             #name_fn
             static __RESILIENCE_SITE: #p::Site = #p::Site::new(#site_name, #spec);
-            let __resilience_hooks #hooks_ty = &#p::Hooks { #hooks ..#p::Hooks::NONE };
+            let __resilience_hooks #hooks_ty = &#p::Hooks { #hooks };
             #svc
             #result
         }
@@ -713,25 +713,30 @@ fn spec_tokens(m: &Model, p: &TokenStream) -> TokenStream {
 /// The `Hooks { .. }` fields: the user's functions, and the conversion from
 /// `ResilienceError` when a policy can reject or time out.
 fn hooks_tokens(m: &Model, p_ret: &TokenStream, ret_span: Span) -> TokenStream {
+    // Every field is written (no `..Hooks::NONE`), so user crates linting
+    // `clippy::needless_update` see nothing to flag.
     let mut out = TokenStream::new();
-    let mut hook = |name: &str, path: &Option<Spanned<FnPath>>| {
-        if let Some(path) = path {
-            let at = Span::call_site().located_at(path.span);
-            let name = Ident::new(name, Span::call_site());
-            let value = &path.value.0;
-            out.extend(quote_spanned!(at=> #name: ::core::option::Option::Some(#value),));
+    let mut hook = |name: &str, path: Option<&Option<Spanned<FnPath>>>| {
+        let ident = Ident::new(name, Span::call_site());
+        match path.and_then(Option::as_ref) {
+            Some(path) => {
+                let at = Span::call_site().located_at(path.span);
+                let value = &path.value.0;
+                out.extend(quote_spanned!(at=> #ident: ::core::option::Option::Some(#value),));
+            }
+            None => out.extend(quote!(#ident: ::core::option::Option::None,)),
         }
     };
-    if m.breaker.present() {
-        hook("record_if", &m.breaker.keys.record_if);
-        hook("ignore_if", &m.breaker.keys.ignore_if);
-    }
-    if m.retry.present() {
-        hook("retry_if", &m.retry.keys.retry_if);
-        hook("retry_after", &m.retry.keys.retry_after);
-    }
+    let breaker = m.breaker.present();
+    let retry = m.retry.present();
+    hook("record_if", breaker.then_some(&m.breaker.keys.record_if));
+    hook("ignore_if", breaker.then_some(&m.breaker.keys.ignore_if));
+    hook("retry_if", retry.then_some(&m.retry.keys.retry_if));
+    hook("retry_after", retry.then_some(&m.retry.keys.retry_after));
     if m.can_reject() {
         out.extend(quote_spanned!(ret_span=> into_error: #p_ret::into_error(),));
+    } else {
+        out.extend(quote!(into_error: ::core::option::Option::None,));
     }
     out
 }

@@ -380,7 +380,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Dur, String> {
             }
             other => {
                 return Err(format!(
-                    "invalid duration `{text}`: unknown unit `{other}`; use `ms`, `s`, `m` or `h`"
+                    "invalid duration `{text}`: unknown unit `{}`; use `ms`, `s`, `m` or `h`",
+                    other.trim()
                 ))
             }
         };
@@ -888,6 +889,13 @@ fn parse_timeout(attr: &Attr, tokens: TokenStream) -> darling::Result<Parsed> {
         .with_span(&attr.span));
     }
     let mut items = NestedMeta::parse_meta_list(tokens)?;
+    if let Some(NestedMeta::Lit(Lit::Int(i))) = items.first() {
+        let n = i.base10_digits();
+        return Err(Error::custom(format!(
+            "`#[timeout]` takes a string with a unit, not a bare number: write `#[timeout(\"{n}s\")]` or `#[timeout(\"{n}ms\")]`"
+        ))
+        .with_span(i));
+    }
     let mut errors = Error::accumulator();
     let mut timeout = None;
     if let Some(NestedMeta::Lit(l)) = items.first() {

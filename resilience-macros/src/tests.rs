@@ -62,6 +62,9 @@ fn durations_parse_like_the_runtime() {
     assert!(parse_duration("5x")
         .unwrap_err()
         .contains("unknown unit `x`"));
+    assert!(parse_duration("5 seconds")
+        .unwrap_err()
+        .contains("unknown unit `seconds`"));
     assert!(parse_duration("ms")
         .unwrap_err()
         .contains("expected a number"));
@@ -274,7 +277,7 @@ fn values_are_checked() {
         (
             AttrKind::Timeout,
             quote!(5),
-            "`timeout` takes a string with a unit",
+            "`#[timeout]` takes a string with a unit, not a bare number: write `#[timeout(\"5s\")]`",
         ),
         (
             AttrKind::Fallback,
@@ -663,13 +666,13 @@ fn arguments_are_rebound_per_attempt() {
     assert!(!out.contains("loop"), "{out}");
     assert!(!out.contains("clone_arg"), "{out}");
     assert!(out.contains("attempt_sync"), "{out}");
-    assert!(out.contains("into_error"), "{out}");
+    assert!(out.contains("into_error()"), "{out}");
 
     // `max_attempts = 1` is no retry.
     let (_, out) = run(AttrKind::WithRetry, quote!(max_attempts = 1), sync_fn());
     assert!(!out.contains("loop"), "{out}");
     assert!(
-        !out.contains("into_error"),
+        !out.contains("into_error()"),
         "a lone retry cannot reject: {out}"
     );
 }

@@ -1,0 +1,743 @@
+//! `resilience` against its peers, one criterion group per item, ours and the peer
+//! side by side (`<group>/resilience*` vs `<group>/<peer>`).
+//!
+//! Every async body here is ready at its first poll, so async calls are driven by a
+//! single manual poll with a no-op waker (`poll_once`), the same way for ours and
+//! the peer. Where a peer needs a tokio runtime context (tower's `Timeout`,
+//! `tokio::time::timeout`), both sides run inside the same entered current-thread
+//! runtime.
+//!
+//! Run: `cargo bench -p resilience-benches -- --warm-up-time 1 --measurement-time 3`,
+//! then `python3 scripts/bench-table.py` for the Markdown table.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::ops::ControlFlow;
+use std::pin::pin;
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
+use resilience_runtime::{Policy, Rate, Resilience, ResilienceError};
+
+// ---------------------------------------------------------------------------------
+// Shared helpers
+// ---------------------------------------------------------------------------------
+
+/// The error type of every body: carries a rejection for ours, is a
+/// `std::error::Error` for tower's `BoxError`.
+#[derive(Debug, Clone)]
+struct BenchError;
+
+impl From<ResilienceError> for BenchError {
+    fn from(_: ResilienceError) -> Self {
+        BenchError
+    }
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bench error")
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// Polls `fut` once with a no-op waker; every body in this suite is ready at its first
+/// poll, so the whole call completes here.
+#[inline(always)]
+fn poll_once<F: Future>(fut: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("a benched future was not ready at its first poll"),
+    }
+}
+
+#[inline(always)]
+fn ok_sync() -> Result<u32, BenchError> {
+    Ok(black_box(1))
+}
+
+fn build(b: resilience_runtime::ResilienceBuilder) -> Policy {
+    b.build().expect("valid bench policy")
+}
+
+fn time_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn recloser_closed() -> recloser::Recloser {
+    // The default configuration: error rate 0.5 over a ring of 100 calls.
+    recloser::Recloser::default()
+}
+
+fn failsafe_consecutive() -> failsafe::StateMachine<
+    failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Constant>,
+    (),
+> {
+    let backoff = failsafe::backoff::constant(Duration::from_secs(30));
+    failsafe::Config::new()
+        .failure_policy(failsafe::failure_policy::consecutive_failures(5, backoff))
+        .build()
+}
+
+// ---------------------------------------------------------------------------------
+// The attribute protocol by hand (docs/EXPANSION.md): a `static Site`, constant
+// hooks, `Service::total` around the retry loop of `Call::attempt`. This is what an
+// annotated function runs; it stands in for `#[with_resilience]` until the macros exist.
+// ---------------------------------------------------------------------------------
+
+const SITE_HOOKS: Hooks<BenchError> = Hooks {
+    into_error: Some(<BenchError as From<ResilienceError>>::from),
+    ..Hooks::NONE
+};
+
+/// `#[circuit_breaker(failure_threshold = 5)] fn f() -> Result<u32, BenchError>`, by hand.
+fn site_closed_sync() -> Result<u32, BenchError> {
+    static SITE: Site = Site::new(
+        SiteName::Fixed("bench.site.closed_sync"),
+        Spec {
+            breaker: true,
+            failure_threshold: Some(5),
+            ..Spec::EMPTY
+        },
+    );
+    let hooks = SITE_HOOKS;
+    let svc = SITE.service();
+    let mut call = svc.call(&hooks);
+    loop {
+        match call.attempt_sync(ok_sync) {
+            ControlFlow::Break(r) => break r,
+            ControlFlow::Continue(()) => {}
+        }
+    }
+}
+
+/// `#[circuit_breaker(failure_threshold = 5)] async fn f() -> Result<u32, BenchError>`, by hand.
+async fn site_closed_async() -> Result<u32, BenchError> {
+    static SITE: Site = Site::new(
+        SiteName::Fixed("bench.site.closed_async"),
+        Spec {
+            breaker: true,
+            failure_threshold: Some(5),
+            ..Spec::EMPTY
+        },
+    );
+    let hooks = SITE_HOOKS;
+    let svc = SITE.service();
+    svc.total(&hooks, async {
+        let mut call = svc.call(&hooks);
+        loop {
+            match call.attempt(async { ok_sync() }).await {
+                ControlFlow::Break(r) => break r,
+                ControlFlow::Continue(()) => {}
+            }
+        }
+    })
+    .await
+}
+
+/// `#[with_resilience(retry(max_attempts = 3), timeout = "1s", bulkhead(max_concurrent = 1000))]
+/// async fn f() -> Result<u32, BenchError>`, by hand.
+async fn site_stack() -> Result<u32, BenchError> {
+    static SITE: Site = Site::new(
+        SiteName::Fixed("bench.site.stack"),
+        Spec {
+            breaker: true,
+            retry: true,
+            max_attempts: Some(3),
+            timeout: Some(Duration::from_secs(1)),
+            bulkhead: true,
+            max_concurrent: Some(1000),
+            ..Spec::EMPTY
+        },
+    );
+    let hooks = SITE_HOOKS;
+    let svc = SITE.service();
+    svc.total(&hooks, async {
+        let mut call = svc.call(&hooks);
+        loop {
+            match call.attempt(async { ok_sync() }).await {
+                ControlFlow::Break(r) => break r,
+                ControlFlow::Continue(()) => {}
+            }
+        }
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------
+// The attribute macros themselves (used through `resilience_macros` directly until
+// the runtime re-exports them).
+// ---------------------------------------------------------------------------------
+
+#[resilience_macros::circuit_breaker(service = "bench.macro.closed_sync", failure_threshold = 5)]
+fn macro_closed_sync() -> Result<u32, BenchError> {
+    ok_sync()
+}
+
+#[resilience_macros::circuit_breaker(service = "bench.macro.closed_async", failure_threshold = 5)]
+async fn macro_closed_async() -> Result<u32, BenchError> {
+    ok_sync()
+}
+
+/// The same policies as `stack/resilience`: the preset's breaker, 3 attempts, a 1 s
+/// timeout per attempt, a bulkhead of 1000.
+#[resilience_macros::with_resilience(
+    service = "bench.macro.stack",
+    retry(max_attempts = 3),
+    timeout = "1s",
+    bulkhead(max_concurrent = 1000)
+)]
+async fn macro_stack() -> Result<u32, BenchError> {
+    ok_sync()
+}
+
+// ---------------------------------------------------------------------------------
+// 11. The floor
+// ---------------------------------------------------------------------------------
+
+fn plain_call(c: &mut Criterion) {
+    let mut g = c.benchmark_group("plain_call");
+    g.bench_function("sync", |b| {
+        let f = black_box(ok_sync);
+        b.iter(|| black_box(f()))
+    });
+    g.bench_function("async", |b| {
+        b.iter(|| black_box(poll_once(async { Ok::<u32, BenchError>(black_box(1)) })))
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 1. Closed breaker, successful call
+// ---------------------------------------------------------------------------------
+
+fn closed_breaker_sync(c: &mut Criterion) {
+    let mut g = c.benchmark_group("closed_breaker_sync");
+
+    let consecutive = build(
+        Resilience::builder("bench.closed_sync.consecutive")
+            .no_retry()
+            .failure_threshold(5),
+    );
+    g.bench_function("resilience_consecutive", |b| {
+        b.iter(|| black_box(consecutive.call_sync(ok_sync)))
+    });
+
+    let rate = build(Resilience::builder("bench.closed_sync.rate").no_retry());
+    g.bench_function("resilience_rate", |b| {
+        b.iter(|| black_box(rate.call_sync(ok_sync)))
+    });
+
+    g.bench_function("resilience_site", |b| {
+        b.iter(|| black_box(site_closed_sync()))
+    });
+    g.bench_function("resilience_macro", |b| {
+        b.iter(|| black_box(macro_closed_sync()))
+    });
+
+    let rc = recloser_closed();
+    g.bench_function("recloser", |b| b.iter(|| black_box(rc.call(ok_sync))));
+
+    let fs = failsafe_consecutive();
+    g.bench_function("failsafe_consecutive", |b| {
+        b.iter(|| black_box(failsafe::CircuitBreaker::call(&fs, ok_sync)))
+    });
+
+    let fsd = failsafe::Config::new().build();
+    g.bench_function("failsafe_default", |b| {
+        b.iter(|| black_box(failsafe::CircuitBreaker::call(&fsd, ok_sync)))
+    });
+    g.finish();
+}
+
+fn closed_breaker_async(c: &mut Criterion) {
+    let mut g = c.benchmark_group("closed_breaker_async");
+
+    let consecutive = build(
+        Resilience::builder("bench.closed_async.consecutive")
+            .no_retry()
+            .failure_threshold(5),
+    );
+    g.bench_function("resilience_consecutive", |b| {
+        b.iter(|| black_box(poll_once(consecutive.call(|| async { ok_sync() }))))
+    });
+
+    let rate = build(Resilience::builder("bench.closed_async.rate").no_retry());
+    g.bench_function("resilience_rate", |b| {
+        b.iter(|| black_box(poll_once(rate.call(|| async { ok_sync() }))))
+    });
+
+    g.bench_function("resilience_site", |b| {
+        b.iter(|| black_box(poll_once(site_closed_async())))
+    });
+    g.bench_function("resilience_macro", |b| {
+        b.iter(|| black_box(poll_once(macro_closed_async())))
+    });
+
+    let rc = recloser::AsyncRecloser::from(recloser_closed());
+    g.bench_function("recloser", |b| {
+        b.iter(|| black_box(poll_once(rc.call(async { ok_sync() }))))
+    });
+
+    let fs = failsafe_consecutive();
+    g.bench_function("failsafe_consecutive", |b| {
+        b.iter(|| {
+            black_box(poll_once(failsafe::futures::CircuitBreaker::call(
+                &fs,
+                async { ok_sync() },
+            )))
+        })
+    });
+
+    let fsd = failsafe::Config::new().build();
+    g.bench_function("failsafe_default", |b| {
+        b.iter(|| {
+            black_box(poll_once(failsafe::futures::CircuitBreaker::call(
+                &fsd,
+                async { ok_sync() },
+            )))
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 2. Open-state rejection
+// ---------------------------------------------------------------------------------
+
+fn open_rejection(c: &mut Criterion) {
+    let mut g = c.benchmark_group("open_rejection");
+
+    let forced = build(
+        Resilience::builder("bench.open.forced")
+            .no_retry()
+            .failure_threshold(1),
+    );
+    resilience_runtime::breaker("bench.open.forced")
+        .expect("registered")
+        .force_open();
+    assert!(
+        forced.call_sync(ok_sync).is_err(),
+        "forced open must reject"
+    );
+    g.bench_function("resilience", |b| {
+        b.iter(|| black_box(forced.call_sync(ok_sync)))
+    });
+
+    // A breaker that really tripped (Open with a cooldown, not ForcedOpen): the
+    // rejection reads the clock like recloser's.
+    let tripped = build(
+        Resilience::builder("bench.open.tripped")
+            .no_retry()
+            .failure_threshold(1)
+            .cooldown(Duration::from_secs(3600)),
+    );
+    let _ = tripped.call_sync(|| Err::<u32, _>(BenchError));
+    assert!(
+        tripped.call_sync(ok_sync).is_err(),
+        "tripped breaker must reject"
+    );
+    g.bench_function("resilience_tripped", |b| {
+        b.iter(|| black_box(tripped.call_sync(ok_sync)))
+    });
+
+    let rc = recloser::Recloser::custom()
+        .error_rate(0.5)
+        .closed_len(2)
+        .open_wait(Duration::from_secs(3600))
+        .build();
+    for _ in 0..4 {
+        let _ = rc.call(|| Err::<u32, _>(BenchError));
+    }
+    assert!(
+        matches!(rc.call(ok_sync), Err(recloser::Error::Rejected)),
+        "recloser must be open"
+    );
+    g.bench_function("recloser", |b| b.iter(|| black_box(rc.call(ok_sync))));
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 3. Timeout around a body ready at its first poll
+// ---------------------------------------------------------------------------------
+
+fn timeout(c: &mut Criterion) {
+    let mut g = c.benchmark_group("timeout");
+    let rt = time_rt();
+    let _entered = rt.enter();
+
+    let ours = build(
+        Resilience::builder("bench.timeout")
+            .no_circuit_breaker()
+            .no_retry()
+            .timeout(Duration::from_secs(1)),
+    );
+    g.bench_function("resilience", |b| {
+        b.iter(|| black_box(poll_once(ours.call(|| async { ok_sync() }))))
+    });
+
+    g.bench_function("tokio", |b| {
+        b.iter(|| {
+            black_box(poll_once(tokio::time::timeout(
+                Duration::from_secs(1),
+                async { ok_sync() },
+            )))
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 4. Retry, success at the first attempt
+// ---------------------------------------------------------------------------------
+
+fn retry(c: &mut Criterion) {
+    use backon::{BlockingRetryable, ExponentialBuilder, Retryable};
+
+    let ours = build(
+        Resilience::builder("bench.retry")
+            .no_circuit_breaker()
+            .max_attempts(3),
+    );
+
+    let mut g = c.benchmark_group("retry_sync");
+    g.bench_function("resilience", |b| {
+        b.iter(|| black_box(ours.call_sync(ok_sync)))
+    });
+    g.bench_function("backon", |b| {
+        b.iter(|| black_box(ok_sync.retry(ExponentialBuilder::default()).call()))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("retry_async");
+    g.bench_function("resilience", |b| {
+        b.iter(|| black_box(poll_once(ours.call(|| async { ok_sync() }))))
+    });
+    g.bench_function("backon", |b| {
+        b.iter(|| {
+            black_box(poll_once(
+                (|| async { ok_sync() }).retry(ExponentialBuilder::default()),
+            ))
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 5. Bulkhead acquire + release
+// ---------------------------------------------------------------------------------
+
+fn bulkhead(c: &mut Criterion) {
+    use tower::{Service as _, ServiceExt as _};
+
+    let mut g = c.benchmark_group("bulkhead");
+    let ours = build(
+        Resilience::builder("bench.bulkhead")
+            .no_circuit_breaker()
+            .no_retry()
+            .max_concurrent(1000),
+    );
+    g.bench_function("resilience", |b| {
+        b.iter(|| black_box(poll_once(ours.call(|| async { ok_sync() }))))
+    });
+    g.bench_function("resilience_sync", |b| {
+        b.iter(|| black_box(ours.call_sync(ok_sync)))
+    });
+
+    let mut svc = tower::limit::ConcurrencyLimit::new(
+        tower::service_fn(|x: u32| std::future::ready(Ok::<u32, BenchError>(x))),
+        1000,
+    );
+    g.bench_function("tower_concurrency_limit", |b| {
+        b.iter(|| {
+            let svc = &mut svc;
+            black_box(poll_once(async move {
+                svc.ready().await?;
+                svc.call(black_box(1)).await
+            }))
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 6. Rate limiter permit
+// ---------------------------------------------------------------------------------
+
+fn rate_limiter(c: &mut Criterion) {
+    const PER_SECOND: u32 = 1_000_000_000; // one permit per nanosecond, burst 1e9
+    let mut g = c.benchmark_group("rate_limiter");
+    let ours = build(
+        Resilience::builder("bench.rate_limit")
+            .no_circuit_breaker()
+            .no_retry()
+            .rate(Rate::new(PER_SECOND, Duration::from_secs(1))),
+    );
+    g.bench_function("resilience", |b| {
+        b.iter(|| black_box(ours.call_sync(ok_sync)))
+    });
+
+    let gov = governor::RateLimiter::direct(governor::Quota::per_second(
+        NonZeroU32::new(PER_SECOND).unwrap(),
+    ));
+    g.bench_function("governor", |b| b.iter(|| black_box(gov.check())));
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 7. Computed service name with 100,000 live keys
+// ---------------------------------------------------------------------------------
+
+const KEYS: usize = 100_000;
+
+fn keyed(c: &mut Criterion) {
+    static SITE: Site = Site::new(
+        SiteName::Fixed("bench.keyed"),
+        Spec {
+            breaker: true,
+            ..Spec::EMPTY
+        },
+    );
+    static HOOKS: Hooks<BenchError> = Hooks::DEFAULT;
+
+    fn call_keyed(key: &str) -> Result<u32, BenchError> {
+        let svc = SITE.keyed(key);
+        let mut call = svc.call(&HOOKS);
+        loop {
+            if let std::ops::ControlFlow::Break(r) = call.attempt_sync(ok_sync) {
+                return r;
+            }
+        }
+    }
+
+    // Criterion calls a bench closure once per sample and only when the filter selects
+    // it: the 100,000 keys are made on the first call, so a filtered run (callgrind)
+    // does not pay for the other side's setup.
+    let keys: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let keys = || {
+        keys.get_or_init(|| {
+            (0..KEYS)
+                .map(|i| format!("tenant-{i:06}"))
+                .collect::<Vec<_>>()
+        })
+    };
+
+    let mut g = c.benchmark_group("keyed_100k");
+    let mut ours_ready = false;
+    let mut i = 0usize;
+    g.bench_function("resilience", |b| {
+        let keys = keys();
+        if !ours_ready {
+            resilience_runtime::set_key_capacity(200_000);
+            for k in keys {
+                call_keyed(k).expect("closed");
+            }
+            assert!(resilience_runtime::key_count() >= KEYS, "every key is live");
+            ours_ready = true;
+        }
+        b.iter(|| {
+            i = if i + 1 == KEYS { 0 } else { i + 1 };
+            black_box(call_keyed(&keys[i]))
+        });
+        assert!(
+            resilience_runtime::key_count() >= KEYS,
+            "no key was evicted"
+        );
+    });
+
+    let mut gov = None;
+    let mut i = 0usize;
+    g.bench_function("governor", |b| {
+        let keys = keys();
+        let gov = gov.get_or_insert_with(|| {
+            let gov = governor::RateLimiter::keyed(governor::Quota::per_second(
+                NonZeroU32::new(1_000_000_000).unwrap(),
+            ));
+            for k in keys {
+                gov.check_key(k).expect("permit");
+            }
+            gov
+        });
+        b.iter(|| {
+            i = if i + 1 == KEYS { 0 } else { i + 1 };
+            black_box(gov.check_key(&keys[i]))
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 8. Two threads on one shared breaker
+// ---------------------------------------------------------------------------------
+
+/// Runs `iters` calls in all, split over `threads` threads that start together; the
+/// time is the wall time from the start signal to the last join, so the reported
+/// time per iteration is the wall time per call (lower = more total throughput).
+fn run_threads<S, F>(iters: u64, threads: u64, shared: &Arc<S>, call: F) -> Duration
+where
+    S: Send + Sync + 'static,
+    F: Fn(&S) + Send + Sync + Copy + 'static,
+{
+    let per_thread = iters.div_ceil(threads);
+    let start = Arc::new(Barrier::new(threads as usize + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let s = Arc::clone(shared);
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                for _ in 0..per_thread {
+                    call(&s);
+                }
+            })
+        })
+        .collect();
+    start.wait();
+    let t0 = Instant::now();
+    for h in handles {
+        h.join().expect("bench thread");
+    }
+    t0.elapsed()
+}
+
+fn two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("two_threads");
+    let ours = Arc::new(build(
+        Resilience::builder("bench.threads.consecutive")
+            .no_retry()
+            .failure_threshold(5),
+    ));
+    g.bench_function("resilience_1t", |b| {
+        b.iter_custom(|iters| {
+            run_threads(iters, 1, &ours, |p| {
+                black_box(p.call_sync(ok_sync)).ok();
+            })
+        })
+    });
+    g.bench_function("resilience_2t", |b| {
+        b.iter_custom(|iters| {
+            run_threads(iters, 2, &ours, |p| {
+                black_box(p.call_sync(ok_sync)).ok();
+            })
+        })
+    });
+
+    let rate = Arc::new(build(Resilience::builder("bench.threads.rate").no_retry()));
+    g.bench_function("resilience_rate_2t", |b| {
+        b.iter_custom(|iters| {
+            run_threads(iters, 2, &rate, |p| {
+                black_box(p.call_sync(ok_sync)).ok();
+            })
+        })
+    });
+
+    let rc = Arc::new(recloser_closed());
+    g.bench_function("recloser_1t", |b| {
+        b.iter_custom(|iters| {
+            run_threads(iters, 1, &rc, |r| {
+                black_box(r.call(ok_sync)).ok();
+            })
+        })
+    });
+    g.bench_function("recloser_2t", |b| {
+        b.iter_custom(|iters| {
+            run_threads(iters, 2, &rc, |r| {
+                black_box(r.call(ok_sync)).ok();
+            })
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------
+// 9. The whole stack: tower vs ours
+// ---------------------------------------------------------------------------------
+
+/// Retry up to `0` more times on any error, no backoff (tower's documented example).
+#[derive(Clone)]
+struct Attempts(usize);
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Attempts {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(_) if self.0 > 0 => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+fn stack(c: &mut Criterion) {
+    use tower::{Service as _, ServiceExt as _};
+
+    let mut g = c.benchmark_group("stack");
+    let rt = time_rt();
+    let _entered = rt.enter();
+
+    // Ours: breaker (default rate mode) -> retry (3 attempts) -> bulkhead -> timeout.
+    let ours = build(
+        Resilience::builder("bench.stack")
+            .max_attempts(3)
+            .max_concurrent(1000)
+            .timeout(Duration::from_secs(1)),
+    );
+    g.bench_function("resilience", |b| {
+        b.iter(|| black_box(poll_once(ours.call(|| async { ok_sync() }))))
+    });
+    g.bench_function("resilience_site", |b| {
+        b.iter(|| black_box(poll_once(site_stack())))
+    });
+    g.bench_function("macro", |b| b.iter(|| black_box(poll_once(macro_stack()))));
+
+    // tower: retry (2 retries) -> concurrency limit -> timeout -> service.
+    let mut svc = tower::ServiceBuilder::new()
+        .retry(Attempts(2))
+        .concurrency_limit(1000)
+        .timeout(Duration::from_secs(1))
+        .service_fn(|x: u32| std::future::ready(Ok::<u32, BenchError>(x)));
+    g.bench_function("tower", |b| {
+        b.iter(|| {
+            let svc = &mut svc;
+            black_box(poll_once(async move {
+                svc.ready().await?;
+                svc.call(black_box(1)).await
+            }))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    plain_call,
+    closed_breaker_sync,
+    closed_breaker_async,
+    open_rejection,
+    timeout,
+    retry,
+    bulkhead,
+    rate_limiter,
+    keyed,
+    two_threads,
+    stack
+);
+criterion_main!(benches);

@@ -1,0 +1,183 @@
+//! How much an attribute grows the future of an `async fn`: `size_of_val` of the
+//! future of a macro-wrapped function against the same function unwrapped, for a
+//! small body and for a body that holds 1 KiB across an await.
+//!
+//! Run: `cargo test -p resilience-benches --test future_size -- --nocapture`
+//!
+//! Two sets of bounds: the targets (`TARGET_*`: a wrapper may add a fixed overhead,
+//! its policies' state and timers, and hold the body's own state at most twice),
+//! checked by the ignored test `wrapped_future_size_targets` until the runtime meets
+//! them (`-- --ignored`); and loose guards (`GUARD_*`) that every run checks, so the
+//! sizes cannot silently get worse.
+
+use std::mem::size_of_val;
+
+use resilience_runtime::ResilienceError;
+
+/// Target: fixed bytes a wrapper may add around the smallest body.
+const TARGET_OVERHEAD_BYTES: usize = 1024;
+/// Target: how many times the wrapped future may hold the body's state.
+const TARGET_BODY_COPIES: usize = 2;
+/// Guard (always checked): measured 1072 B and 5.7 copies with rustc 1.95.
+const GUARD_OVERHEAD_BYTES: usize = 1280;
+const GUARD_BODY_COPIES: usize = 6;
+
+#[derive(Debug, Clone)]
+pub struct TestError;
+
+impl From<ResilienceError> for TestError {
+    fn from(_: ResilienceError) -> Self {
+        TestError
+    }
+}
+
+async fn yield_once() {
+    tokio::task::yield_now().await;
+}
+
+// --- a small body --------------------------------------------------------------------
+
+async fn small_plain(x: u32) -> Result<u32, TestError> {
+    Ok(x + 1)
+}
+
+#[resilience_macros::with_resilience(
+    service = "size.small.stack",
+    retry(max_attempts = 3),
+    timeout = "1s",
+    bulkhead(max_concurrent = 10)
+)]
+async fn small_stack(x: u32) -> Result<u32, TestError> {
+    Ok(x + 1)
+}
+
+#[resilience_macros::circuit_breaker(service = "size.small.breaker", failure_threshold = 5)]
+async fn small_breaker(x: u32) -> Result<u32, TestError> {
+    Ok(x + 1)
+}
+
+// --- a body holding 1 KiB across an await --------------------------------------------
+
+async fn big_plain(x: u32) -> Result<u32, TestError> {
+    let buf = [x as u8; 1024];
+    yield_once().await;
+    Ok(u32::from(buf[(x as usize) % 1024]))
+}
+
+#[resilience_macros::with_resilience(
+    service = "size.big.stack",
+    retry(max_attempts = 3),
+    timeout = "1s",
+    bulkhead(max_concurrent = 10)
+)]
+async fn big_stack(x: u32) -> Result<u32, TestError> {
+    let buf = [x as u8; 1024];
+    yield_once().await;
+    Ok(u32::from(buf[(x as usize) % 1024]))
+}
+
+#[resilience_macros::circuit_breaker(service = "size.big.breaker", failure_threshold = 5)]
+async fn big_breaker(x: u32) -> Result<u32, TestError> {
+    let buf = [x as u8; 1024];
+    yield_once().await;
+    Ok(u32::from(buf[(x as usize) % 1024]))
+}
+
+struct Row {
+    what: &'static str,
+    plain: usize,
+    wrapped: usize,
+}
+
+fn check(
+    rows: &[Row],
+    small_plain: usize,
+    big_plain: usize,
+    max_overhead: usize,
+    max_copies: usize,
+) {
+    let body_growth = big_plain - small_plain;
+    for r in rows {
+        println!(
+            "{:<44} unwrapped {:>6} B   wrapped {:>6} B   (+{} B, x{:.1})",
+            r.what,
+            r.plain,
+            r.wrapped,
+            r.wrapped - r.plain.min(r.wrapped),
+            r.wrapped as f64 / r.plain as f64
+        );
+    }
+    // Pairs (small, big) of the same wrapper: the growth of the wrapped future per byte
+    // of body state is how many copies of the body it holds.
+    for pair in rows.chunks(2) {
+        let [small, big] = pair else { continue };
+        let copies = (big.wrapped - small.wrapped) as f64 / body_growth as f64;
+        println!("{:<44} holds the body's state {copies:.2} times", big.what);
+        assert!(
+            small.wrapped <= small.plain + max_overhead,
+            "{}: {} B wrapped vs {} B unwrapped: more than {max_overhead} B of overhead",
+            small.what,
+            small.wrapped,
+            small.plain
+        );
+        assert!(
+            big.wrapped - small.wrapped <= max_copies * body_growth,
+            "{}: the wrapped future grows by {} B for {body_growth} B of body state \
+             (more than {max_copies} copies)",
+            big.what,
+            big.wrapped - small.wrapped
+        );
+    }
+}
+
+fn rows() -> ([Row; 4], usize, usize) {
+    let sp = size_of_val(&small_plain(1));
+    let bp = size_of_val(&big_plain(1));
+    let rows = [
+        Row {
+            what: "#[with_resilience] stack, small body",
+            plain: sp,
+            wrapped: size_of_val(&small_stack(1)),
+        },
+        Row {
+            what: "#[with_resilience] stack, 1 KiB body",
+            plain: bp,
+            wrapped: size_of_val(&big_stack(1)),
+        },
+        Row {
+            what: "#[circuit_breaker], small body",
+            plain: sp,
+            wrapped: size_of_val(&small_breaker(1)),
+        },
+        Row {
+            what: "#[circuit_breaker], 1 KiB body",
+            plain: bp,
+            wrapped: size_of_val(&big_breaker(1)),
+        },
+    ];
+    (rows, sp, bp)
+}
+
+/// Prints the sizes; fails only if they grow past the loose guards.
+#[test]
+fn wrapped_future_sizes() {
+    let (rows, sp, bp) = rows();
+    check(&rows, sp, bp, GUARD_OVERHEAD_BYTES, GUARD_BODY_COPIES);
+}
+
+/// The targets; not met yet (see the module docs).
+#[test]
+#[ignore = "future-size targets not met yet: run with -- --ignored"]
+fn wrapped_future_size_targets() {
+    let (rows, sp, bp) = rows();
+    check(&rows, sp, bp, TARGET_OVERHEAD_BYTES, TARGET_BODY_COPIES);
+}
+
+/// The wrapped functions still work (so the sizes are of real, running futures).
+#[tokio::test(flavor = "current_thread")]
+async fn wrapped_functions_run() {
+    assert_eq!(small_stack(1).await.unwrap(), 2);
+    assert_eq!(small_breaker(1).await.unwrap(), 2);
+    assert_eq!(big_stack(1).await.unwrap(), 1);
+    assert_eq!(big_breaker(1).await.unwrap(), 1);
+}

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Markdown table of the `compare` benchmarks (benches/benches/compare.rs) against
+their targets.
+
+Reads `target/criterion/<group>/<function>/new/estimates.json` (the mean's point
+estimate, in ns) for every row below and prints:
+
+    item | ours (ns) | peer | peer (ns) | ratio | target | met?
+
+`ratio` is ours / peer (lower is better) for the "<=" targets; for the throughput
+targets (">=") it is peer time / ours time, i.e. how many times more calls ours
+completes per unit of time. A row whose estimates are missing shows "-".
+
+Usage: python3 scripts/bench-table.py [--criterion-dir DIR]
+       (DIR defaults to $CARGO_TARGET_DIR/criterion or <workspace>/target/criterion)
+Exits 0 whatever the outcome; `--strict` exits 1 when a measured target is missed.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# (item, ours "<group>/<fn>", peer label, peer "<group>/<fn>", op, target)
+#   op "<=": ours_ns / peer_ns <= target
+#   op ">=": peer_ns / ours_ns >= target (throughput: ours completes target x as many)
+ROWS = [
+    ("floor: plain sync call", "plain_call/sync", "-", None, None, None),
+    ("floor: ready future, one poll", "plain_call/async", "-", None, None, None),
+    ("closed breaker, sync (consecutive)", "closed_breaker_sync/resilience_consecutive",
+     "recloser", "closed_breaker_sync/recloser", "<=", 0.25),
+    ("closed breaker, sync (consecutive)", "closed_breaker_sync/resilience_consecutive",
+     "failsafe consecutive", "closed_breaker_sync/failsafe_consecutive", "<=", 0.25),
+    ("closed breaker, sync (rate mode)", "closed_breaker_sync/resilience_rate",
+     "recloser", "closed_breaker_sync/recloser", "<=", 0.25),
+    ("closed breaker, sync (rate mode)", "closed_breaker_sync/resilience_rate",
+     "failsafe default", "closed_breaker_sync/failsafe_default", "<=", 0.25),
+    ("closed breaker, sync (attribute protocol by hand, consecutive)", "closed_breaker_sync/resilience_site",
+     "recloser", "closed_breaker_sync/recloser", "<=", 0.25),
+    ("closed breaker, sync (attribute protocol by hand, consecutive)", "closed_breaker_sync/resilience_site",
+     "failsafe consecutive", "closed_breaker_sync/failsafe_consecutive", "<=", 0.25),
+    ("closed breaker, sync (#[circuit_breaker] fn, consecutive)", "closed_breaker_sync/resilience_macro",
+     "recloser", "closed_breaker_sync/recloser", "<=", 0.25),
+    ("closed breaker, sync (#[circuit_breaker] fn, consecutive)", "closed_breaker_sync/resilience_macro",
+     "failsafe consecutive", "closed_breaker_sync/failsafe_consecutive", "<=", 0.25),
+    ("closed breaker, async (consecutive)", "closed_breaker_async/resilience_consecutive",
+     "recloser async", "closed_breaker_async/recloser", "<=", 0.25),
+    ("closed breaker, async (consecutive)", "closed_breaker_async/resilience_consecutive",
+     "failsafe futures consecutive", "closed_breaker_async/failsafe_consecutive", "<=", 0.25),
+    ("closed breaker, async (rate mode)", "closed_breaker_async/resilience_rate",
+     "failsafe futures default", "closed_breaker_async/failsafe_default", "<=", 0.25),
+    ("closed breaker, async (attribute protocol by hand, consecutive)", "closed_breaker_async/resilience_site",
+     "recloser async", "closed_breaker_async/recloser", "<=", 0.25),
+    ("closed breaker, async (#[circuit_breaker] async fn, consecutive)", "closed_breaker_async/resilience_macro",
+     "recloser async", "closed_breaker_async/recloser", "<=", 0.25),
+    ("open rejection (force_open)", "open_rejection/resilience",
+     "recloser open", "open_rejection/recloser", "<=", 0.5),
+    ("open rejection (tripped, cooldown)", "open_rejection/resilience_tripped",
+     "recloser open", "open_rejection/recloser", "<=", 0.5),
+    ("timeout, body ready at first poll", "timeout/resilience",
+     "tokio::time::timeout", "timeout/tokio", "<=", 0.2),
+    ("retry, success first attempt, sync", "retry_sync/resilience",
+     "backon sync", "retry_sync/backon", "<=", 1.0),
+    ("retry, success first attempt, async", "retry_async/resilience",
+     "backon async", "retry_async/backon", "<=", 1.0),
+    ("bulkhead acquire + release (async)", "bulkhead/resilience",
+     "tower ConcurrencyLimit", "bulkhead/tower_concurrency_limit", "<=", 0.3),
+    ("bulkhead acquire + release (sync)", "bulkhead/resilience_sync",
+     "tower ConcurrencyLimit", "bulkhead/tower_concurrency_limit", "<=", 0.3),
+    ("rate limiter permit", "rate_limiter/resilience",
+     "governor check", "rate_limiter/governor", "<=", 1.0),
+    ("computed name, 100k keys + closed breaker", "keyed_100k/resilience",
+     "governor keyed check_key", "keyed_100k/governor", "<=", 1.0),
+    ("2 threads, shared breaker (ns/call, throughput)", "two_threads/resilience_2t",
+     "ours 1 thread", "two_threads/resilience_1t", ">=", 1.5),
+    ("2 threads, shared breaker (ns/call, throughput)", "two_threads/resilience_2t",
+     "recloser 2 threads", "two_threads/recloser_2t", ">=", 4.0),
+    ("2 threads, shared rate-mode breaker", "two_threads/resilience_rate_2t",
+     "recloser 2 threads", "two_threads/recloser_2t", ">=", 4.0),
+    ("stack: breaker+retry+timeout+bulkhead", "stack/resilience",
+     "tower timeout+retry+concurrency_limit", "stack/tower", "<=", 0.35),
+    ("stack: attribute protocol by hand (async fn)", "stack/resilience_site",
+     "tower timeout+retry+concurrency_limit", "stack/tower", "<=", 0.35),
+    ("stack: #[with_resilience] async fn", "stack/macro",
+     "tower timeout+retry+concurrency_limit", "stack/tower", "<=", 0.35),
+]
+
+
+def default_dir() -> Path:
+    env = os.environ.get("CARGO_TARGET_DIR")
+    if env:
+        return Path(env) / "criterion"
+    return Path(__file__).resolve().parent.parent / "target" / "criterion"
+
+
+def mean_ns(root: Path, bench: str):
+    """The mean's point estimate of `<group>/<fn>`, or None when not measured."""
+    if bench is None:
+        return None
+    group, _, func = bench.partition("/")
+    path = root / group / func / "new" / "estimates.json"
+    try:
+        with open(path) as f:
+            return float(json.load(f)["mean"]["point_estimate"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def fmt_ns(v):
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--criterion-dir", type=Path, default=default_dir())
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a measured target is missed")
+    args = ap.parse_args()
+    root = args.criterion_dir
+    if not root.is_dir():
+        print(f"no criterion results in {root}: run `cargo bench -p resilience-benches` first", file=sys.stderr)
+        return 2
+
+    print("| item | ours (ns) | peer | peer (ns) | ratio | target | met? |")
+    print("| --- | ---: | --- | ---: | ---: | --- | --- |")
+    missed = 0
+    for item, ours_b, peer_label, peer_b, op, target in ROWS:
+        ours = mean_ns(root, ours_b)
+        peer = mean_ns(root, peer_b)
+        ratio = met = "-"
+        target_s = "-"
+        if op is not None:
+            if op == "<=":
+                target_s = f"<= {target:g}x"
+                if ours is not None and peer is not None and peer > 0:
+                    r = ours / peer
+                    ratio = f"{r:.3f}x"
+                    ok = r <= target
+                    met = "yes" if ok else "**no**"
+                    missed += not ok
+            else:
+                target_s = f">= {target:g}x throughput"
+                if ours is not None and peer is not None and ours > 0:
+                    r = peer / ours
+                    ratio = f"{r:.2f}x"
+                    ok = r >= target
+                    met = "yes" if ok else "**no**"
+                    missed += not ok
+        print(f"| {item} | {fmt_ns(ours)} | {peer_label} | {fmt_ns(peer)} | {ratio} | {target_s} | {met} |")
+    print()
+    print(f"ratio: ours / peer time for `<=` rows; peer / ours time (throughput multiple) for `>=` rows. "
+          f"Missed targets: {missed}.")
+    return 1 if (args.strict and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+use resilience_runtime::prelude::*;
+
+#[derive(Debug)]
+struct E;
+
+impl From<ResilienceError> for E {
+    fn from(_: ResilienceError) -> Self {
+        E
+    }
+}
+
+#[rate_limit(rate = "100 per second")]
+fn f() -> Result<(), E> {
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,17 @@
+use resilience_runtime::prelude::*;
+
+#[derive(Debug)]
+struct E;
+
+impl From<ResilienceError> for E {
+    fn from(_: ResilienceError) -> Self {
+        E
+    }
+}
+
+#[with_resilience(fallback = |_e| Ok(0))]
+fn f() -> Result<u32, E> {
+    Ok(1)
+}
+
+fn main() {}

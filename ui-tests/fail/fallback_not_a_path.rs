@@ -1,0 +1,18 @@
+use resilience_runtime::prelude::*;
+
+#[derive(Debug)]
+struct E;
+
+impl From<ResilienceError> for E {
+    fn from(_: ResilienceError) -> Self {
+        E
+    }
+}
+
+#[with_retry(max_attempts = 2)]
+#[fallback = 42]
+fn f() -> Result<u32, E> {
+    Ok(1)
+}
+
+fn main() {}

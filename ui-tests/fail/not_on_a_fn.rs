@@ -1,0 +1,6 @@
+use resilience_runtime::prelude::*;
+
+#[with_retry]
+struct Client;
+
+fn main() {}

@@ -1,0 +1,6 @@
+use resilience_runtime::prelude::*;
+
+#[circuit_breaker]
+fn f() {}
+
+fn main() {}
