@@ -666,13 +666,13 @@ fn arguments_are_rebound_per_attempt() {
     assert!(!out.contains("loop"), "{out}");
     assert!(!out.contains("clone_arg"), "{out}");
     assert!(out.contains("attempt_sync"), "{out}");
-    assert!(out.contains("into_error()"), "{out}");
+    assert!(out.contains("into_error ()"), "{out}");
 
     // `max_attempts = 1` is no retry.
     let (_, out) = run(AttrKind::WithRetry, quote!(max_attempts = 1), sync_fn());
     assert!(!out.contains("loop"), "{out}");
     assert!(
-        !out.contains("into_error()"),
+        !out.contains("into_error ()"),
         "a lone retry cannot reject: {out}"
     );
 }

@@ -104,9 +104,9 @@ impl Bulkhead {
     }
 
     async fn acquire_slow(&self) -> Result<Permit<'_>, Full> {
-        let deadline = tokio::time::Instant::now() + self.max_wait;
         let _waiting = Waiting::new(&self.waiters);
-        let sleep = tokio::time::sleep_until(deadline);
+        // `sleep` (not `now + max_wait`): a `max_wait` of centuries must not overflow.
+        let sleep = tokio::time::sleep(self.max_wait);
         let mut sleep = std::pin::pin!(sleep);
         loop {
             let notified = self.notify.notified();
@@ -131,7 +131,8 @@ impl Bulkhead {
         if self.max_wait.is_zero() {
             return Err(Full);
         }
-        let deadline = std::time::Instant::now() + self.max_wait;
+        // No deadline when `max_wait` is too long to add to an instant: wait on.
+        let deadline = std::time::Instant::now().checked_add(self.max_wait);
         let _waiting = Waiting::new(&self.waiters);
         let mut guard = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -139,14 +140,16 @@ impl Bulkhead {
                 return Ok(p);
             }
             let now = std::time::Instant::now();
-            if now >= deadline {
-                return Err(Full);
-            }
-            guard = self
-                .sync_cv
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            guard = match deadline {
+                Some(deadline) if now >= deadline => return Err(Full),
+                Some(deadline) => {
+                    self.sync_cv
+                        .wait_timeout(guard, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.sync_cv.wait(guard).unwrap_or_else(|p| p.into_inner()),
+            };
         }
     }
 }

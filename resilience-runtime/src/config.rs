@@ -476,14 +476,16 @@ impl Spec {
             || self.window_time.is_some()
             || self.slow_call_rate.is_some()
             || self.min_calls.is_some();
-        if self.failure_threshold.is_some() && rate_keys {
+        // Keys of a breaker that is not there (`no_circuit_breaker()` after them) are
+        // not checked, like their values.
+        if self.breaker && self.failure_threshold.is_some() && rate_keys {
             problems.push(problem(
                 "circuit_breaker.failure_threshold",
                 "`failure_threshold` (consecutive mode) cannot be combined with `failure_rate`, \
                  `window`, `min_calls` or `slow_call_rate` (rate mode): keep one mode",
             ));
         }
-        if self.window_calls.is_some() && self.window_time.is_some() {
+        if self.breaker && self.window_calls.is_some() && self.window_time.is_some() {
             problems.push(problem(
                 "circuit_breaker.window",
                 "give the window either as a number of calls or as a duration, not both",
@@ -562,7 +564,9 @@ impl Spec {
             let rate = self.rate.unwrap_or(DEFAULT_RATE);
             RateLimitConfig {
                 rate,
-                burst: self.burst.unwrap_or(rate.permits),
+                // An invalid rate (0 permits) is reported at `rate`, not again at a
+                // `burst` nobody wrote.
+                burst: self.burst.unwrap_or(rate.permits.max(1)),
                 max_wait: self.rate_max_wait.unwrap_or(Duration::ZERO),
             }
         });
@@ -763,7 +767,7 @@ pub fn format_duration(d: Duration) -> String {
 ///
 /// ```
 /// use std::time::Duration;
-/// use resilience_runtime::config::parse_duration;
+/// use resilience_runtime::parse_duration;
 /// assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
 /// assert!(parse_duration("30").unwrap_err().contains("unit"));
 /// ```

@@ -4,8 +4,11 @@
 //! the limiter keeps the theoretical arrival time `tat` of the next permit. A call at
 //! `now` conforms when `max(tat, now) - tau <= now`; it then moves `tat` on by `T`.
 //! In any interval of length `t` at most `t / T + burst` permits are granted.
-//! A call that would have to wait `w <= max_wait` reserves its permit and waits; the
-//! reservation is given back if the call is dropped before the wait ends.
+//! A call that would have to wait `w <= max_wait` reserves its permit and waits; a
+//! permit not used (the call is dropped before its body starts, or the bulkhead
+//! refuses it) is given back, if no later permit was handed out meanwhile (giving
+//! back one from the middle of the schedule would let the next call share a later
+//! caller's slot and exceed the rate).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -48,8 +51,15 @@ impl RateLimiter {
     }
 
     /// Takes a permit at `now`, or reserves one up to `max_wait` ahead.
-    #[inline]
+    #[cfg(any(test, resilience_loom))]
     pub(crate) fn acquire_at(&self, now: Nanos) -> Result<Grant, Limited> {
+        self.reserve_at(now).map(|(grant, _)| grant)
+    }
+
+    /// [`RateLimiter::acquire_at`], also returning the `tat` the permit found and the
+    /// one it left behind (what [`RateLimiter::refund`] needs).
+    #[inline]
+    fn reserve_at(&self, now: Nanos) -> Result<(Grant, Taken), Limited> {
         let mut tat = self.tat.load(Relaxed);
         loop {
             let start = tat.max(now);
@@ -60,52 +70,78 @@ impl RateLimiter {
                     retry_after: Duration::from_nanos(wait),
                 });
             }
-            match self
-                .tat
-                .compare_exchange_weak(tat, start + self.interval, Relaxed, Relaxed)
-            {
-                Ok(_) if wait == 0 => return Ok(Grant::Now),
-                Ok(_) => return Ok(Grant::After(Duration::from_nanos(wait))),
+            // Saturates for a period of centuries: such a limiter grants one permit.
+            let end = start.saturating_add(self.interval);
+            let taken = Taken { start, end };
+            match self.tat.compare_exchange_weak(tat, end, Relaxed, Relaxed) {
+                Ok(_) if wait == 0 => return Ok((Grant::Now, taken)),
+                Ok(_) => return Ok((Grant::After(Duration::from_nanos(wait)), taken)),
                 Err(cur) => tat = cur,
             }
         }
     }
 
+    /// A permit now or a reservation; given back when dropped unless used.
     #[inline]
-    pub(crate) fn acquire(&self) -> Result<Grant, Limited> {
-        self.acquire_at(clock::now_nanos())
+    pub(crate) fn acquire(&self) -> Result<Reservation<'_>, Limited> {
+        let (grant, taken) = self.reserve_at(clock::now_nanos())?;
+        Ok(Reservation {
+            limiter: self,
+            grant,
+            taken,
+        })
     }
 
-    /// Gives back a reserved permit that was not used.
-    pub(crate) fn refund(&self) {
+    /// Gives back a permit, if it is still the last one handed out. Otherwise it
+    /// stays taken: later callers' slots are fixed already.
+    pub(crate) fn refund(&self, taken: Taken) {
         let _ = self
             .tat
-            .fetch_update(Relaxed, Relaxed, |t| Some(t.saturating_sub(self.interval)));
-    }
-
-    /// Waits a reservation out, giving it back if dropped first.
-    pub(crate) async fn wait(&self, grant: Grant) {
-        if let Grant::After(d) = grant {
-            let guard = Refund(Some(self));
-            tokio::time::sleep(d).await;
-            std::mem::forget(guard);
-        }
-    }
-
-    pub(crate) fn wait_sync(&self, grant: Grant) {
-        if let Grant::After(d) = grant {
-            clock::sleep_thread(d);
-        }
+            .compare_exchange(taken.end, taken.start, Relaxed, Relaxed);
     }
 }
 
-struct Refund<'a>(Option<&'a RateLimiter>);
+/// The `tat` a permit found (its slot's start) and left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Taken {
+    start: Nanos,
+    end: Nanos,
+}
 
-impl Drop for Refund<'_> {
-    fn drop(&mut self) {
-        if let Some(l) = self.0 {
-            l.refund();
+/// A permit taken but not used yet: given back when dropped, unless
+/// [`Reservation::used`] said the body started.
+#[must_use]
+pub(crate) struct Reservation<'a> {
+    limiter: &'a RateLimiter,
+    grant: Grant,
+    taken: Taken,
+}
+
+impl Reservation<'_> {
+    /// Waits until the permit is due.
+    pub(crate) async fn wait(&self) {
+        if let Grant::After(d) = self.grant {
+            tokio::time::sleep(d).await;
         }
+    }
+
+    /// [`Reservation::wait`] for a sync call: sleeps the thread.
+    pub(crate) fn wait_sync(&self) {
+        if let Grant::After(d) = self.grant {
+            clock::sleep_thread(d);
+        }
+    }
+
+    /// The body starts: the permit is spent.
+    #[inline]
+    pub(crate) fn used(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.limiter.refund(self.taken);
     }
 }
 
@@ -148,10 +184,31 @@ mod tests {
             l.acquire_at(t0).unwrap_err().retry_after,
             Duration::from_millis(200)
         );
-        l.refund();
+        l.refund(Taken {
+            start: t0 + 100_000_000,
+            end: t0 + 200_000_000,
+        });
         assert_eq!(
             l.acquire_at(t0),
             Ok(Grant::After(Duration::from_millis(100)))
+        );
+    }
+
+    #[test]
+    fn only_the_last_permit_handed_out_is_given_back() {
+        let l = limiter(10, 1, Duration::from_millis(500));
+        let t0 = 1u64 << 62;
+        assert_eq!(l.acquire_at(t0), Ok(Grant::Now));
+        // A reserves the slot of t0+100ms, B the one of t0+200ms; A gives up.
+        let (a, a_taken) = l.reserve_at(t0).unwrap();
+        assert_eq!(a, Grant::After(Duration::from_millis(100)));
+        let (b, _) = l.reserve_at(t0).unwrap();
+        assert_eq!(b, Grant::After(Duration::from_millis(200)));
+        l.refund(a_taken);
+        // A's slot cannot be handed to C without C sharing B's: C comes after B.
+        assert_eq!(
+            l.acquire_at(t0),
+            Ok(Grant::After(Duration::from_millis(300)))
         );
     }
 }

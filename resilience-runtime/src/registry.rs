@@ -24,6 +24,8 @@ pub(crate) struct Registry {
     keyed: AtomicUsize,
     capacity: AtomicUsize,
     sweeping: Mutex<()>,
+    /// Where the next sweep starts (an index in the map's iteration order).
+    hand: AtomicUsize,
 }
 
 pub(crate) fn registry() -> &'static Registry {
@@ -33,6 +35,7 @@ pub(crate) fn registry() -> &'static Registry {
         keyed: AtomicUsize::new(0),
         capacity: AtomicUsize::new(DEFAULT_KEY_CAPACITY),
         sweeping: Mutex::new(()),
+        hand: AtomicUsize::new(0),
     })
 }
 
@@ -115,18 +118,28 @@ impl Registry {
 
     /// Evicts idle computed keys until the count is below 90% of the cap, in at most
     /// two passes: the first clears `touched` marks, the second evicts what stayed idle.
+    /// Like a clock hand, each sweep goes on where the previous one stopped.
     fn sweep(&self) {
-        let Ok(_only_one) = self.sweeping.try_lock() else {
-            return;
-        };
+        // Wait for a sweep in progress rather than skip it: a skipping thread would
+        // go on registering keys past the cap while the sweep runs (with two threads,
+        // 70% above it). After waiting, the count is usually below target already.
+        let _only_one = self.sweeping.lock().unwrap_or_else(|p| p.into_inner());
         let cap = self.capacity.load(Relaxed);
         let target = cap - cap / 10;
         let map = self.map.pin();
-        for _pass in 0..2 {
-            for (k, s) in map.iter() {
+        // Always evicting from the start of the table would empty its low slots and
+        // pack the live keys into the high ones; the map's same-size rehash keeps
+        // entries in their slots, so inserts into the packed region then overrun their
+        // probe limit and resize without end (a hang with unbounded memory, seen with
+        // papaya 0.2.5 past ~30k distinct keys). Going round spreads the evictions.
+        let start = self.hand.load(Relaxed) % map.len().max(1);
+        let (mut visited, mut evicted) = (0, 0);
+        'sweep: for _pass in 0..2 {
+            for (k, s) in map.iter().skip(start).chain(map.iter().take(start)) {
                 if self.keyed.load(Relaxed) <= target {
-                    return;
+                    break 'sweep;
                 }
+                visited += 1;
                 if s.pinned {
                     continue;
                 }
@@ -140,9 +153,13 @@ impl Registry {
                 };
                 if idle(s) && matches!(map.remove_if(k, |_, s| idle(s)), Ok(Some(_))) {
                     self.keyed.fetch_sub(1, Relaxed);
+                    evicted += 1;
                 }
             }
         }
+        // The evicted entries no longer count in the iteration order.
+        self.hand
+            .store((start + visited).saturating_sub(evicted), Relaxed);
     }
 }
 

@@ -14,9 +14,16 @@ pub fn backoff_delay(config: &RetryConfig, n: u32) -> Duration {
     let raw = match config.backoff {
         Backoff::Fixed => d,
         Backoff::Linear => d * f64::from(n.max(1)),
-        Backoff::Exponential => d * config.multiplier.powi(n.max(1) as i32 - 1),
+        // `n - 1` saturates at `i32::MAX` (the cap is reached long before).
+        Backoff::Exponential => {
+            d * config
+                .multiplier
+                .powi(i32::try_from(n.max(1) - 1).unwrap_or(i32::MAX))
+        }
     };
     let cap = clock::dur_nanos(config.max_delay) as f64;
+    // `0 * inf` is NaN: a zero delay stays zero however many retries.
+    let raw = if raw.is_nan() { 0.0 } else { raw };
     Duration::from_nanos(raw.min(cap) as u64)
 }
 

@@ -2,9 +2,12 @@
 //! counters behind its status, and the call protocol that attributes and the
 //! builder both drive.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::breaker::{Admission, Breaker, CircuitState, Outcome};
@@ -12,7 +15,7 @@ use crate::bulkhead::Bulkhead;
 use crate::clock::{self, Instant};
 use crate::config::PolicyConfig;
 use crate::counters::Counters;
-use crate::rate_limit::{Grant, RateLimiter};
+use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
 use crate::timeout::Timeout;
 use crate::{ResilienceError, ServiceName};
@@ -173,6 +176,54 @@ impl Service {
     }
 }
 
+thread_local! {
+    /// Panics that unwound out of a call's own code (see [`Own`]) and that no
+    /// [`Admitted`] has claimed yet.
+    static OWN_PANICS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Lives on the stack while a call's own code runs (a poll of its body, a sync body,
+/// its error classification hooks): a panic unwinding through it is the call's own.
+/// A call dropped while some other code's panic unwinds (a sibling in a `join!`) is
+/// only cancelled.
+struct Own;
+
+impl Drop for Own {
+    #[inline]
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = OWN_PANICS.try_with(|c| c.set(c.get() + 1));
+        }
+    }
+}
+
+fn claim_own_panic() -> bool {
+    OWN_PANICS
+        .try_with(|c| {
+            let n = c.get();
+            c.set(n.saturating_sub(1));
+            n > 0
+        })
+        .unwrap_or(false)
+}
+
+pin_project_lite::pin_project! {
+    /// A body whose every poll runs under [`Own`].
+    struct OwnBody<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for OwnBody<F> {
+    type Output = F::Output;
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _own = Own;
+        self.project().fut.poll(cx)
+    }
+}
+
 /// A breaker admission that is given back if the call ends without an outcome; a
 /// panicking body is recorded as a failure on the way out.
 struct Admitted<'a> {
@@ -198,9 +249,9 @@ impl Admitted<'_> {
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         // `record` and `ignore` consume `self` outside any panic, so a drop while
-        // panicking is a body (or hook) that panicked before its outcome was
-        // recorded: a failure, also for a service without a breaker.
-        if std::thread::panicking() {
+        // a panic of the call's own body (or hook) unwinds is a failure, also for a
+        // service without a breaker. A drop during another panic is a cancellation.
+        if std::thread::panicking() && claim_own_panic() {
             self.svc.counters.failures.fetch_add(1, Relaxed);
             if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
                 b.record(
@@ -245,7 +296,7 @@ impl<'a, E> Call<'a, E> {
     /// Admission through breaker and rate limiter (bulkhead is separate: its wait
     /// differs between async and sync calls).
     #[inline]
-    fn begin(&mut self) -> Result<(Admitted<'a>, Grant), E> {
+    fn begin(&mut self) -> Result<(Admitted<'a>, Option<Reservation<'a>>), E> {
         self.attempt += 1;
         let svc = self.svc;
         if self.attempt > 1 {
@@ -259,7 +310,7 @@ impl<'a, E> Call<'a, E> {
             self.started = Some(clock::now());
         }
         let Some(into) = self.hooks.into_error else {
-            return Ok((Admitted { svc, adm: None }, Grant::Now));
+            return Ok((Admitted { svc, adm: None }, None));
         };
         let adm = match &svc.breaker {
             Some(b) => match b.admit() {
@@ -274,9 +325,9 @@ impl<'a, E> Call<'a, E> {
             None => None,
         };
         let admitted = Admitted { svc, adm };
-        let grant = match &svc.limiter {
+        let reservation = match &svc.limiter {
             Some(l) => match l.acquire() {
-                Ok(g) => g,
+                Ok(r) => Some(r),
                 Err(lim) => {
                     admitted.ignore();
                     return Err(svc.reject(
@@ -285,16 +336,15 @@ impl<'a, E> Call<'a, E> {
                     ));
                 }
             },
-            None => Grant::Now,
+            None => None,
         };
-        Ok((admitted, grant))
+        Ok((admitted, reservation))
     }
 
+    /// The bulkhead refused the call: its probe is freed and its rate-limit permit
+    /// (dropped by the caller, unused) given back.
     fn bulkhead_full(&self, admitted: Admitted<'_>, into: fn(ResilienceError) -> E) -> E {
         admitted.ignore();
-        if let Some(l) = &self.svc.limiter {
-            l.refund();
-        }
         self.svc
             .reject(into, ResilienceError::bulkhead_full(&self.svc.name))
     }
@@ -314,12 +364,16 @@ impl<'a, E> Call<'a, E> {
             Ok(_) => false,
             Err(_) if timed_out => true,
             Err(e) => {
+                let own = Own;
                 if self.hooks.ignore_if.is_some_and(|f| f(e)) {
+                    drop(own);
                     c.ignored.fetch_add(1, Relaxed);
                     admitted.ignore();
                     return self.after_error(result);
                 }
-                self.hooks.record_if.is_none_or(|f| f(e))
+                let failure = self.hooks.record_if.is_none_or(|f| f(e));
+                drop(own);
+                failure
             }
         };
         if failure {
@@ -365,7 +419,12 @@ impl<'a, E> Call<'a, E> {
             delay = delay.max(hint);
         }
         if let (Some(max), Some(started)) = (r.max_elapsed, self.started) {
-            if clock::now().saturating_duration_since(started) + delay > max {
+            // Saturating: a server's hint may be as long as `Duration::MAX`.
+            if clock::now()
+                .saturating_duration_since(started)
+                .saturating_add(delay)
+                > max
+            {
                 tracing::debug!(service = %self.svc.name, attempt = self.attempt, "max_elapsed reached: not retrying");
                 return Next::Done(Err(e));
             }
@@ -395,22 +454,30 @@ impl<'a, E> Call<'a, E> {
     where
         F: Future<Output = Result<T, E>>,
     {
-        let (admitted, grant) = match self.begin() {
+        let (admitted, reservation) = match self.begin() {
             Ok(a) => a,
             Err(e) => return ControlFlow::Break(Err(e)),
         };
         let svc = self.svc;
-        if let Some(l) = &svc.limiter {
-            l.wait(grant).await;
+        // Dropped here (cancelled, or refused by the bulkhead) the permit is given back.
+        if let Some(r) = &reservation {
+            r.wait().await;
         }
         let permit = match (&svc.bulkhead, self.hooks.into_error) {
             (Some(b), Some(into)) => match b.acquire().await {
                 Ok(p) => Some(p),
-                Err(_) => return ControlFlow::Break(Err(self.bulkhead_full(admitted, into))),
+                Err(_) => {
+                    drop(reservation);
+                    return ControlFlow::Break(Err(self.bulkhead_full(admitted, into)));
+                }
             },
             _ => None,
         };
+        if let Some(r) = reservation {
+            r.used();
+        }
         let began = self.timing();
+        let body = OwnBody { fut: body };
         let (result, timed_out) = match (svc.config.timeout, self.hooks.into_error) {
             (Some(limit), Some(into)) => match Timeout::new(body, limit).await {
                 Ok(r) => (r, false),
@@ -434,23 +501,32 @@ impl<'a, E> Call<'a, E> {
         &mut self,
         body: impl FnOnce() -> Result<T, E>,
     ) -> ControlFlow<Result<T, E>> {
-        let (admitted, grant) = match self.begin() {
+        let (admitted, reservation) = match self.begin() {
             Ok(a) => a,
             Err(e) => return ControlFlow::Break(Err(e)),
         };
         let svc = self.svc;
-        if let Some(l) = &svc.limiter {
-            l.wait_sync(grant);
+        if let Some(r) = &reservation {
+            r.wait_sync();
         }
         let permit = match (&svc.bulkhead, self.hooks.into_error) {
             (Some(b), Some(into)) => match b.acquire_sync() {
                 Ok(p) => Some(p),
-                Err(_) => return ControlFlow::Break(Err(self.bulkhead_full(admitted, into))),
+                Err(_) => {
+                    drop(reservation);
+                    return ControlFlow::Break(Err(self.bulkhead_full(admitted, into)));
+                }
             },
             _ => None,
         };
+        if let Some(r) = reservation {
+            r.used();
+        }
         let began = self.timing();
-        let result = body();
+        let result = {
+            let _own = Own;
+            body()
+        };
         drop(permit);
         match self.finish(admitted, result, false, began) {
             Next::Done(r) => ControlFlow::Break(r),

@@ -581,7 +581,8 @@ async fn retry_4_attempts_delays_follow_backoff_within_jitter_bounds() {
     let exp = |name, jitter, random: fn() -> u64| {
         retry4(name, Backoff::Exponential, jitter).random_source(random)
     };
-    let cases: [(&str, Jitter, fn() -> u64, [Duration; 3]); 6] = [
+    type Case = (&'static str, Jitter, fn() -> u64, [Duration; 3]);
+    let cases: [Case; 6] = [
         (
             "sem::jit_full_lo",
             Jitter::Full,

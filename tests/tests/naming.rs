@@ -87,8 +87,7 @@ fn generic_types_share_one_name_per_method() {
 
 #[test]
 fn the_registry_lists_generated_names_sorted() {
-    Orders.fetch(false).ok();
-    Invoices.fetch(false).ok();
+    fetch(false).ok();
     let names: Vec<String> = statuses().into_iter().map(|s| s.service).collect();
     let mut sorted = names.clone();
     sorted.sort();
