@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
-use crate::sync::{AtomicU32, Condvar, Mutex};
+use crate::sync::{AtomicU32, AtomicU64, Condvar, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -17,8 +17,9 @@ use crate::config::BulkheadConfig;
 #[derive(Debug)]
 pub(crate) struct Bulkhead {
     in_use: AtomicU32,
-    max: u32,
-    max_wait: Duration,
+    /// Changed in place by live configuration; calls inside keep their slots.
+    max: AtomicU32,
+    max_wait_ns: AtomicU64,
     waiters: AtomicU32,
     notify: Notify,
     sync_lock: Mutex<()>,
@@ -47,8 +48,8 @@ impl Bulkhead {
     pub(crate) fn new(config: BulkheadConfig) -> Self {
         Self {
             in_use: AtomicU32::new(0),
-            max: config.max_concurrent,
-            max_wait: config.max_wait,
+            max: AtomicU32::new(config.max_concurrent),
+            max_wait_ns: AtomicU64::new(nanos(config.max_wait)),
             waiters: AtomicU32::new(0),
             notify: Notify::new(),
             sync_lock: Mutex::new(()),
@@ -58,13 +59,30 @@ impl Bulkhead {
 
     /// Slots free now.
     pub(crate) fn available(&self) -> u32 {
-        self.max.saturating_sub(self.in_use.load(Relaxed))
+        self.max
+            .load(Relaxed)
+            .saturating_sub(self.in_use.load(Relaxed))
+    }
+
+    fn max_wait(&self) -> Duration {
+        Duration::from_nanos(self.max_wait_ns.load(Relaxed))
+    }
+
+    /// New limits, taking effect for the next acquire. Calls inside keep their
+    /// slots: after a shrink, new calls wait until enough of them have left.
+    pub(crate) fn reconfigure(&self, config: BulkheadConfig) {
+        let old = self.max.swap(config.max_concurrent, SeqCst);
+        self.max_wait_ns.store(nanos(config.max_wait), Relaxed);
+        if config.max_concurrent > old {
+            self.wake();
+        }
     }
 
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
         let mut cur = self.in_use.load(Relaxed);
-        while cur < self.max {
+        let max = self.max.load(Relaxed);
+        while cur < max {
             match self
                 .in_use
                 .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
@@ -97,7 +115,7 @@ impl Bulkhead {
         if let Some(p) = self.try_acquire() {
             return Ok(p);
         }
-        if self.max_wait.is_zero() {
+        if self.max_wait_ns.load(Relaxed) == 0 {
             return Err(Full);
         }
         self.acquire_slow().await
@@ -106,7 +124,7 @@ impl Bulkhead {
     async fn acquire_slow(&self) -> Result<Permit<'_>, Full> {
         let _waiting = Waiting::new(&self.waiters);
         // `sleep` (not `now + max_wait`): a `max_wait` of centuries must not overflow.
-        let sleep = tokio::time::sleep(self.max_wait);
+        let sleep = tokio::time::sleep(self.max_wait());
         let mut sleep = std::pin::pin!(sleep);
         loop {
             let notified = self.notify.notified();
@@ -128,11 +146,12 @@ impl Bulkhead {
         if let Some(p) = self.try_acquire() {
             return Ok(p);
         }
-        if self.max_wait.is_zero() {
+        let max_wait = self.max_wait();
+        if max_wait.is_zero() {
             return Err(Full);
         }
         // No deadline when `max_wait` is too long to add to an instant: wait on.
-        let deadline = std::time::Instant::now().checked_add(self.max_wait);
+        let deadline = std::time::Instant::now().checked_add(max_wait);
         let _waiting = Waiting::new(&self.waiters);
         let mut guard = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -152,6 +171,10 @@ impl Bulkhead {
             };
         }
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Counts a waiter for as long as it lives (also when its future is dropped).

@@ -586,26 +586,26 @@ pub const DEFAULT_MAX_CONCURRENT: u32 = 10;
 /// `rate` when a rate limit is asked for without one.
 pub const DEFAULT_RATE: Rate = Rate::per_second(100);
 
-fn problem(path: &str, message: impl Into<String>) -> ConfigProblem {
+pub(crate) fn problem(path: &str, message: impl Into<String>) -> ConfigProblem {
     ConfigProblem {
         path: path.to_owned(),
         message: message.into(),
     }
 }
 
-fn check_ratio(path: &str, r: f64, problems: &mut Vec<ConfigProblem>) {
+pub(crate) fn check_ratio(path: &str, r: f64, problems: &mut Vec<ConfigProblem>) {
     if !(r > 0.0 && r <= 1.0) {
         problems.push(problem(path, format!("{r} is not in (0, 1]")));
     }
 }
 
-fn check_count(path: &str, n: u32, problems: &mut Vec<ConfigProblem>) {
+pub(crate) fn check_count(path: &str, n: u32, problems: &mut Vec<ConfigProblem>) {
     if n == 0 {
         problems.push(problem(path, "must be at least 1"));
     }
 }
 
-fn check_positive(path: &str, d: Duration, problems: &mut Vec<ConfigProblem>) {
+pub(crate) fn check_positive(path: &str, d: Duration, problems: &mut Vec<ConfigProblem>) {
     if d.is_zero() {
         problems.push(problem(path, "must be longer than 0s"));
     }

@@ -106,6 +106,47 @@ impl Counters {
     }
 }
 
+/// A service's counters, to carry over a restart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)]
+pub struct CounterSnapshot {
+    pub successes: u64,
+    pub failures: u64,
+    pub ignored: u64,
+    pub slow_calls: u64,
+    pub rejections: u64,
+    pub timeouts: u64,
+    pub retries: u64,
+    pub fallbacks: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            successes: self.successes.get(),
+            failures: self.failures.load(Relaxed),
+            ignored: self.ignored.load(Relaxed),
+            slow_calls: self.slow_calls.load(Relaxed),
+            rejections: self.rejections.get(),
+            timeouts: self.timeouts.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            fallbacks: self.fallbacks.load(Relaxed),
+        }
+    }
+
+    /// Adds a snapshot's counts to these (counts since the restore are kept).
+    pub(crate) fn restore(&self, s: &CounterSnapshot) {
+        self.successes.add(s.successes);
+        self.rejections.add(s.rejections);
+        self.failures.fetch_add(s.failures, Relaxed);
+        self.ignored.fetch_add(s.ignored, Relaxed);
+        self.slow_calls.fetch_add(s.slow_calls, Relaxed);
+        self.timeouts.fetch_add(s.timeouts, Relaxed);
+        self.retries.fetch_add(s.retries, Relaxed);
+        self.fallbacks.fetch_add(s.fallbacks, Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

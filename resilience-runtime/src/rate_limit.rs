@@ -20,9 +20,11 @@ use crate::config::RateLimitConfig;
 
 pub(crate) struct RateLimiter {
     tat: AtomicU64,
-    interval: u64,
-    tolerance: u64,
-    max_wait: u64,
+    /// The three below change in place with live configuration; `tat` is kept, so
+    /// permits already granted still count against the new rate.
+    interval: AtomicU64,
+    tolerance: AtomicU64,
+    max_wait: AtomicU64,
 }
 
 /// The permit would come later than `max_wait`; `retry_after` is when it would come.
@@ -40,14 +42,31 @@ pub(crate) enum Grant {
 
 impl RateLimiter {
     pub(crate) fn new(config: RateLimitConfig) -> Self {
-        let per = clock::dur_nanos(config.rate.per);
-        let interval = per.div_ceil(u64::from(config.rate.permits.max(1))).max(1);
+        let (interval, tolerance, max_wait) = Self::params(&config);
         Self {
             tat: AtomicU64::new(0),
-            interval,
-            tolerance: interval.saturating_mul(u64::from(config.burst.max(1) - 1)),
-            max_wait: clock::dur_nanos(config.max_wait),
+            interval: AtomicU64::new(interval),
+            tolerance: AtomicU64::new(tolerance),
+            max_wait: AtomicU64::new(max_wait),
         }
+    }
+
+    fn params(config: &RateLimitConfig) -> (u64, u64, u64) {
+        let per = clock::dur_nanos(config.rate.per);
+        let interval = per.div_ceil(u64::from(config.rate.permits.max(1))).max(1);
+        (
+            interval,
+            interval.saturating_mul(u64::from(config.burst.max(1) - 1)),
+            clock::dur_nanos(config.max_wait),
+        )
+    }
+
+    /// New rate, burst and wait, for the next permit.
+    pub(crate) fn reconfigure(&self, config: RateLimitConfig) {
+        let (interval, tolerance, max_wait) = Self::params(&config);
+        self.interval.store(interval, Relaxed);
+        self.tolerance.store(tolerance, Relaxed);
+        self.max_wait.store(max_wait, Relaxed);
     }
 
     /// Takes a permit at `now`, or reserves one up to `max_wait` ahead.
@@ -61,17 +80,18 @@ impl RateLimiter {
     #[inline]
     fn reserve_at(&self, now: Nanos) -> Result<(Grant, Taken), Limited> {
         let mut tat = self.tat.load(Relaxed);
+        let (interval, tolerance) = (self.interval.load(Relaxed), self.tolerance.load(Relaxed));
         loop {
             let start = tat.max(now);
-            let earliest = start.saturating_sub(self.tolerance);
+            let earliest = start.saturating_sub(tolerance);
             let wait = earliest.saturating_sub(now);
-            if wait > self.max_wait {
+            if wait > self.max_wait.load(Relaxed) {
                 return Err(Limited {
                     retry_after: Duration::from_nanos(wait),
                 });
             }
             // Saturates for a period of centuries: such a limiter grants one permit.
-            let end = start.saturating_add(self.interval);
+            let end = start.saturating_add(interval);
             let taken = Taken { start, end };
             match self.tat.compare_exchange_weak(tat, end, Relaxed, Relaxed) {
                 Ok(_) if wait == 0 => return Ok((Grant::Now, taken)),
@@ -119,6 +139,14 @@ pub(crate) struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// Waits until the permit is due.
+    /// How long the permit makes the call wait, if it does.
+    pub(crate) fn delay(&self) -> Option<Duration> {
+        match self.grant {
+            Grant::Now => None,
+            Grant::After(d) => Some(d),
+        }
+    }
+
     pub(crate) async fn wait(&self) {
         if let Grant::After(d) = self.grant {
             tokio::time::sleep(d).await;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::{PolicyConfig, Spec};
 use crate::retry::thread_random;
-use crate::service::Service;
+use crate::service::{Service, ServiceSnapshot};
 use crate::CircuitState;
 
 /// How many computed keys live at once, unless changed with [`set_key_capacity`].
@@ -26,6 +26,8 @@ pub(crate) struct Registry {
     sweeping: Mutex<()>,
     /// Where the next sweep starts (an index in the map's iteration order).
     hand: AtomicUsize,
+    /// Snapshots of services not registered yet, restored when they register.
+    pending: Mutex<std::collections::HashMap<String, ServiceSnapshot>>,
 }
 
 pub(crate) fn registry() -> &'static Registry {
@@ -36,6 +38,7 @@ pub(crate) fn registry() -> &'static Registry {
         capacity: AtomicUsize::new(DEFAULT_KEY_CAPACITY),
         sweeping: Mutex::new(()),
         hand: AtomicUsize::new(0),
+        pending: Mutex::new(std::collections::HashMap::new()),
     })
 }
 
@@ -64,6 +67,7 @@ impl Registry {
     pub(crate) fn get_or_register(
         &self,
         name: &str,
+        spec: &Spec,
         config: &PolicyConfig,
         random: fn() -> u64,
         pinned: bool,
@@ -77,8 +81,19 @@ impl Registry {
             }
             return s.clone();
         }
-        let fresh = Arc::new(Service::new(name, *config, random, pinned));
-        let got = match map.try_insert(name.into(), fresh) {
+        // Held until the service is in the map: a document applied meanwhile either
+        // sees the service or is seen by it.
+        let doc = crate::live::read();
+        let (effective, extras) = crate::live::effective(doc.as_deref(), name, spec, config);
+        let fresh = Arc::new(Service::new(
+            name, spec, *config, effective, extras, random, pinned,
+        ));
+        let inserted = map.try_insert(name.into(), fresh);
+        drop(doc);
+        if let Ok(s) = &inserted {
+            self.restore_pending(s);
+        }
+        let got = match inserted {
             Ok(s) => {
                 if !s.pinned {
                     tracing::debug!(service = name, "registered computed service key");
@@ -87,7 +102,7 @@ impl Registry {
                         let s = self.map.pin().get(name).cloned();
                         self.sweep();
                         return s.unwrap_or_else(|| {
-                            self.get_or_register(name, config, random, pinned, warned)
+                            self.get_or_register(name, spec, config, random, pinned, warned)
                         });
                     }
                 }
@@ -101,11 +116,23 @@ impl Registry {
         got
     }
 
+    fn restore_pending(&self, s: &Service) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() {
+            return;
+        }
+        if let Some(snap) = pending.remove(s.name()) {
+            drop(pending);
+            s.restore(&snap);
+        }
+    }
+
     /// Looks a computed key up without allocating when it exists.
     #[inline]
     pub(crate) fn keyed(
         &self,
         key: &str,
+        spec: &Spec,
         config: &PolicyConfig,
         warned: &AtomicBool,
     ) -> Arc<Service> {
@@ -113,7 +140,7 @@ impl Registry {
             touch(s);
             return s.clone();
         }
-        self.get_or_register(key, config, thread_random, false, Some(warned))
+        self.get_or_register(key, spec, config, thread_random, false, Some(warned))
     }
 
     /// Evicts idle computed keys until the count is below 90% of the cap, in at most
@@ -171,14 +198,44 @@ fn touch(s: &Service) {
 }
 
 fn check_conflict(s: &Service, config: &PolicyConfig, warned: Option<&AtomicBool>) {
-    if s.config() != config && !warned.is_some_and(|w| w.swap(true, Relaxed)) {
+    let (_, registered) = s.base();
+    if registered != config && !warned.is_some_and(|w| w.swap(true, Relaxed)) {
         tracing::warn!(
             service = s.name(),
-            kept = ?s.config(),
+            kept = ?registered,
             ignored = ?config,
             "service registered again with other settings: the first registration's settings are kept"
         );
     }
+}
+
+/// Every registered service's snapshot (breaker state and counters), sorted by name.
+pub fn snapshot_all() -> Vec<ServiceSnapshot> {
+    let mut all: Vec<_> = registry().all().iter().map(|s| s.snapshot()).collect();
+    all.sort_by(|a, b| a.service.cmp(&b.service));
+    all
+}
+
+/// Restores snapshots: at once for services registered already, and for the others
+/// when they register (their first call). Returns how many were restored at once.
+pub fn restore_all(snapshots: impl IntoIterator<Item = ServiceSnapshot>) -> usize {
+    let r = registry();
+    let mut now = 0;
+    for snap in snapshots {
+        match r.get(&snap.service) {
+            Some(s) => {
+                s.restore(&snap);
+                now += 1;
+            }
+            None => {
+                r.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(snap.service.clone(), snap);
+            }
+        }
+    }
+    now
 }
 
 /// How a call site names its service.
@@ -271,6 +328,7 @@ impl Site {
         self.service.get_or_init(|| {
             let arc = registry().get_or_register(
                 name,
+                &self.spec,
                 self.config(),
                 thread_random,
                 true,
@@ -287,7 +345,7 @@ impl Site {
     /// exists), registered on first use.
     #[inline]
     pub fn keyed(&'static self, key: &str) -> ServiceRef {
-        ServiceRef(registry().keyed(key, self.config(), &self.warned))
+        ServiceRef(registry().keyed(key, &self.spec, self.config(), &self.warned))
     }
 }
 

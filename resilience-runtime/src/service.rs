@@ -6,15 +6,20 @@ use std::cell::Cell;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr,
+    Ordering::{AcqRel, Acquire, Relaxed},
+};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::breaker::{Admission, Breaker, CircuitState, Outcome};
+use crate::breaker::{Admission, Breaker, BreakerSnapshot, CircuitState, Outcome};
 use crate::bulkhead::Bulkhead;
 use crate::clock::{self, Instant};
-use crate::config::PolicyConfig;
-use crate::counters::Counters;
+use crate::config::{PolicyConfig, Spec};
+use crate::events::{self, EventKind, RejectedBy};
+use crate::counters::{CounterSnapshot, Counters};
 use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
 use crate::timeout::Timeout;
@@ -26,23 +31,138 @@ use crate::{ResilienceError, ServiceName};
 /// them by name.
 pub struct Service {
     name: ServiceName,
-    config: PolicyConfig,
-    pub(crate) breaker: Option<Breaker>,
-    pub(crate) bulkhead: Option<Bulkhead>,
-    pub(crate) limiter: Option<RateLimiter>,
+    /// The policies in force; never null. Live configuration swaps in new ones.
+    policies: AtomicPtr<Policies>,
+    /// Policies replaced by live configuration. Calls that began before the change
+    /// may still read them, so they live as long as the service (a few hundred bytes
+    /// per change that actually altered this service).
+    // Boxed: calls hold pointers into them, so they must not move.
+    #[allow(clippy::vec_box)]
+    retired: Mutex<Vec<Box<Policies>>>,
+    /// The settings of the first registration, before live configuration.
+    base: Spec,
+    registered: PolicyConfig,
     pub(crate) counters: Counters,
     random: fn() -> u64,
     /// Computed-key entries: set on use, cleared by the eviction sweep.
     pub(crate) touched: AtomicBool,
     /// Fixed and generated names are never evicted.
     pub(crate) pinned: bool,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::ServiceMetrics,
+}
+
+/// The policies of a service at one time. Components whose settings did not change
+/// are shared with the previous policies (and bulkhead and limiter are changed in
+/// place), so calls on either side of a change count against the same limits.
+pub(crate) struct Policies {
+    pub(crate) config: PolicyConfig,
+    pub(crate) breaker: Option<Arc<Breaker>>,
+    pub(crate) bulkhead: Option<Arc<Bulkhead>>,
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
+    /// Health: an open breaker here makes the application unhealthy.
+    pub(crate) critical: bool,
+    /// Attempts are timed (for `slow_call` or `record_latency`).
+    pub(crate) timed: bool,
+    pub(crate) record_latency: bool,
+}
+
+/// A service's state to carry over a restart: breaker and counters.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceSnapshot {
+    /// The service's name.
+    pub service: String,
+    /// Its breaker's state, if it has one.
+    pub breaker: Option<BreakerSnapshot>,
+    /// Its counters.
+    pub counters: CounterSnapshot,
+}
+
+/// Settings that are not policies: from the strategy and live configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Extras {
+    pub(crate) critical: bool,
+    pub(crate) record_latency: bool,
+}
+
+impl Policies {
+    fn new(name: &ServiceName, config: PolicyConfig, extras: Extras) -> Self {
+        Self {
+            breaker: config
+                .breaker
+                .map(|b| Arc::new(Breaker::new(name.clone(), b))),
+            bulkhead: config.bulkhead.map(|b| Arc::new(Bulkhead::new(b))),
+            limiter: config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
+            critical: extras.critical,
+            timed: extras.record_latency
+                || config.breaker.is_some_and(|b| b.slow_call.is_some()),
+            record_latency: extras.record_latency,
+            config,
+        }
+    }
+
+    /// The policies of `config` that carry over this one's state.
+    fn succeed(&self, name: &ServiceName, config: PolicyConfig, extras: Extras) -> Self {
+        let breaker = match (&self.breaker, config.breaker) {
+            (Some(old), Some(new)) if *old.config() == new => Some(old.clone()),
+            (Some(old), Some(new)) => {
+                let snap = old.retire();
+                Some(Arc::new(Breaker::restored(name.clone(), new, &snap)))
+            }
+            (None, Some(new)) => Some(Arc::new(Breaker::new(name.clone(), new))),
+            (_, None) => None,
+        };
+        let bulkhead = match (&self.bulkhead, config.bulkhead) {
+            (Some(old), Some(new)) => {
+                old.reconfigure(new);
+                Some(old.clone())
+            }
+            (None, Some(new)) => Some(Arc::new(Bulkhead::new(new))),
+            (_, None) => None,
+        };
+        let limiter = match (&self.limiter, config.rate_limit) {
+            (Some(old), Some(new)) => {
+                old.reconfigure(new);
+                Some(old.clone())
+            }
+            (None, Some(new)) => Some(Arc::new(RateLimiter::new(new))),
+            (_, None) => None,
+        };
+        Self {
+            breaker,
+            bulkhead,
+            limiter,
+            critical: extras.critical,
+            timed: extras.record_latency
+                || config.breaker.is_some_and(|b| b.slow_call.is_some()),
+            record_latency: extras.record_latency,
+            config,
+        }
+    }
+
+    pub(crate) fn extras(&self) -> Extras {
+        Extras {
+            critical: self.critical,
+            record_latency: self.record_latency,
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let p = *self.policies.get_mut();
+        // SAFETY: `policies` always holds a pointer from `Box::into_raw`, replaced
+        // only by `reconfigure`, which moves the old one into `retired`. With
+        // `&mut self` no call can read it any more.
+        drop(unsafe { Box::from_raw(p) });
+    }
 }
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
             .field("name", &self.name)
-            .field("config", &self.config)
+            .field("config", self.config())
             .finish_non_exhaustive()
     }
 }
@@ -102,18 +222,61 @@ impl<E> std::fmt::Debug for Hooks<E> {
 }
 
 impl Service {
-    pub(crate) fn new(name: &str, config: PolicyConfig, random: fn() -> u64, pinned: bool) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        base: &Spec,
+        registered: PolicyConfig,
+        effective: PolicyConfig,
+        extras: Extras,
+        random: fn() -> u64,
+        pinned: bool,
+    ) -> Self {
+        let name = ServiceName::from(name);
+        let policies = Box::new(Policies::new(&name, effective, extras));
         Self {
-            name: ServiceName::from(name),
-            breaker: config.breaker.map(|b| Breaker::new(name, b)),
-            bulkhead: config.bulkhead.map(Bulkhead::new),
-            limiter: config.rate_limit.map(RateLimiter::new),
+            policies: AtomicPtr::new(Box::into_raw(policies)),
+            retired: Mutex::new(Vec::new()),
+            base: *base,
+            registered,
             counters: Counters::new(),
             random,
             touched: AtomicBool::new(true),
             pinned,
-            config,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::ServiceMetrics::new(&name),
+            name,
         }
+    }
+
+    /// The policies in force.
+    #[inline]
+    pub(crate) fn policies(&self) -> &Policies {
+        // SAFETY: never null; policies are freed only when the service is dropped
+        // (see `retired`), and `&self` keeps it alive.
+        unsafe { &*self.policies.load(Acquire) }
+    }
+
+    /// Puts new settings in force for the next call, keeping state and counters.
+    /// Returns whether anything changed.
+    pub(crate) fn reconfigure(&self, config: PolicyConfig, extras: Extras) -> bool {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.policies();
+        if old.config == config && old.extras() == extras {
+            return false;
+        }
+        let new = Box::into_raw(Box::new(old.succeed(&self.name, config, extras)));
+        let prev = self.policies.swap(new, AcqRel);
+        // SAFETY: `prev` came from `Box::into_raw` and is no longer reachable from
+        // `policies`; calls still reading it keep `self` alive, and `retired` frees
+        // it only with `self`.
+        retired.push(unsafe { Box::from_raw(prev) });
+        true
+    }
+
+    /// The settings of the first registration (attribute or builder), before live
+    /// configuration.
+    pub(crate) fn base(&self) -> (&Spec, &PolicyConfig) {
+        (&self.base, &self.registered)
     }
 
     /// The service's name.
@@ -123,23 +286,86 @@ impl Service {
 
     /// The policies in force.
     pub fn config(&self) -> &PolicyConfig {
-        &self.config
+        &self.policies().config
     }
 
     /// The breaker's state (`Closed` when the service has no breaker).
     pub fn state(&self) -> CircuitState {
-        self.breaker
-            .as_ref()
+        self.policies()
+            .breaker
+            .as_deref()
             .map_or(CircuitState::Closed, Breaker::state)
     }
 
+    /// This service's breaker state and counters, to carry over a restart.
+    pub fn snapshot(&self) -> ServiceSnapshot {
+        ServiceSnapshot {
+            service: self.name.to_string(),
+            breaker: self.policies().breaker.as_deref().map(Breaker::snapshot),
+            counters: self.counters.snapshot(),
+        }
+    }
+
+    /// Takes over a snapshot's breaker state (with this service's current settings:
+    /// see [`BreakerSnapshot`]) and adds its counters to the current ones. A
+    /// snapshot's breaker is ignored when the service has none.
+    pub fn restore(&self, snap: &ServiceSnapshot) {
+        if let Some(bs) = &snap.breaker {
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            let cur = self.policies();
+            if let Some(old) = &cur.breaker {
+                let fresh = Breaker::restored(self.name.clone(), *old.config(), bs);
+                let state = fresh.state();
+                old.retire();
+                let mut next = cur.succeed(&self.name, cur.config, cur.extras());
+                next.breaker = Some(Arc::new(fresh));
+                let prev = self.policies.swap(Box::into_raw(Box::new(next)), AcqRel);
+                // SAFETY: as in `reconfigure`.
+                retired.push(unsafe { Box::from_raw(prev) });
+                tracing::info!(service = %self.name, ?state, "breaker state restored");
+            }
+        }
+        self.counters.restore(&snap.counters);
+    }
+
+    /// Takes a breaker state learned from another instance of the fleet: `Open`
+    /// with the cooldown left there, `Closed` after its probes succeeded, or an
+    /// operator's `ForcedOpen`/`Disabled`. Reported with reason `Restored`.
+    pub fn adopt_state(&self, to: CircuitState, cooldown_left: Duration) {
+        if let Some(b) = &self.policies().breaker {
+            b.adopt(to, cooldown_left);
+        }
+    }
+
+    /// Whether this instance may turn its breaker half-open once the cooldown has
+    /// passed. A fleet backend closes the gate while another instance probes, so
+    /// the fleet sends a bounded number of probes; open by default.
+    pub fn set_probe_gate(&self, open: bool) {
+        if let Some(b) = &self.policies().breaker {
+            b.set_probe_gate(open);
+        }
+    }
+
+    /// Reports an event to metrics and listeners.
+    #[inline(always)]
+    pub(crate) fn emit(&self, kind: EventKind) {
+        #[cfg(feature = "metrics")]
+        self.metrics.record(&kind);
+        if events::active() {
+            events::publish(&self.name, kind);
+        }
+    }
+
     /// Starts a call: the retry loop drives [`Call::attempt`] until it breaks.
+    /// The call uses the policies in force now, for all its attempts.
     #[inline]
     pub fn call<'a, E>(&'a self, hooks: &'a Hooks<E>) -> Call<'a, E> {
         Call {
             svc: self,
+            p: self.policies(),
             hooks,
             attempt: 0,
+            bypass: false,
             started: None,
             previous: Duration::ZERO,
         }
@@ -150,15 +376,21 @@ impl Service {
     where
         F: Future<Output = Result<T, E>>,
     {
-        match (self.config.total_timeout, hooks.into_error) {
-            (Some(limit), Some(into)) => match Timeout::new(fut, limit).await {
-                Ok(r) => r,
-                Err(_) => {
-                    self.counters.timeouts.fetch_add(1, Relaxed);
-                    tracing::debug!(service = %self.name, "total timeout elapsed");
-                    Err(into(ResilienceError::timeout(&self.name, limit)))
+        match (self.policies().config.total_timeout, hooks.into_error) {
+            (Some(limit), Some(into)) if !crate::live::kill_switch() => {
+                match Timeout::new(fut, limit).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.counters.timeouts.fetch_add(1, Relaxed);
+                        tracing::debug!(service = %self.name, "total timeout elapsed");
+                        self.emit(EventKind::Timeout {
+                            after: limit,
+                            total: true,
+                        });
+                        Err(into(ResilienceError::timeout(&self.name, limit)))
+                    }
                 }
-            },
+            }
             _ => fut.await,
         }
     }
@@ -167,11 +399,14 @@ impl Service {
     #[inline]
     pub fn fallback_used(&self) {
         self.counters.fallbacks.fetch_add(1, Relaxed);
+        tracing::debug!(service = %self.name, "fallback used");
+        self.emit(EventKind::FallbackUsed);
     }
 
-    fn reject<E>(&self, into: fn(ResilienceError) -> E, e: ResilienceError) -> E {
+    fn reject<E>(&self, into: fn(ResilienceError) -> E, e: ResilienceError, by: RejectedBy) -> E {
         self.counters.rejections.add(1);
         tracing::debug!(service = %self.name, error = %e, "call rejected");
+        self.emit(EventKind::Rejected { by });
         into(e)
     }
 }
@@ -228,19 +463,20 @@ impl<F: Future> Future for OwnBody<F> {
 /// panicking body is recorded as a failure on the way out.
 struct Admitted<'a> {
     svc: &'a Service,
+    breaker: Option<&'a Breaker>,
     adm: Option<Admission>,
 }
 
 impl Admitted<'_> {
     #[inline]
     fn record(mut self, outcome: Outcome) {
-        if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
+        if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
             b.record(adm, Some(outcome));
         }
     }
     #[inline]
     fn ignore(mut self) {
-        if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
+        if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
             b.abandon(adm);
         }
     }
@@ -253,7 +489,8 @@ impl Drop for Admitted<'_> {
         // service without a breaker. A drop during another panic is a cancellation.
         if std::thread::panicking() && claim_own_panic() {
             self.svc.counters.failures.fetch_add(1, Relaxed);
-            if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
+            self.svc.emit(EventKind::Failed { latency: None });
+            if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
                 b.record(
                     adm,
                     Some(Outcome {
@@ -262,7 +499,7 @@ impl Drop for Admitted<'_> {
                     }),
                 );
             }
-        } else if let (Some(b), Some(adm)) = (&self.svc.breaker, self.adm.take()) {
+        } else if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
             b.abandon(adm);
         }
     }
@@ -272,8 +509,11 @@ impl Drop for Admitted<'_> {
 /// with a fresh body until it returns `Break`.
 pub struct Call<'a, E> {
     svc: &'a Service,
+    p: &'a Policies,
     hooks: &'a Hooks<E>,
     attempt: u32,
+    /// The kill switch was on at the first attempt: every policy passes through.
+    bypass: bool,
     started: Option<Instant>,
     previous: Duration,
 }
@@ -292,40 +532,53 @@ enum Next<T, E> {
     Retry(E, Duration),
 }
 
+type IntoError<E> = fn(ResilienceError) -> E;
+
+type Begun<'a> = (Admitted<'a>, Option<Reservation<'a>>);
+
 impl<'a, E> Call<'a, E> {
     /// Admission through breaker and rate limiter (bulkhead is separate: its wait
     /// differs between async and sync calls).
     #[inline]
-    fn begin(&mut self) -> Result<(Admitted<'a>, Option<Reservation<'a>>), E> {
+    fn begin(&mut self) -> Result<Begun<'a>, E> {
         self.attempt += 1;
-        let svc = self.svc;
+        let (svc, p) = (self.svc, self.p);
         if self.attempt > 1 {
             svc.counters.retries.fetch_add(1, Relaxed);
-        } else if self
-            .svc
-            .config
-            .retry
-            .is_some_and(|r| r.max_elapsed.is_some())
-        {
+        } else if crate::live::kill_switch() {
+            self.bypass = true;
+        } else if p.config.retry.is_some_and(|r| r.max_elapsed.is_some()) {
             self.started = Some(clock::now());
         }
-        let Some(into) = self.hooks.into_error else {
-            return Ok((Admitted { svc, adm: None }, None));
+        let into = match self.hooks.into_error {
+            Some(into) if !self.bypass => into,
+            _ => {
+                return Ok((
+                    Admitted {
+                        svc,
+                        breaker: None,
+                        adm: None,
+                    },
+                    None,
+                ))
+            }
         };
-        let adm = match &svc.breaker {
+        let breaker = p.breaker.as_deref();
+        let adm = match breaker {
             Some(b) => match b.admit() {
                 Ok(a) => Some(a),
                 Err(r) => {
                     return Err(svc.reject(
                         into,
                         ResilienceError::circuit_open(&svc.name, r.retry_after),
+                        RejectedBy::CircuitBreaker,
                     ))
                 }
             },
             None => None,
         };
-        let admitted = Admitted { svc, adm };
-        let reservation = match &svc.limiter {
+        let admitted = Admitted { svc, breaker, adm };
+        let reservation = match p.limiter.as_deref() {
             Some(l) => match l.acquire() {
                 Ok(r) => Some(r),
                 Err(lim) => {
@@ -333,6 +586,7 @@ impl<'a, E> Call<'a, E> {
                     return Err(svc.reject(
                         into,
                         ResilienceError::rate_limited(&svc.name, lim.retry_after),
+                        RejectedBy::RateLimiter,
                     ));
                 }
             },
@@ -345,8 +599,20 @@ impl<'a, E> Call<'a, E> {
     /// (dropped by the caller, unused) given back.
     fn bulkhead_full(&self, admitted: Admitted<'_>, into: fn(ResilienceError) -> E) -> E {
         admitted.ignore();
-        self.svc
-            .reject(into, ResilienceError::bulkhead_full(&self.svc.name))
+        self.svc.reject(
+            into,
+            ResilienceError::bulkhead_full(&self.svc.name),
+            RejectedBy::Bulkhead,
+        )
+    }
+
+    /// The bulkhead, unless the call bypasses policies.
+    #[inline]
+    fn bulkhead(&self) -> Option<(&'a Bulkhead, IntoError<E>)> {
+        match (self.p.bulkhead.as_deref(), self.hooks.into_error) {
+            (Some(b), Some(into)) if !self.bypass => Some((b, into)),
+            _ => None,
+        }
     }
 
     /// Records the outcome and decides what comes next.
@@ -368,6 +634,7 @@ impl<'a, E> Call<'a, E> {
                 if self.hooks.ignore_if.is_some_and(|f| f(e)) {
                     drop(own);
                     c.ignored.fetch_add(1, Relaxed);
+                    svc.emit(EventKind::Ignored);
                     admitted.ignore();
                     return self.after_error(result);
                 }
@@ -376,23 +643,29 @@ impl<'a, E> Call<'a, E> {
                 failure
             }
         };
+        let latency = began.map(|t| clock::now().saturating_duration_since(t));
         if failure {
             c.failures.fetch_add(1, Relaxed);
+            svc.emit(EventKind::Failed { latency });
             admitted.record(Outcome {
                 failure: true,
                 slow: false,
             });
         } else {
             c.successes.add(1);
+            svc.emit(EventKind::Succeeded { latency });
             let slow = match (
-                svc.breaker.as_ref().and_then(|b| b.config().slow_call),
-                began,
+                admitted.breaker.and_then(|b| b.config().slow_call),
+                latency,
             ) {
-                (Some(limit), Some(t)) => clock::now().saturating_duration_since(t) > limit,
+                (Some(limit), Some(l)) => l > limit,
                 _ => false,
             };
             if slow {
                 c.slow_calls.fetch_add(1, Relaxed);
+                if let Some(latency) = latency {
+                    svc.emit(EventKind::SlowCall { latency });
+                }
             }
             admitted.record(Outcome {
                 failure: false,
@@ -407,10 +680,13 @@ impl<'a, E> Call<'a, E> {
             Ok(v) => return Next::Done(Ok(v)),
             Err(e) => e,
         };
-        let Some(r) = &self.svc.config.retry else {
+        let Some(r) = &self.p.config.retry else {
             return Next::Done(Err(e));
         };
-        if self.attempt >= r.max_attempts || !self.hooks.retry_if.is_none_or(|f| f(&e)) {
+        if self.bypass
+            || self.attempt >= r.max_attempts
+            || !self.hooks.retry_if.is_none_or(|f| f(&e))
+        {
             return Next::Done(Err(e));
         }
         let mut delay = retry_delay(r, self.attempt, self.previous, (self.svc.random)());
@@ -430,6 +706,10 @@ impl<'a, E> Call<'a, E> {
             }
         }
         tracing::debug!(service = %self.svc.name, attempt = self.attempt, ?delay, "retry scheduled");
+        self.svc.emit(EventKind::RetryScheduled {
+            attempt: self.attempt,
+            delay,
+        });
         Next::Retry(e, delay)
     }
 
@@ -437,14 +717,16 @@ impl<'a, E> Call<'a, E> {
         let svc = self.svc;
         svc.counters.timeouts.fetch_add(1, Relaxed);
         tracing::debug!(service = %svc.name, ?limit, "attempt timed out");
+        svc.emit(EventKind::Timeout {
+            after: limit,
+            total: false,
+        });
         into(ResilienceError::timeout(&svc.name, limit))
     }
 
+    #[inline]
     fn timing(&self) -> Option<Instant> {
-        match &self.svc.breaker {
-            Some(b) if b.config().slow_call.is_some() => Some(clock::now()),
-            _ => None,
-        }
+        self.p.timed.then(clock::now)
     }
 
     /// One attempt: breaker, rate limit and bulkhead admission, the body under the
@@ -458,32 +740,38 @@ impl<'a, E> Call<'a, E> {
             Ok(a) => a,
             Err(e) => return ControlFlow::Break(Err(e)),
         };
-        let svc = self.svc;
         // Dropped here (cancelled, or refused by the bulkhead) the permit is given back.
         if let Some(r) = &reservation {
+            if let Some(wait) = r.delay() {
+                self.svc.emit(EventKind::RateLimitWaited { wait });
+            }
             r.wait().await;
         }
-        let permit = match (&svc.bulkhead, self.hooks.into_error) {
-            (Some(b), Some(into)) => match b.acquire().await {
+        let permit = match self.bulkhead() {
+            Some((b, into)) => match b.acquire().await {
                 Ok(p) => Some(p),
                 Err(_) => {
                     drop(reservation);
                     return ControlFlow::Break(Err(self.bulkhead_full(admitted, into)));
                 }
             },
-            _ => None,
+            None => None,
         };
         if let Some(r) = reservation {
             r.used();
         }
         let began = self.timing();
         let body = OwnBody { fut: body };
-        let (result, timed_out) = match (svc.config.timeout, self.hooks.into_error) {
-            (Some(limit), Some(into)) => match Timeout::new(body, limit).await {
+        let limit = match (self.p.config.timeout, self.hooks.into_error) {
+            (Some(limit), Some(into)) if !self.bypass => Some((limit, into)),
+            _ => None,
+        };
+        let (result, timed_out) = match limit {
+            Some((limit, into)) => match Timeout::new(body, limit).await {
                 Ok(r) => (r, false),
                 Err(_) => (Err(self.timed_out(limit, into)), true),
             },
-            _ => (body.await, false),
+            None => (body.await, false),
         };
         drop(permit);
         match self.finish(admitted, result, timed_out, began) {
@@ -505,19 +793,21 @@ impl<'a, E> Call<'a, E> {
             Ok(a) => a,
             Err(e) => return ControlFlow::Break(Err(e)),
         };
-        let svc = self.svc;
         if let Some(r) = &reservation {
+            if let Some(wait) = r.delay() {
+                self.svc.emit(EventKind::RateLimitWaited { wait });
+            }
             r.wait_sync();
         }
-        let permit = match (&svc.bulkhead, self.hooks.into_error) {
-            (Some(b), Some(into)) => match b.acquire_sync() {
+        let permit = match self.bulkhead() {
+            Some((b, into)) => match b.acquire_sync() {
                 Ok(p) => Some(p),
                 Err(_) => {
                     drop(reservation);
                     return ControlFlow::Break(Err(self.bulkhead_full(admitted, into)));
                 }
             },
-            _ => None,
+            None => None,
         };
         if let Some(r) = reservation {
             r.used();

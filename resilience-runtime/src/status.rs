@@ -3,7 +3,10 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use crate::breaker::CircuitState;
+use crate::events::TransitionReason;
 use crate::registry::registry;
 use crate::service::Service;
 
@@ -35,6 +38,8 @@ pub struct ServiceStatus {
     /// Failures / recorded calls over the current window, once it can be computed
     /// (rate mode with at least `min_calls` outcomes in the window).
     pub failure_rate: Option<f64>,
+    /// The kill switch is on: every policy but the fallback passes calls through.
+    pub kill_switch: bool,
 }
 
 impl Service {
@@ -56,20 +61,47 @@ impl Service {
             timeouts: c.timeouts.load(Relaxed),
             retries: c.retries.load(Relaxed),
             fallbacks: c.fallbacks.load(Relaxed),
-            failure_rate: self.breaker.as_ref().and_then(|b| b.failure_rate()),
+            failure_rate: self
+                .policies()
+                .breaker
+                .as_deref()
+                .and_then(|b| b.failure_rate()),
+            kill_switch: crate::live::kill_switch(),
         }
+    }
+
+    /// Slow calls / recorded calls over the current window, once it can be computed.
+    pub fn slow_call_rate(&self) -> Option<f64> {
+        self.policies()
+            .breaker
+            .as_deref()
+            .and_then(|b| b.slow_call_rate())
+    }
+
+    /// Time since the breaker last changed state (`None`: never, or no breaker).
+    pub fn since_transition(&self) -> Option<Duration> {
+        self.policies()
+            .breaker
+            .as_deref()
+            .and_then(|b| b.since_transition())
+    }
+
+    /// Whether an open breaker here makes the application unhealthy: the
+    /// `critical` strategy, or `critical = true` in live configuration.
+    pub fn is_critical(&self) -> bool {
+        self.policies().critical
     }
 
     /// Bulkhead slots free now (`None` without a bulkhead). All of them at rest:
     /// a cancelled or panicking call gives its slot back.
     pub fn bulkhead_available(&self) -> Option<u32> {
-        self.bulkhead.as_ref().map(|b| b.available())
+        self.policies().bulkhead.as_deref().map(|b| b.available())
     }
 
     /// Back to closed with an empty window, the first cooldown, and zeroed counters.
     pub fn reset(&self) {
-        if let Some(b) = &self.breaker {
-            b.force(CircuitState::Closed, "reset");
+        if let Some(b) = &self.policies().breaker {
+            b.force(CircuitState::Closed, TransitionReason::Forced);
         }
         self.counters.reset();
     }
@@ -101,7 +133,7 @@ pub struct BreakerHandle {
 pub fn breaker(service: &str) -> Option<BreakerHandle> {
     registry()
         .get(service)
-        .filter(|s| s.breaker.is_some())
+        .filter(|s| s.policies().breaker.is_some())
         .map(|service| BreakerHandle { service })
 }
 
@@ -119,19 +151,43 @@ impl BreakerHandle {
     }
     /// Rejects every call until `reset()`; never half-opens by itself.
     pub fn force_open(&self) {
-        self.force(CircuitState::ForcedOpen, "forced open");
+        self.force(CircuitState::ForcedOpen);
     }
     /// Lets every call through and never opens; outcomes are still counted.
     pub fn disable(&self) {
-        self.force(CircuitState::Disabled, "disabled");
+        self.force(CircuitState::Disabled);
     }
     /// Back to closed with an empty window, the first cooldown and zeroed counters.
     pub fn reset(&self) {
         self.service.reset();
     }
-    fn force(&self, to: CircuitState, reason: &'static str) {
-        if let Some(b) = &self.service.breaker {
-            b.force(to, reason);
+    fn force(&self, to: CircuitState) {
+        if let Some(b) = &self.service.policies().breaker {
+            b.force(to, TransitionReason::Forced);
         }
     }
+}
+
+/// What a health report needs of one service.
+pub(crate) struct HealthInput {
+    pub status: ServiceStatus,
+    pub since_transition: Option<Duration>,
+    pub critical: bool,
+    pub kill_switch: bool,
+}
+
+/// Every service, sorted by name.
+pub(crate) fn health_inputs() -> Vec<HealthInput> {
+    let mut all: Vec<_> = registry()
+        .all()
+        .iter()
+        .map(|s| HealthInput {
+            status: s.status(),
+            since_transition: s.since_transition(),
+            critical: s.is_critical(),
+            kill_switch: crate::live::kill_switch(),
+        })
+        .collect();
+    all.sort_by(|a, b| a.status.service.cmp(&b.status.service));
+    all
 }

@@ -18,8 +18,11 @@ use std::time::Duration;
 
 use crate::clock::{self, Nanos};
 use crate::config::BreakerConfig;
+use crate::events::TransitionReason;
+use crate::ServiceName;
 use window::Window;
 pub(crate) use window::{Outcome, Trip};
+pub use window::{BucketSnapshot, WindowSnapshot};
 
 /// The state of a circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -111,34 +114,178 @@ enum Kind {
 }
 
 pub(crate) struct Breaker {
-    service: Box<str>,
+    service: ServiceName,
     ctl: AtomicU64,
     open_until: AtomicU64,
     cooldown: AtomicU64,
+    /// When the state last changed (clock nanos + 1; 0: never).
+    last_transition: AtomicU64,
     window: Window,
     config: BreakerConfig,
     transitions: Mutex<()>,
+    /// Replaced by a breaker of new settings: its late transitions are not reported.
+    retired: std::sync::atomic::AtomicBool,
+    /// Whether this instance may turn half-open when the cooldown has passed (a
+    /// fleet backend closes it while another instance probes).
+    probe_gate: std::sync::atomic::AtomicU8,
 }
+
+const GATE_CLOSED: u8 = 1;
 
 /// What a transition reports, for logs and events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Transition {
     pub from: CircuitState,
     pub to: CircuitState,
-    pub reason: &'static str,
+    pub reason: TransitionReason,
+}
+
+/// A breaker's state, to carry into a breaker of new settings or over a restart.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BreakerSnapshot {
+    /// The state.
+    pub state: CircuitState,
+    /// Open: how long until it may half-open.
+    pub cooldown_left: Duration,
+    /// The cooldown in force (it grows after failed probes, up to `cooldown_max`).
+    pub cooldown: Duration,
+    /// Half-open: successful probes so far.
+    pub probe_successes: u32,
+    /// How long ago the state last changed.
+    pub since_transition: Option<Duration>,
+    /// The window's contents (closed state).
+    pub window: WindowSnapshot,
 }
 
 impl Breaker {
-    pub(crate) fn new(service: &str, config: BreakerConfig) -> Self {
+    pub(crate) fn new(service: ServiceName, config: BreakerConfig) -> Self {
         Self {
-            service: service.into(),
+            service,
             ctl: AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0)),
             open_until: AtomicU64::new(0),
             cooldown: AtomicU64::new(clock::dur_nanos(config.cooldown)),
+            last_transition: AtomicU64::new(0),
             window: Window::new(&config),
             config,
             transitions: Mutex::new(()),
+            retired: std::sync::atomic::AtomicBool::new(false),
+            probe_gate: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// Lets this instance probe after the cooldown (`true`, the default) or not.
+    pub(crate) fn set_probe_gate(&self, open: bool) {
+        self.probe_gate
+            .store(if open { 0 } else { GATE_CLOSED }, Relaxed);
+    }
+
+    /// Takes a state learned elsewhere (another instance): `Open` with `cooldown_left`
+    /// until it may half-open, or `Closed`/`ForcedOpen`/`Disabled`. Returns the
+    /// transition, if the state changed (an open breaker learning of another
+    /// opening only has its cooldown end moved later).
+    pub(crate) fn adopt(&self, to: CircuitState, cooldown_left: Duration) -> Option<Transition> {
+        let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        let ctl = self.ctl.load(Acquire);
+        let now = clock::now_nanos();
+        if to == CircuitState::Open && state_of(ctl) == CircuitState::Open {
+            let until = now.saturating_add(clock::dur_nanos(cooldown_left));
+            self.open_until.fetch_max(until, Relaxed);
+            return None;
+        }
+        if state_of(ctl) == to && to != CircuitState::HalfOpen {
+            return None;
+        }
+        let t = self.set_locked(ctl, to, TransitionReason::Restored);
+        if to == CircuitState::Open {
+            let until = now.saturating_add(clock::dur_nanos(cooldown_left));
+            self.open_until.store(until, Relaxed);
+        }
+        Some(t)
+    }
+
+    /// The state now, consistent (taken under the transition lock).
+    pub(crate) fn snapshot(&self) -> BreakerSnapshot {
+        let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        self.snapshot_locked()
+    }
+
+    fn snapshot_locked(&self) -> BreakerSnapshot {
+        let ctl = self.ctl.load(Acquire);
+        let now = clock::now_nanos();
+        let state = state_of(ctl);
+        let last = self.last_transition.load(Relaxed);
+        BreakerSnapshot {
+            state,
+            cooldown_left: if state == CircuitState::Open {
+                Duration::from_nanos(self.open_until.load(Relaxed).saturating_sub(now))
+            } else {
+                Duration::ZERO
+            },
+            cooldown: Duration::from_nanos(self.cooldown.load(Relaxed)),
+            probe_successes: successes_of(ctl) as u32,
+            since_transition: (last != 0)
+                .then(|| Duration::from_nanos(now.saturating_sub(last - 1))),
+            window: self.window.snapshot(),
+        }
+    }
+
+    /// A breaker of `config` in the state `snap` describes: an open one stays open
+    /// for the rest of its cooldown, a half-open one keeps its successful probes
+    /// (probes in flight elsewhere are not counted), and the window keeps what
+    /// still fits (see [`Window::restore`]). The cooldown is kept within the new
+    /// `cooldown ..= cooldown_max`.
+    pub(crate) fn restored(
+        service: ServiceName,
+        config: BreakerConfig,
+        snap: &BreakerSnapshot,
+    ) -> Self {
+        let b = Self::new(service, config);
+        let base = clock::dur_nanos(config.cooldown);
+        let max = config.cooldown_max.map_or(base, clock::dur_nanos).max(base);
+        let cooldown = clock::dur_nanos(snap.cooldown).clamp(base, max);
+        b.cooldown.store(cooldown, Relaxed);
+        let now = clock::now_nanos();
+        let successes = u64::from(snap.probe_successes)
+            .min(u64::from(config.success_threshold.saturating_sub(1)))
+            .min(COUNT_MASK);
+        match snap.state {
+            CircuitState::Closed => b.window.restore(&snap.window),
+            CircuitState::Open => {
+                // Never longer than the cooldown in force (a snapshot may be odd).
+                let left = clock::dur_nanos(snap.cooldown_left).min(cooldown);
+                b.open_until.store(now.saturating_add(left), Relaxed);
+            }
+            _ => {}
+        }
+        let successes = if snap.state == CircuitState::HalfOpen {
+            successes
+        } else {
+            0
+        };
+        b.ctl.store(pack(snap.state, 1, 0, successes), Release);
+        if let Some(ago) = snap.since_transition {
+            let at = now.saturating_sub(clock::dur_nanos(ago));
+            b.last_transition.store(at.saturating_add(1), Relaxed);
+        }
+        b
+    }
+
+    /// This breaker's state for its successor of new settings; from now on its own
+    /// transitions (late outcomes of calls admitted before the change) are silent.
+    pub(crate) fn retire(&self) -> BreakerSnapshot {
+        let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        self.retired.store(true, Relaxed);
+        self.snapshot_locked()
+    }
+
+    /// Time since the last change of state.
+    pub(crate) fn since_transition(&self) -> Option<Duration> {
+        let last = self.last_transition.load(Relaxed);
+        (last != 0).then(|| Duration::from_nanos(clock::now_nanos().saturating_sub(last - 1)))
+    }
+
+    pub(crate) fn slow_call_rate(&self) -> Option<f64> {
+        self.window.slow_call_rate()
     }
 
     pub(crate) fn config(&self) -> &BreakerConfig {
@@ -195,10 +342,21 @@ impl Breaker {
                             retry_after: Duration::from_nanos(until - now),
                         });
                     }
+                    if self.probe_gate.load(Relaxed) == GATE_CLOSED {
+                        // Another instance of the fleet probes; this one waits for
+                        // its verdict.
+                        return Err(Rejected {
+                            retry_after: Duration::ZERO,
+                        });
+                    }
                     // The cooldown is over: this call turns it half-open and is its
                     // first probe.
                     if self
-                        .transition(epoch_of(ctl), CircuitState::HalfOpen, "cooldown elapsed")
+                        .transition(
+                            epoch_of(ctl),
+                            CircuitState::HalfOpen,
+                            TransitionReason::CooldownElapsed,
+                        )
                         .is_some()
                     {
                         return Ok(Admission {
@@ -272,16 +430,20 @@ impl Breaker {
             match outcome {
                 Some(o) if o.failure || o.slow => {
                     let reason = if o.failure {
-                        "probe failed"
+                        TransitionReason::ProbeFailed
                     } else {
-                        "probe was slow"
+                        TransitionReason::ProbeSlow
                     };
                     return self.transition(epoch, CircuitState::Open, reason);
                 }
                 Some(_) => {
                     let successes = successes_of(ctl) + 1;
                     if successes >= u64::from(self.config.success_threshold) {
-                        return self.transition(epoch, CircuitState::Closed, "probes succeeded");
+                        return self.transition(
+                            epoch,
+                            CircuitState::Closed,
+                            TransitionReason::ProbesSucceeded,
+                        );
                     }
                     let next = pack(
                         CircuitState::HalfOpen,
@@ -312,7 +474,12 @@ impl Breaker {
 
     /// Moves from the state of `epoch` to `to`, once. `None` if another thread moved
     /// first.
-    fn transition(&self, epoch: u32, to: CircuitState, reason: &'static str) -> Option<Transition> {
+    fn transition(
+        &self,
+        epoch: u32,
+        to: CircuitState,
+        reason: TransitionReason,
+    ) -> Option<Transition> {
         let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
         let ctl = self.ctl.load(Acquire);
         if epoch_of(ctl) != epoch {
@@ -322,7 +489,7 @@ impl Breaker {
     }
 
     /// Operator transitions: always happen.
-    pub(crate) fn force(&self, to: CircuitState, reason: &'static str) -> Transition {
+    pub(crate) fn force(&self, to: CircuitState, reason: TransitionReason) -> Transition {
         let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
         let ctl = self.ctl.load(Acquire);
         if to == CircuitState::Closed {
@@ -332,7 +499,7 @@ impl Breaker {
         self.set_locked(ctl, to, reason)
     }
 
-    fn set_locked(&self, ctl: u64, to: CircuitState, reason: &'static str) -> Transition {
+    fn set_locked(&self, ctl: u64, to: CircuitState, reason: TransitionReason) -> Transition {
         let from = state_of(ctl);
         let base = clock::dur_nanos(self.config.cooldown);
         match (from, to) {
@@ -360,15 +527,21 @@ impl Breaker {
         );
         // Probe counters may move under us; the epoch makes them stale either way.
         self.ctl.store(next, Release);
+        self.last_transition
+            .store(clock::now_nanos().saturating_add(1), Relaxed);
         let t = Transition { from, to, reason };
-        t.log(&self.service);
+        if !self.retired.load(Relaxed) {
+            t.log(&self.service);
+            crate::events::transition(&self.service, from, to, reason);
+        }
         t
     }
 }
 
 impl Transition {
-    fn log(&self, service: &str) {
-        let (from, to, reason) = (self.from, self.to, self.reason);
+    fn log(&self, service: &ServiceName) {
+        let service: &str = service;
+        let (from, to, reason) = (self.from, self.to, self.reason.as_str());
         match to {
             CircuitState::Open | CircuitState::ForcedOpen => {
                 tracing::warn!(service, ?from, ?to, reason, "circuit breaker opened")

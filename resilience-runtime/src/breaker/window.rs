@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::clock::{self, Nanos};
 use crate::config::{BreakerConfig, BreakerMode, Window as WindowConfig};
+use crate::events::TransitionReason;
 
 /// Why a window asks the breaker to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,13 +21,48 @@ pub(crate) enum Trip {
 }
 
 impl Trip {
-    pub(crate) fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> TransitionReason {
         match self {
-            Trip::FailureRate => "failure rate",
-            Trip::SlowCallRate => "slow-call rate",
-            Trip::ConsecutiveFailures => "consecutive failures",
+            Trip::FailureRate => TransitionReason::FailureRate,
+            Trip::SlowCallRate => TransitionReason::SlowCallRate,
+            Trip::ConsecutiveFailures => TransitionReason::ConsecutiveFailures,
         }
     }
+}
+
+/// What a window holds, to carry it into a window of other settings (live
+/// configuration) or over a restart.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowSnapshot {
+    /// Consecutive mode: the current run of failures.
+    Consecutive {
+        /// Failures in a row.
+        run: u32,
+    },
+    /// A count window: its outcomes, oldest first (bit 0: failure, bit 1: slow).
+    Count {
+        /// One byte per outcome.
+        outcomes: Vec<u8>,
+    },
+    /// A time window: its buckets.
+    Time {
+        /// The buckets still inside the window.
+        buckets: Vec<BucketSnapshot>,
+    },
+}
+
+/// One bucket of a time window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BucketSnapshot {
+    /// How long ago the bucket began, in nanoseconds.
+    pub age_ns: u64,
+    /// Outcomes in it.
+    pub calls: u64,
+    /// Failures among them.
+    pub failures: u64,
+    /// Slow calls among them.
+    pub slow: u64,
 }
 
 /// An outcome as the window sees it.
@@ -102,10 +138,56 @@ impl Window {
 
     /// Failures / recorded over the window, once `min_calls` outcomes are in it.
     pub(crate) fn failure_rate(&self) -> Option<f64> {
+        self.rates().map(|(f, _)| f)
+    }
+
+    /// Slow calls / recorded over the window, once `min_calls` outcomes are in it.
+    pub(crate) fn slow_call_rate(&self) -> Option<f64> {
+        self.rates().map(|(_, s)| s)
+    }
+
+    fn rates(&self) -> Option<(f64, f64)> {
         match self {
             Window::Consecutive { .. } => None,
-            Window::Count(w) => w.rates().map(|(f, _)| f),
-            Window::Time(w) => w.rates(clock::now_nanos()).map(|(f, _)| f),
+            Window::Count(w) => w.rates(),
+            Window::Time(w) => w.rates(clock::now_nanos()),
+        }
+    }
+
+    /// What the window holds now.
+    pub(crate) fn snapshot(&self) -> WindowSnapshot {
+        match self {
+            Window::Consecutive { run, .. } => WindowSnapshot::Consecutive {
+                run: run.load(Relaxed),
+            },
+            Window::Count(w) => WindowSnapshot::Count {
+                outcomes: w.outcomes(),
+            },
+            Window::Time(w) => WindowSnapshot::Time {
+                buckets: w.buckets(clock::now_nanos()),
+            },
+        }
+    }
+
+    /// Fills a fresh window with what still fits of `snap`: the newest outcomes of a
+    /// count window, the buckets of a time window still inside the period, a run of
+    /// failures (also the trailing failures of a count window). Other mode changes
+    /// start empty: a time window's counts have no order, and a run of failures says
+    /// nothing about the successes before it.
+    pub(crate) fn restore(&self, snap: &WindowSnapshot) {
+        match (self, snap) {
+            (Window::Consecutive { run, .. }, WindowSnapshot::Consecutive { run: r }) => {
+                run.store(*r, Relaxed)
+            }
+            (Window::Consecutive { run, .. }, WindowSnapshot::Count { outcomes }) => {
+                let trailing = outcomes.iter().rev().take_while(|o| *o & FAILURE != 0);
+                run.store(u32::try_from(trailing.count()).unwrap_or(u32::MAX), Relaxed)
+            }
+            (Window::Count(w), WindowSnapshot::Count { outcomes }) => w.restore(outcomes),
+            (Window::Time(w), WindowSnapshot::Time { buckets }) => {
+                w.restore(buckets, clock::now_nanos())
+            }
+            _ => {}
         }
     }
 }
@@ -215,6 +297,33 @@ impl CountWindow {
         )
     }
 
+    /// The outcomes in the ring, oldest first.
+    fn outcomes(&self) -> Vec<u8> {
+        let n = self.slots.len() as u64;
+        let head = self.head.load(Relaxed);
+        let start = head.saturating_sub(n);
+        (start..head)
+            .map(|i| self.slots[(i % n) as usize].load(Relaxed) & (FAILURE | SLOW))
+            .collect()
+    }
+
+    /// Fills an empty window with the newest of `outcomes`.
+    fn restore(&self, outcomes: &[u8]) {
+        let n = self.slots.len();
+        let kept = &outcomes[outcomes.len().saturating_sub(n)..];
+        let (mut failures, mut slow) = (0u64, 0u64);
+        for (slot, o) in self.slots.iter().zip(kept) {
+            let o = o & (FAILURE | SLOW);
+            failures += u64::from(o & FAILURE != 0);
+            slow += u64::from(o & SLOW != 0);
+            slot.store(FILLED | o, Relaxed);
+        }
+        let full = if kept.len() == n { FULL } else { 0 };
+        self.head.store(kept.len() as u64, Relaxed);
+        self.stats
+            .store(full | (slow << SLOW_SHIFT) | failures, Relaxed);
+    }
+
     fn rates(&self) -> Option<(f64, f64)> {
         let n = self.slots.len() as u64;
         let calls = self.head.load(Relaxed).min(n);
@@ -322,6 +431,53 @@ impl TimeWindow {
                     s + b.slow.load(Relaxed),
                 )
             })
+    }
+
+    /// The buckets inside the window at `now`.
+    fn buckets(&self, now: Nanos) -> Vec<BucketSnapshot> {
+        let seq = now / self.width + 1;
+        let oldest = seq.saturating_sub(self.buckets.len() as u64 - 1);
+        self.buckets
+            .iter()
+            .filter_map(|b| {
+                let s = b.stamp.load(Relaxed);
+                (s >= oldest && s <= seq && s != 0).then(|| BucketSnapshot {
+                    age_ns: now.saturating_sub((s - 1).saturating_mul(self.width)),
+                    calls: b.calls.load(Relaxed),
+                    failures: b.failures.load(Relaxed),
+                    slow: b.slow.load(Relaxed),
+                })
+            })
+            .collect()
+    }
+
+    /// Puts each bucket's counts into the bucket covering its start, dropping those
+    /// that begin before this window's period.
+    fn restore(&self, buckets: &[BucketSnapshot], now: Nanos) {
+        let seq_now = now / self.width + 1;
+        let oldest = seq_now.saturating_sub(self.buckets.len() as u64 - 1);
+        for s in buckets {
+            let Some(start) = now.checked_sub(s.age_ns) else {
+                continue;
+            };
+            let seq = start / self.width + 1;
+            if seq < oldest || seq > seq_now {
+                continue;
+            }
+            let b = &self.buckets[(seq % self.buckets.len() as u64) as usize];
+            if b.stamp.load(Relaxed) != seq {
+                b.stamp.store(seq, Relaxed);
+                b.calls.store(0, Relaxed);
+                b.failures.store(0, Relaxed);
+                b.slow.store(0, Relaxed);
+            }
+            // A snapshot read from disk may hold anything: keep sums far from overflow.
+            let calls = s.calls.min(1 << 40);
+            let failures = s.failures.min(calls);
+            b.calls.fetch_add(calls, Relaxed);
+            b.failures.fetch_add(failures, Relaxed);
+            b.slow.fetch_add(s.slow.min(calls), Relaxed);
+        }
     }
 
     fn rates(&self, now: Nanos) -> Option<(f64, f64)> {
