@@ -1,5 +1,7 @@
 //! Shared pieces of the examples: a simulated flaky dependency and a log setup.
 
+pub mod ops;
+
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Mutex;
 

@@ -168,7 +168,8 @@ impl ResilienceBuilder {
     /// name wins). Nothing is registered when a setting is invalid.
     pub fn build(self) -> Result<Policy, ConfigError> {
         let config = self.spec.resolve()?;
-        let service = registry().get_or_register(&self.name, &self.spec, &config, self.random, true, None);
+        let service =
+            registry().get_or_register(&self.name, &self.spec, &config, self.random, true, None);
         Ok(Policy { service })
     }
 }

@@ -78,6 +78,18 @@ pub struct ConfigDocument {
     /// The `[services.NAME]` tables, by service name; they win over the
     /// attribute's arguments.
     pub services: BTreeMap<String, ServiceSettings>,
+    /// The `[persistence]` table: where breaker state is kept across restarts
+    /// (feature `sqlite`).
+    pub persistence: Option<PersistenceSettings>,
+}
+
+/// Where and how often breaker state is saved (feature `sqlite`; see `persist`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PersistenceSettings {
+    /// The SQLite file; required.
+    pub path: std::path::PathBuf,
+    /// How often to save; `None`: every 10s.
+    pub interval: Option<Duration>,
 }
 
 /// The settings of one service (or of `defaults`), `None` where not written.
@@ -462,7 +474,8 @@ fn fill_ordered<T: Copy + PartialOrd>(
 // ---------------------------------------------------------------------------
 // Parsing and checking.
 
-const TOP_KEYS: &[&str] = &["kill_switch", "defaults", "services"];
+const TOP_KEYS: &[&str] = &["kill_switch", "defaults", "services", "persistence"];
+const PERSISTENCE_KEYS: &[&str] = &["path", "interval"];
 const SERVICE_KEYS: &[&str] = &[
     "strategy",
     "critical",
@@ -872,10 +885,44 @@ impl Walker {
                         }
                     }
                 }
+                "persistence" => doc.persistence = self.persistence(key, value),
                 _ => self.unknown(&join("", key), key, TOP_KEYS),
             }
         }
         doc
+    }
+
+    fn persistence(&mut self, path: &str, node: Node<'_>) -> Option<PersistenceSettings> {
+        let entries = self.table(path, node)?;
+        let (mut file, mut interval) = (None, None);
+        for (key, value) in entries {
+            let p = join(path, key);
+            match key {
+                "path" => match value.kind() {
+                    Kind::Str(s) if !s.trim().is_empty() => file = Some(s.into()),
+                    _ => self.wrong(&p, "a file path string", value),
+                },
+                "interval" => interval = self.positive(&p, value),
+                _ => self.unknown(&p, key, PERSISTENCE_KEYS),
+            }
+        }
+        if file.is_none() {
+            self.push(
+                &join(path, "path"),
+                "missing: write the SQLite file to keep breaker state in, e.g. \
+                 `path = \"/var/lib/app/breakers.db\"`",
+            );
+        }
+        if !cfg!(feature = "sqlite") {
+            self.push(
+                path,
+                "persistence needs the `sqlite` feature of resilience-runtime",
+            );
+        }
+        Some(PersistenceSettings {
+            path: file?,
+            interval,
+        })
     }
 
     fn service(
@@ -1422,6 +1469,34 @@ burst = 0
     }
 
     #[test]
+    fn persistence_table_needs_a_path_and_the_sqlite_feature() {
+        let r = ConfigDocument::parse(
+            "[persistence]\npath = \"state.db\"\ninterval = \"5s\"\n",
+            Format::Toml,
+        );
+        if cfg!(feature = "sqlite") {
+            let doc = r.unwrap();
+            let p = doc.persistence.unwrap();
+            assert_eq!(p.path, std::path::PathBuf::from("state.db"));
+            assert_eq!(p.interval, Some(Duration::from_secs(5)));
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(
+                e.contains("persistence: persistence needs the `sqlite` feature"),
+                "{e}"
+            );
+        }
+        let e = ConfigDocument::parse("[persistence]\nintervl = \"0s\"\n", Format::Toml)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("persistence.path: missing"), "{e}");
+        assert!(
+            e.contains("persistence.intervl: unknown key; did you mean `interval`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn wrong_types_name_what_was_found() {
         let err = toml_err(
             r#"
@@ -1434,7 +1509,7 @@ defaults = "fast"
             lines(&err),
             [
                 "defaults: expected a table, found \"fast\" (a string)",
-                "more: unknown key; expected one of `kill_switch`, `defaults`, `services`",
+                "more: unknown key; expected one of `kill_switch`, `defaults`, `services`, `persistence`",
                 "services.a: expected a table, found 3 (an integer)",
                 "services.b.critical: expected true or false, found \"yes\" (a string)",
                 "services.b.retry: expected a table, found an array",

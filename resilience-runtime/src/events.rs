@@ -230,10 +230,7 @@ pub fn on_event(f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
 }
 
 /// Registers a listener for the events of one service (it need not exist yet).
-pub fn on_service_event(
-    service: &str,
-    f: impl Fn(&Event) + Send + Sync + 'static,
-) -> ListenerId {
+pub fn on_service_event(service: &str, f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
     add(Some(service.into()), Arc::new(f))
 }
 

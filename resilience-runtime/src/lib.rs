@@ -49,12 +49,14 @@ mod document;
 mod error;
 pub mod events;
 mod fallback;
+#[cfg(feature = "redis")]
+pub mod fleet;
+mod health;
 mod live;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "sqlite")]
 pub mod persist;
-mod health;
 mod rate_limit;
 mod registry;
 mod retry;
@@ -70,32 +72,33 @@ mod timeout;
 pub mod __private;
 
 pub use breaker::CircuitState;
+pub use breaker::{BreakerSnapshot, BucketSnapshot, WindowSnapshot};
 pub use builder::{Policy, Resilience, ResilienceBuilder};
 pub use config::{
     format_duration, parse_duration, Backoff, BreakerConfig, BreakerMode, BulkheadConfig, Jitter,
     PolicyConfig, Rate, RateLimitConfig, RetryConfig, Spec, Strategy, Window,
     DEFAULT_MAX_CONCURRENT, DEFAULT_RATE, MAX_WINDOW_CALLS,
 };
+pub use counters::CounterSnapshot;
 pub use document::{
-    BreakerSettings, BulkheadSettings, ConfigDocument, Format, RateLimitSettings, RetrySettings,
-    ServiceSettings,
+    BreakerSettings, BulkheadSettings, ConfigDocument, Format, PersistenceSettings,
+    RateLimitSettings, RetrySettings, ServiceSettings,
 };
 pub use error::{ConfigError, ConfigProblem, ResilienceError, ServiceName};
 pub use health::{
     health, health_with, BoxFuture, CheckReport, HealthCheck, HealthChecks, HealthReport,
     HealthStatus, ServiceHealth, DEFAULT_CHECK_TIMEOUT,
 };
-pub use counters::CounterSnapshot;
+pub use live::{
+    apply_config, apply_config_file, apply_config_str, clear_config, current_config,
+    env_config_error, kill_switch, set_kill_switch, watch_config_file, ConfigChanges,
+    ServiceChange,
+};
 pub use registry::{
     key_count, restore_all, set_key_capacity, snapshot_all, ServiceRef, DEFAULT_KEY_CAPACITY,
 };
 pub use retry::{backoff_delay, retry_delay, thread_random};
 pub use service::{Call, Hooks, Service, ServiceSnapshot};
-pub use live::{
-    apply_config, apply_config_file, apply_config_str, clear_config, current_config, env_config_error,
-    kill_switch, set_kill_switch, watch_config_file, ConfigChanges, ServiceChange,
-};
-pub use breaker::{BreakerSnapshot, BucketSnapshot, WindowSnapshot};
 pub use status::{breaker, reset_all, status, statuses, BreakerHandle, ServiceStatus};
 
 pub use resilience_macros::{

@@ -54,7 +54,9 @@ pub fn set_kill_switch(on: bool) -> bool {
     let was = KILL.swap(on, Relaxed);
     if was != on {
         if on {
-            tracing::warn!("resilience kill switch on: every policy but fallback passes calls through");
+            tracing::warn!(
+                "resilience kill switch on: every policy but fallback passes calls through"
+            );
         } else {
             tracing::warn!("resilience kill switch off: policies apply again");
         }
@@ -99,6 +101,12 @@ pub(crate) fn ensure_init() {
                     tracing::info!(path = %path.display(), services = doc.services.len(), "resilience configuration loaded from RESILIENCE_CONFIG");
                     if let Some(k) = doc.kill_switch {
                         set_kill_switch(k);
+                    }
+                    #[cfg(feature = "sqlite")]
+                    if let Some(ps) = &doc.persistence {
+                        if let Err(e) = crate::persist::init_with(&ps.path, ps.interval) {
+                            tracing::error!(path = %ps.path.display(), error = %e, "persistence not started");
+                        }
                     }
                     *live().doc.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(doc));
                 }
@@ -254,16 +262,36 @@ impl fmt::Display for ServiceChange {
             write!(f, "{sep}{what}: {b} -> {a}")
         };
         let (b, a) = (&self.before, &self.after);
-        item(f, "circuit_breaker", format!("{:?}", b.breaker), format!("{:?}", a.breaker))?;
-        item(f, "retry", format!("{:?}", b.retry), format!("{:?}", a.retry))?;
-        item(f, "timeout", format!("{:?}", b.timeout), format!("{:?}", a.timeout))?;
+        item(
+            f,
+            "circuit_breaker",
+            format!("{:?}", b.breaker),
+            format!("{:?}", a.breaker),
+        )?;
+        item(
+            f,
+            "retry",
+            format!("{:?}", b.retry),
+            format!("{:?}", a.retry),
+        )?;
+        item(
+            f,
+            "timeout",
+            format!("{:?}", b.timeout),
+            format!("{:?}", a.timeout),
+        )?;
         item(
             f,
             "total_timeout",
             format!("{:?}", b.total_timeout),
             format!("{:?}", a.total_timeout),
         )?;
-        item(f, "bulkhead", format!("{:?}", b.bulkhead), format!("{:?}", a.bulkhead))?;
+        item(
+            f,
+            "bulkhead",
+            format!("{:?}", b.bulkhead),
+            format!("{:?}", a.bulkhead),
+        )?;
         item(
             f,
             "rate_limit",
@@ -323,6 +351,14 @@ pub fn apply_config(doc: ConfigDocument) -> Result<ConfigChanges, ConfigError> {
             changes.kill_switch = Some((was, k));
         }
     }
+    #[cfg(feature = "sqlite")]
+    if let Some(ps) = &doc.persistence {
+        // Opening the file is the one step that can fail after the checks: report
+        // it, but the policies still apply (state is kept in memory meanwhile).
+        if let Err(e) = crate::persist::init_with(&ps.path, ps.interval) {
+            tracing::error!(path = %ps.path.display(), error = %e, "persistence not started");
+        }
+    }
     *slot = Some(Arc::new(doc));
     drop(slot);
     for (s, (config, extras)) in plan {
@@ -379,10 +415,7 @@ pub fn clear_config() -> ConfigChanges {
 /// when its contents changed, applied. What changed is logged at `info`; a document
 /// that does not apply is logged at `error` and changes nothing. The first check
 /// happens at once. Needs a tokio runtime; abort the handle to stop.
-pub fn watch_config_file(
-    path: impl Into<PathBuf>,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
+pub fn watch_config_file(path: impl Into<PathBuf>, every: Duration) -> tokio::task::JoinHandle<()> {
     let path = path.into();
     let every = every.max(Duration::from_millis(10));
     tokio::spawn(async move {

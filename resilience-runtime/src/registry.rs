@@ -27,7 +27,7 @@ pub(crate) struct Registry {
     /// Where the next sweep starts (an index in the map's iteration order).
     hand: AtomicUsize,
     /// Snapshots of services not registered yet, restored when they register.
-    pending: Mutex<std::collections::HashMap<String, ServiceSnapshot>>,
+    pending: Mutex<std::collections::HashMap<String, (ServiceSnapshot, crate::clock::Instant)>>,
 }
 
 pub(crate) fn registry() -> &'static Registry {
@@ -121,8 +121,14 @@ impl Registry {
         if pending.is_empty() {
             return;
         }
-        if let Some(snap) = pending.remove(s.name()) {
+        if let Some((mut snap, queued)) = pending.remove(s.name()) {
             drop(pending);
+            // The cooldown went on running while the service was not registered.
+            let waited = crate::clock::now().saturating_duration_since(queued);
+            if let Some(b) = &mut snap.breaker {
+                b.cooldown_left = b.cooldown_left.saturating_sub(waited);
+                b.since_transition = b.since_transition.map(|d| d.saturating_add(waited));
+            }
             s.restore(&snap);
         }
     }
@@ -231,7 +237,7 @@ pub fn restore_all(snapshots: impl IntoIterator<Item = ServiceSnapshot>) -> usiz
                 r.pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(snap.service.clone(), snap);
+                    .insert(snap.service.clone(), (snap, crate::clock::now()));
             }
         }
     }

@@ -18,8 +18,8 @@ use crate::breaker::{Admission, Breaker, BreakerSnapshot, CircuitState, Outcome}
 use crate::bulkhead::Bulkhead;
 use crate::clock::{self, Instant};
 use crate::config::{PolicyConfig, Spec};
-use crate::events::{self, EventKind, RejectedBy};
 use crate::counters::{CounterSnapshot, Counters};
+use crate::events::{self, EventKind, RejectedBy};
 use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
 use crate::timeout::Timeout;
@@ -94,8 +94,7 @@ impl Policies {
             bulkhead: config.bulkhead.map(|b| Arc::new(Bulkhead::new(b))),
             limiter: config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
             critical: extras.critical,
-            timed: extras.record_latency
-                || config.breaker.is_some_and(|b| b.slow_call.is_some()),
+            timed: extras.record_latency || config.breaker.is_some_and(|b| b.slow_call.is_some()),
             record_latency: extras.record_latency,
             config,
         }
@@ -133,8 +132,7 @@ impl Policies {
             bulkhead,
             limiter,
             critical: extras.critical,
-            timed: extras.record_latency
-                || config.breaker.is_some_and(|b| b.slow_call.is_some()),
+            timed: extras.record_latency || config.breaker.is_some_and(|b| b.slow_call.is_some()),
             record_latency: extras.record_latency,
             config,
         }
@@ -634,6 +632,7 @@ impl<'a, E> Call<'a, E> {
                 if self.hooks.ignore_if.is_some_and(|f| f(e)) {
                     drop(own);
                     c.ignored.fetch_add(1, Relaxed);
+                    tracing::trace!(service = %svc.name, "error ignored");
                     svc.emit(EventKind::Ignored);
                     admitted.ignore();
                     return self.after_error(result);
@@ -646,6 +645,7 @@ impl<'a, E> Call<'a, E> {
         let latency = began.map(|t| clock::now().saturating_duration_since(t));
         if failure {
             c.failures.fetch_add(1, Relaxed);
+            tracing::trace!(service = %svc.name, ?latency, "call failed");
             svc.emit(EventKind::Failed { latency });
             admitted.record(Outcome {
                 failure: true,
@@ -653,11 +653,9 @@ impl<'a, E> Call<'a, E> {
             });
         } else {
             c.successes.add(1);
+            tracing::trace!(service = %svc.name, ?latency, "call succeeded");
             svc.emit(EventKind::Succeeded { latency });
-            let slow = match (
-                admitted.breaker.and_then(|b| b.config().slow_call),
-                latency,
-            ) {
+            let slow = match (admitted.breaker.and_then(|b| b.config().slow_call), latency) {
                 (Some(limit), Some(l)) => l > limit,
                 _ => false,
             };

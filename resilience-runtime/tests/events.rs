@@ -22,7 +22,12 @@ impl From<ResilienceError> for E {
     }
 }
 
-fn collect(service: &str) -> (Arc<Mutex<Vec<EventKind>>>, resilience_runtime::events::ListenerId) {
+fn collect(
+    service: &str,
+) -> (
+    Arc<Mutex<Vec<EventKind>>>,
+    resilience_runtime::events::ListenerId,
+) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     let id = on_service_event(service, move |e| s.lock().unwrap().push(e.kind));

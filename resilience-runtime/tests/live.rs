@@ -154,7 +154,10 @@ fn an_open_breaker_stays_open_and_counters_are_kept_across_a_change() {
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert_eq!(status("live-open").unwrap().rejections, before.rejections + 1);
+    assert_eq!(
+        status("live-open").unwrap().rejections,
+        before.rejections + 1
+    );
     // The new threshold applies after a reset.
     breaker("live-open").unwrap().reset();
     for _ in 0..3 {

@@ -21,8 +21,8 @@ use crate::config::BreakerConfig;
 use crate::events::TransitionReason;
 use crate::ServiceName;
 use window::Window;
-pub(crate) use window::{Outcome, Trip};
 pub use window::{BucketSnapshot, WindowSnapshot};
+pub(crate) use window::{Outcome, Trip};
 
 /// The state of a circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
