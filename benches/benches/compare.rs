@@ -214,6 +214,16 @@ fn plain_call(c: &mut Criterion) {
     g.bench_function("async", |b| {
         b.iter(|| black_box(poll_once(async { Ok::<u32, BenchError>(black_box(1)) })))
     });
+    // What the contract forces on every protected call: `status()` counters must be
+    // exact across threads (one atomic read-modify-write per outcome), and time goes
+    // through tokio's clock (API.md, "Time").
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    g.bench_function("atomic_fetch_add", |b| {
+        b.iter(|| black_box(counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+    });
+    g.bench_function("tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
     g.finish();
 }
 

@@ -44,7 +44,7 @@ impl Striped {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add(&self, n: u64) {
         let i = thread_slot() & (self.cells.len() - 1);
         self.cells[i].fetch_add(n, Relaxed);

@@ -356,7 +356,7 @@ impl Service {
 
     /// Starts a call: the retry loop drives [`Call::attempt`] until it breaks.
     /// The call uses the policies in force now, for all its attempts.
-    #[inline]
+    #[inline(always)]
     pub fn call<'a, E>(&'a self, hooks: &'a Hooks<E>) -> Call<'a, E> {
         Call {
             svc: self,
@@ -466,13 +466,13 @@ struct Admitted<'a> {
 }
 
 impl Admitted<'_> {
-    #[inline]
+    #[inline(always)]
     fn record(mut self, outcome: Outcome) {
         if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
             b.record(adm, Some(outcome));
         }
     }
-    #[inline]
+    #[inline(always)]
     fn ignore(mut self) {
         if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
             b.abandon(adm);
@@ -537,7 +537,7 @@ type Begun<'a> = (Admitted<'a>, Option<Reservation<'a>>);
 impl<'a, E> Call<'a, E> {
     /// Admission through breaker and rate limiter (bulkhead is separate: its wait
     /// differs between async and sync calls).
-    #[inline]
+    #[inline(always)]
     fn begin(&mut self) -> Result<Begun<'a>, E> {
         self.attempt += 1;
         let (svc, p) = (self.svc, self.p);
@@ -605,7 +605,7 @@ impl<'a, E> Call<'a, E> {
     }
 
     /// The bulkhead, unless the call bypasses policies.
-    #[inline]
+    #[inline(always)]
     fn bulkhead(&self) -> Option<(&'a Bulkhead, IntoError<E>)> {
         match (self.p.bulkhead.as_deref(), self.hooks.into_error) {
             (Some(b), Some(into)) if !self.bypass => Some((b, into)),
@@ -614,7 +614,7 @@ impl<'a, E> Call<'a, E> {
     }
 
     /// Records the outcome and decides what comes next.
-    #[inline]
+    #[inline(always)]
     fn finish<T>(
         &mut self,
         admitted: Admitted<'_>,
@@ -673,11 +673,16 @@ impl<'a, E> Call<'a, E> {
         self.after_error(result)
     }
 
+    #[inline(always)]
     fn after_error<T>(&mut self, result: Result<T, E>) -> Next<T, E> {
-        let e = match result {
-            Ok(v) => return Next::Done(Ok(v)),
-            Err(e) => e,
-        };
+        match result {
+            Ok(v) => Next::Done(Ok(v)),
+            Err(e) => self.after_failure(e),
+        }
+    }
+
+    #[cold]
+    fn after_failure<T>(&mut self, e: E) -> Next<T, E> {
         let Some(r) = &self.p.config.retry else {
             return Next::Done(Err(e));
         };
@@ -783,6 +788,7 @@ impl<'a, E> Call<'a, E> {
 
     /// [`Call::attempt`] for a sync body: waits block the thread. Timeouts do not
     /// apply (a sync body cannot be interrupted).
+    #[inline(always)]
     pub fn attempt_sync<T>(
         &mut self,
         body: impl FnOnce() -> Result<T, E>,

@@ -301,7 +301,7 @@ impl Breaker {
     }
 
     /// Whether the call may run. The closed state costs one load.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit(&self) -> Result<Admission, Rejected> {
         let ctl = self.ctl.load(Acquire);
         if ctl & STATE_MASK == CircuitState::Closed.code() {
@@ -392,7 +392,7 @@ impl Breaker {
     }
 
     /// Records the outcome of an admitted call. Returns the transition it caused.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&self, adm: Admission, outcome: Option<Outcome>) -> Option<Transition> {
         match adm.kind {
             Kind::Pass => None,

@@ -109,7 +109,7 @@ impl Window {
     }
 
     /// Records one outcome; says whether the breaker should open.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&self, o: Outcome) -> Option<Trip> {
         match self {
             Window::Consecutive { threshold, run } => {
@@ -247,7 +247,7 @@ impl CountWindow {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn record(&self, o: Outcome) -> Option<Trip> {
         if !o.failure && !o.slow && self.stats.load(Relaxed) == FULL {
             // A success replacing a success: nothing to write.
