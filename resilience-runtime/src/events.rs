@@ -181,6 +181,8 @@ type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 struct Entry {
     id: ListenerId,
     service: Option<Box<str>>,
+    /// Wants state transitions only: calls then queue nothing for it.
+    transitions_only: bool,
     f: Listener,
     panicked: AtomicBool,
 }
@@ -203,9 +205,11 @@ struct Queue {
     worker: bool,
 }
 
-/// Set while at least one listener is registered: the only thing a call reads when
-/// there is none.
+/// Set while at least one listener wants every event: the only thing a call reads
+/// when there is none.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Set while any listener is registered (transitions are queued then).
+static ACTIVE_TRANSITIONS: AtomicBool = AtomicBool::new(false);
 
 fn bus() -> &'static Bus {
     static B: OnceLock<Bus> = OnceLock::new();
@@ -226,12 +230,19 @@ fn bus() -> &'static Bus {
 
 /// Registers a listener for every service's events.
 pub fn on_event(f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
-    add(None, Arc::new(f))
+    add(None, false, Arc::new(f))
+}
+
+/// Registers a listener for every service's state transitions only: while only
+/// such listeners exist, calls queue no per-call events (they stay as cheap as with
+/// no listener at all).
+pub fn on_transition(f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
+    add(None, true, Arc::new(f))
 }
 
 /// Registers a listener for the events of one service (it need not exist yet).
 pub fn on_service_event(service: &str, f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
-    add(Some(service.into()), Arc::new(f))
+    add(Some(service.into()), false, Arc::new(f))
 }
 
 /// Removes a listener. Returns whether it was registered.
@@ -240,7 +251,7 @@ pub fn remove_listener(id: ListenerId) -> bool {
     let mut ls = b.listeners.write().unwrap_or_else(|p| p.into_inner());
     let before = ls.len();
     ls.retain(|e| e.id != id);
-    ACTIVE.store(!ls.is_empty(), Relaxed);
+    set_active(&ls);
     ls.len() != before
 }
 
@@ -260,7 +271,12 @@ pub fn flush_events() {
     }
 }
 
-fn add(service: Option<Box<str>>, f: Listener) -> ListenerId {
+fn set_active(ls: &[Entry]) {
+    ACTIVE.store(ls.iter().any(|e| !e.transitions_only), Relaxed);
+    ACTIVE_TRANSITIONS.store(!ls.is_empty(), Relaxed);
+}
+
+fn add(service: Option<Box<str>>, transitions_only: bool, f: Listener) -> ListenerId {
     let b = bus();
     let id = ListenerId(b.next_id.fetch_add(1, Relaxed));
     {
@@ -281,10 +297,11 @@ fn add(service: Option<Box<str>>, f: Listener) -> ListenerId {
     ls.push(Entry {
         id,
         service,
+        transitions_only,
         f,
         panicked: AtomicBool::new(false),
     });
-    ACTIVE.store(true, Relaxed);
+    set_active(&ls);
     id
 }
 
@@ -304,6 +321,11 @@ fn worker(b: &'static Bus) {
             for event in batch.drain(..) {
                 for l in ls.iter() {
                     if l.service.as_deref().is_some_and(|s| s != &*event.service) {
+                        continue;
+                    }
+                    if l.transitions_only
+                        && !matches!(event.kind, EventKind::StateTransition { .. })
+                    {
                         continue;
                     }
                     let r = catch_unwind(AssertUnwindSafe(|| (l.f)(&event)));
@@ -362,7 +384,7 @@ pub(crate) fn transition(
 ) {
     #[cfg(feature = "metrics")]
     crate::metrics::transition(service, from, to);
-    if active() {
+    if ACTIVE_TRANSITIONS.load(Relaxed) {
         publish(service, EventKind::StateTransition { from, to, reason });
     }
 }
