@@ -37,7 +37,7 @@ fn breaker(
     cooldown: Duration,
 ) -> Breaker {
     Breaker::new(
-        "loom",
+        "loom".into(),
         BreakerConfig {
             mode: BreakerMode::Consecutive {
                 failure_threshold: threshold,
