@@ -361,17 +361,7 @@ pub fn apply_config(doc: ConfigDocument) -> Result<ConfigChanges, ConfigError> {
     }
     *slot = Some(Arc::new(doc));
     drop(slot);
-    for (s, (config, extras)) in plan {
-        let before = *s.config();
-        if s.reconfigure(config, extras) {
-            let change = ServiceChange {
-                before,
-                after: config,
-            };
-            tracing::info!(service = s.name(), change = %change, "resilience settings changed");
-            changes.services.insert(s.name().to_owned(), change);
-        }
-    }
+    put_in_force(plan, &mut changes);
     Ok(changes)
 }
 
@@ -394,21 +384,32 @@ pub fn clear_config() -> ConfigChanges {
     let mut slot = l.doc.write().unwrap_or_else(|p| p.into_inner());
     *slot = None;
     drop(slot);
-    let mut changes = ConfigChanges::default();
-    for s in registry().all() {
+    let plan = registry().all().into_iter().map(|s| {
         let (base, registered) = s.base();
+        let target = (*registered, extras(None, None, base.strategy));
+        (s, target)
+    });
+    let mut changes = ConfigChanges::default();
+    put_in_force(plan, &mut changes);
+    changes
+}
+
+/// Reconfigures each service, recording and logging what changed.
+fn put_in_force(
+    plan: impl IntoIterator<Item = (Arc<crate::service::Service>, (PolicyConfig, Extras))>,
+    changes: &mut ConfigChanges,
+) {
+    for (s, (config, extras)) in plan {
         let before = *s.config();
-        if s.reconfigure(*registered, extras(None, None, base.strategy)) {
-            changes.services.insert(
-                s.name().to_owned(),
-                ServiceChange {
-                    before,
-                    after: *registered,
-                },
-            );
+        if s.reconfigure(config, extras) {
+            let change = ServiceChange {
+                before,
+                after: config,
+            };
+            tracing::info!(service = s.name(), change = %change, "resilience settings changed");
+            changes.services.insert(s.name().to_owned(), change);
         }
     }
-    changes
 }
 
 /// Watches a configuration file: every `every` (tokio's clock) it is read again and,

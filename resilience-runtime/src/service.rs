@@ -85,6 +85,11 @@ pub(crate) struct Extras {
     pub(crate) record_latency: bool,
 }
 
+/// Whether attempts must be timed: for `slow_call`, or where latency is recorded.
+fn timed(config: &PolicyConfig, extras: Extras) -> bool {
+    extras.record_latency || config.breaker.is_some_and(|b| b.slow_call.is_some())
+}
+
 impl Policies {
     fn new(name: &ServiceName, config: PolicyConfig, extras: Extras) -> Self {
         Self {
@@ -94,7 +99,7 @@ impl Policies {
             bulkhead: config.bulkhead.map(|b| Arc::new(Bulkhead::new(b))),
             limiter: config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
             critical: extras.critical,
-            timed: extras.record_latency || config.breaker.is_some_and(|b| b.slow_call.is_some()),
+            timed: timed(&config, extras),
             record_latency: extras.record_latency,
             config,
         }
@@ -132,7 +137,7 @@ impl Policies {
             bulkhead,
             limiter,
             critical: extras.critical,
-            timed: extras.record_latency || config.breaker.is_some_and(|b| b.slow_call.is_some()),
+            timed: timed(&config, extras),
             record_latency: extras.record_latency,
             config,
         }
@@ -262,13 +267,20 @@ impl Service {
         if old.config == config && old.extras() == extras {
             return false;
         }
-        let new = Box::into_raw(Box::new(old.succeed(&self.name, config, extras)));
-        let prev = self.policies.swap(new, AcqRel);
+        let next = old.succeed(&self.name, config, extras);
+        self.install(next, &mut retired);
+        true
+    }
+
+    /// Puts `next` in force; the policies it replaces join `retired` (boxed: calls
+    /// may still hold pointers into them).
+    #[allow(clippy::vec_box)]
+    fn install(&self, next: Policies, retired: &mut Vec<Box<Policies>>) {
+        let prev = self.policies.swap(Box::into_raw(Box::new(next)), AcqRel);
         // SAFETY: `prev` came from `Box::into_raw` and is no longer reachable from
         // `policies`; calls still reading it keep `self` alive, and `retired` frees
         // it only with `self`.
         retired.push(unsafe { Box::from_raw(prev) });
-        true
     }
 
     /// The settings of the first registration (attribute or builder), before live
@@ -317,9 +329,7 @@ impl Service {
                 old.retire();
                 let mut next = cur.succeed(&self.name, cur.config, cur.extras());
                 next.breaker = Some(Arc::new(fresh));
-                let prev = self.policies.swap(Box::into_raw(Box::new(next)), AcqRel);
-                // SAFETY: as in `reconfigure`.
-                retired.push(unsafe { Box::from_raw(prev) });
+                self.install(next, &mut retired);
                 tracing::info!(service = %self.name, ?state, "breaker state restored");
             }
         }
