@@ -5,92 +5,132 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A service's name inside a [`ResilienceError`]: shared with the service, so a
-/// rejection costs no allocation. Reads like a `&str` (`Deref`, `Display`, and
+/// rejection costs no allocation (and, for services that live as long as the
+/// process, no reference count either). Reads like a `&str` (`Deref`, `Display`, and
 /// comparisons with `str`, `&str` and `String`).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceName(Arc<str>);
+#[derive(Clone)]
+pub struct ServiceName(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// A service that is never removed: its name lives as long as the process.
+    Static(&'static str),
+    Shared(Arc<str>),
+}
 
 impl ServiceName {
     /// The name.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Static(s) => s,
+            Repr::Shared(s) => s,
+        }
+    }
+
+    /// The name of a service that is never removed (fixed names, builders): kept
+    /// for the life of the process, so copies of it count no references.
+    pub(crate) fn permanent(s: &str) -> Self {
+        Self(Repr::Static(Box::leak(s.into())))
+    }
+}
+
+impl PartialEq for ServiceName {
+    fn eq(&self, o: &Self) -> bool {
+        self.as_str() == o.as_str()
+    }
+}
+impl Eq for ServiceName {}
+impl PartialOrd for ServiceName {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for ServiceName {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(o.as_str())
+    }
+}
+impl std::hash::Hash for ServiceName {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
     }
 }
 
 impl From<&str> for ServiceName {
     fn from(s: &str) -> Self {
-        Self(s.into())
+        Self(Repr::Shared(s.into()))
     }
 }
 impl From<String> for ServiceName {
     fn from(s: String) -> Self {
-        Self(s.into())
+        Self(Repr::Shared(s.into()))
     }
 }
 impl From<ServiceName> for String {
     fn from(s: ServiceName) -> Self {
-        s.0.as_ref().to_owned()
+        s.as_str().to_owned()
     }
 }
 impl std::ops::Deref for ServiceName {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 impl AsRef<str> for ServiceName {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 impl std::borrow::Borrow<str> for ServiceName {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 impl fmt::Debug for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 impl PartialEq<str> for ServiceName {
     fn eq(&self, o: &str) -> bool {
-        &*self.0 == o
+        self.as_str() == o
     }
 }
 impl PartialEq<&str> for ServiceName {
     fn eq(&self, o: &&str) -> bool {
-        &*self.0 == *o
+        self.as_str() == *o
     }
 }
 impl PartialEq<String> for ServiceName {
     fn eq(&self, o: &String) -> bool {
-        *self.0 == **o
+        self.as_str() == o.as_str()
     }
 }
 impl PartialEq<ServiceName> for str {
     fn eq(&self, o: &ServiceName) -> bool {
-        self == &*o.0
+        self == o.as_str()
     }
 }
 impl PartialEq<ServiceName> for &str {
     fn eq(&self, o: &ServiceName) -> bool {
-        *self == &*o.0
+        *self == o.as_str()
     }
 }
 impl PartialEq<ServiceName> for String {
     fn eq(&self, o: &ServiceName) -> bool {
-        **self == *o.0
+        self.as_str() == o.as_str()
     }
 }
 impl serde::Serialize for ServiceName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -1,11 +1,11 @@
 //! Status and control of the registered services.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use crate::breaker::CircuitState;
+use crate::counters::Counter;
 use crate::events::TransitionReason;
 use crate::registry::registry;
 use crate::service::Service;
@@ -46,9 +46,9 @@ impl Service {
     /// This service's status now.
     pub fn status(&self) -> ServiceStatus {
         let c = &self.counters;
-        let successes = c.successes.get();
-        let failures = c.failures.load(Relaxed);
-        let ignored = c.ignored.load(Relaxed);
+        let successes = c.get(Counter::Successes);
+        let failures = c.get(Counter::Failures);
+        let ignored = c.get(Counter::Ignored);
         ServiceStatus {
             service: self.name().to_owned(),
             state: self.state(),
@@ -56,11 +56,11 @@ impl Service {
             successes,
             failures,
             ignored,
-            slow_calls: c.slow_calls.load(Relaxed),
-            rejections: c.rejections.get(),
-            timeouts: c.timeouts.load(Relaxed),
-            retries: c.retries.load(Relaxed),
-            fallbacks: c.fallbacks.load(Relaxed),
+            slow_calls: c.get(Counter::SlowCalls),
+            rejections: c.get(Counter::Rejections),
+            timeouts: c.get(Counter::Timeouts),
+            retries: c.get(Counter::Retries),
+            fallbacks: c.get(Counter::Fallbacks),
             failure_rate: self
                 .policies()
                 .breaker
