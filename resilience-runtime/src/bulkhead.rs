@@ -109,19 +109,13 @@ impl Bulkhead {
         self.sync_cv.notify_all();
     }
 
-    /// A slot, waiting up to `max_wait` for one.
-    #[inline]
-    pub(crate) async fn acquire(&self) -> Result<Permit<'_>, Full> {
-        if let Some(p) = self.try_acquire() {
-            return Ok(p);
-        }
-        if self.max_wait_ns.load(Relaxed) == 0 {
-            return Err(Full);
-        }
-        self.acquire_slow().await
+    /// Whether a full bulkhead makes calls wait (`max_wait` above zero).
+    pub(crate) fn waits(&self) -> bool {
+        self.max_wait_ns.load(Relaxed) != 0
     }
 
-    async fn acquire_slow(&self) -> Result<Permit<'_>, Full> {
+    /// Waits up to `max_wait` for a slot (after [`Bulkhead::try_acquire`] found none).
+    pub(crate) async fn acquire_slow(&self) -> Result<Permit<'_>, Full> {
         let _waiting = Waiting::new(&self.waiters);
         // `sleep` (not `now + max_wait`): a `max_wait` of centuries must not overflow.
         let sleep = tokio::time::sleep(self.max_wait());

@@ -60,13 +60,13 @@ pub mod persist;
 mod rate_limit;
 mod registry;
 mod retry;
+mod run;
 mod service;
 mod status;
 mod sync;
 
 #[cfg(all(test, resilience_loom))]
 mod loom_tests;
-mod timeout;
 
 #[doc(hidden)]
 pub mod __private;

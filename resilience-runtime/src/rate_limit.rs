@@ -138,7 +138,6 @@ pub(crate) struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    /// Waits until the permit is due.
     /// How long the permit makes the call wait, if it does.
     pub(crate) fn delay(&self) -> Option<Duration> {
         match self.grant {
@@ -147,13 +146,8 @@ impl Reservation<'_> {
         }
     }
 
-    pub(crate) async fn wait(&self) {
-        if let Grant::After(d) = self.grant {
-            tokio::time::sleep(d).await;
-        }
-    }
-
-    /// [`Reservation::wait`] for a sync call: sleeps the thread.
+    /// Waits until the permit is due, for a sync call: sleeps the thread (async
+    /// calls sleep [`Reservation::delay`] on tokio's timer).
     pub(crate) fn wait_sync(&self) {
         if let Grant::After(d) = self.grant {
             clock::sleep_thread(d);

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{
     AtomicBool, AtomicPtr,
-    Ordering::{AcqRel, Acquire, Relaxed},
+    Ordering::{AcqRel, Acquire},
 };
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -18,11 +18,11 @@ use crate::breaker::{Admission, Breaker, BreakerSnapshot, CircuitState, Outcome}
 use crate::bulkhead::Bulkhead;
 use crate::clock::{self, Instant};
 use crate::config::{PolicyConfig, Spec};
-use crate::counters::{CounterSnapshot, Counters};
+use crate::counters::{Counter, CounterSnapshot, Counters};
 use crate::events::{self, EventKind, RejectedBy};
 use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
-use crate::timeout::Timeout;
+pub use crate::run::{Attempt, Total};
 use crate::{ResilienceError, ServiceName};
 
 /// One protected dependency: its policies' shared state and its counters.
@@ -65,6 +65,14 @@ pub(crate) struct Policies {
     /// Attempts are timed (for `slow_call` or `record_latency`).
     pub(crate) timed: bool,
     pub(crate) record_latency: bool,
+    /// Calls may take the lane (see [`Call::lane`]): no rate limiter, attempts not
+    /// timed, no `max_elapsed`.
+    pub(crate) lean: bool,
+}
+
+/// Whether calls under `config` may take the lane.
+fn lean(config: &PolicyConfig, timed: bool) -> bool {
+    config.rate_limit.is_none() && !timed && config.retry.is_none_or(|r| r.max_elapsed.is_none())
 }
 
 /// A service's state to carry over a restart: breaker and counters.
@@ -101,6 +109,7 @@ impl Policies {
             critical: extras.critical,
             timed: timed(&config, extras),
             record_latency: extras.record_latency,
+            lean: lean(&config, timed(&config, extras)),
             config,
         }
     }
@@ -139,6 +148,7 @@ impl Policies {
             critical: extras.critical,
             timed: timed(&config, extras),
             record_latency: extras.record_latency,
+            lean: lean(&config, timed(&config, extras)),
             config,
         }
     }
@@ -234,14 +244,20 @@ impl Service {
         random: fn() -> u64,
         pinned: bool,
     ) -> Self {
-        let name = ServiceName::from(name);
+        // A pinned service is never removed, so its name can live as long as the
+        // process and rejections copy it without counting references.
+        let name = if pinned {
+            ServiceName::permanent(name)
+        } else {
+            ServiceName::from(name)
+        };
         let policies = Box::new(Policies::new(&name, effective, extras));
         Self {
             policies: AtomicPtr::new(Box::into_raw(policies)),
             retired: Mutex::new(Vec::new()),
             base: *base,
             registered,
-            counters: Counters::new(),
+            counters: Counters::new(pinned),
             random,
             touched: AtomicBool::new(true),
             pinned,
@@ -380,39 +396,38 @@ impl Service {
     }
 
     /// Runs a whole call (all attempts) under `total_timeout`, when one is set.
-    pub async fn total<T, E, F>(&self, hooks: &Hooks<E>, fut: F) -> Result<T, E>
+    pub fn total<'a, T, E, F>(&'a self, hooks: &Hooks<E>, fut: F) -> Total<'a, E, F>
     where
         F: Future<Output = Result<T, E>>,
     {
-        match (self.policies().config.total_timeout, hooks.into_error) {
-            (Some(limit), Some(into)) if !crate::live::kill_switch() => {
-                match Timeout::new(fut, limit).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        self.counters.timeouts.fetch_add(1, Relaxed);
-                        tracing::debug!(service = %self.name, "total timeout elapsed");
-                        self.emit(EventKind::Timeout {
-                            after: limit,
-                            total: true,
-                        });
-                        Err(into(ResilienceError::timeout(&self.name, limit)))
-                    }
-                }
-            }
-            _ => fut.await,
-        }
+        let limit = match (self.policies().config.total_timeout, hooks.into_error) {
+            (Some(limit), Some(into)) if !crate::live::kill_switch() => Some((limit, into)),
+            _ => None,
+        };
+        Total::new(self, limit, fut)
+    }
+
+    /// The total timeout passed.
+    pub(crate) fn total_timed_out<E>(&self, limit: Duration, into: IntoError<E>) -> E {
+        self.counters.add(Counter::Timeouts);
+        tracing::debug!(service = %self.name, "total timeout elapsed");
+        self.emit(EventKind::Timeout {
+            after: limit,
+            total: true,
+        });
+        into(ResilienceError::timeout(&self.name, limit))
     }
 
     /// Counts one run of the fallback.
     #[inline]
     pub fn fallback_used(&self) {
-        self.counters.fallbacks.fetch_add(1, Relaxed);
+        self.counters.add(Counter::Fallbacks);
         tracing::debug!(service = %self.name, "fallback used");
         self.emit(EventKind::FallbackUsed);
     }
 
     fn reject<E>(&self, into: fn(ResilienceError) -> E, e: ResilienceError, by: RejectedBy) -> E {
-        self.counters.rejections.add(1);
+        self.counters.add(Counter::Rejections);
         tracing::debug!(service = %self.name, error = %e, "call rejected");
         self.emit(EventKind::Rejected { by });
         into(e)
@@ -452,9 +467,9 @@ fn claim_own_panic() -> bool {
 
 pin_project_lite::pin_project! {
     /// A body whose every poll runs under [`Own`].
-    struct OwnBody<F> {
+    pub(crate) struct OwnBody<F> {
         #[pin]
-        fut: F,
+        pub(crate) fut: F,
     }
 }
 
@@ -469,10 +484,10 @@ impl<F: Future> Future for OwnBody<F> {
 
 /// A breaker admission that is given back if the call ends without an outcome; a
 /// panicking body is recorded as a failure on the way out.
-struct Admitted<'a> {
-    svc: &'a Service,
-    breaker: Option<&'a Breaker>,
-    adm: Option<Admission>,
+pub(crate) struct Admitted<'a> {
+    pub(crate) svc: &'a Service,
+    pub(crate) breaker: Option<&'a Breaker>,
+    pub(crate) adm: Option<Admission>,
 }
 
 impl Admitted<'_> {
@@ -496,7 +511,7 @@ impl Drop for Admitted<'_> {
         // a panic of the call's own body (or hook) unwinds is a failure, also for a
         // service without a breaker. A drop during another panic is a cancellation.
         if std::thread::panicking() && claim_own_panic() {
-            self.svc.counters.failures.fetch_add(1, Relaxed);
+            self.svc.counters.add(Counter::Failures);
             self.svc.emit(EventKind::Failed { latency: None });
             if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
                 b.record(
@@ -513,15 +528,52 @@ impl Drop for Admitted<'_> {
     }
 }
 
+/// A first attempt that needs no admission bookkeeping: the breaker (if any) was
+/// closed in `epoch`, which needs nothing given back, and nothing else applies
+/// before the body but an uncontended bulkhead.
+#[derive(Clone, Copy)]
+pub(crate) struct Lane<'a> {
+    pub(crate) breaker: Option<&'a Breaker>,
+    pub(crate) epoch: u32,
+}
+
+/// Records a lane call whose body panics as a failure. Forgotten when the body
+/// returns, so the common path never runs its drop.
+struct LaneGuard<'a> {
+    svc: &'a Service,
+    lane: Lane<'a>,
+    /// A sync body: a panic unwinding through the guard is the body's own.
+    sync: bool,
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && (self.sync || claim_own_panic()) {
+            self.svc.counters.add(Counter::Failures);
+            self.svc.emit(EventKind::Failed { latency: None });
+            if let Some(b) = self.lane.breaker {
+                b.record(
+                    Admission::closed(self.lane.epoch),
+                    Some(Outcome {
+                        failure: true,
+                        slow: false,
+                    }),
+                );
+            }
+        }
+        // Otherwise cancelled: a closed admission holds nothing.
+    }
+}
+
 /// One call through a service's policies: the retry loop calls [`Call::attempt`]
 /// with a fresh body until it returns `Break`.
 pub struct Call<'a, E> {
-    svc: &'a Service,
-    p: &'a Policies,
-    hooks: &'a Hooks<E>,
-    attempt: u32,
+    pub(crate) svc: &'a Service,
+    pub(crate) p: &'a Policies,
+    pub(crate) hooks: &'a Hooks<E>,
+    pub(crate) attempt: u32,
     /// The kill switch was on at the first attempt: every policy passes through.
-    bypass: bool,
+    pub(crate) bypass: bool,
     started: Option<Instant>,
     previous: Duration,
 }
@@ -535,24 +587,24 @@ impl<E> std::fmt::Debug for Call<'_, E> {
     }
 }
 
-enum Next<T, E> {
+pub(crate) enum Next<T, E> {
     Done(Result<T, E>),
     Retry(E, Duration),
 }
 
-type IntoError<E> = fn(ResilienceError) -> E;
+pub(crate) type IntoError<E> = fn(ResilienceError) -> E;
 
-type Begun<'a> = (Admitted<'a>, Option<Reservation<'a>>);
+pub(crate) type Begun<'a> = (Admitted<'a>, Option<Reservation<'a>>);
 
 impl<'a, E> Call<'a, E> {
     /// Admission through breaker and rate limiter (bulkhead is separate: its wait
     /// differs between async and sync calls).
     #[inline(always)]
-    fn begin(&mut self) -> Result<Begun<'a>, E> {
+    pub(crate) fn begin(&mut self) -> Result<Begun<'a>, E> {
         self.attempt += 1;
         let (svc, p) = (self.svc, self.p);
         if self.attempt > 1 {
-            svc.counters.retries.fetch_add(1, Relaxed);
+            svc.counters.add(Counter::Retries);
         } else if crate::live::kill_switch() {
             self.bypass = true;
         } else if p.config.retry.is_some_and(|r| r.max_elapsed.is_some()) {
@@ -605,7 +657,11 @@ impl<'a, E> Call<'a, E> {
 
     /// The bulkhead refused the call: its probe is freed and its rate-limit permit
     /// (dropped by the caller, unused) given back.
-    fn bulkhead_full(&self, admitted: Admitted<'_>, into: fn(ResilienceError) -> E) -> E {
+    pub(crate) fn bulkhead_full(
+        &self,
+        admitted: Admitted<'_>,
+        into: fn(ResilienceError) -> E,
+    ) -> E {
         admitted.ignore();
         self.svc.reject(
             into,
@@ -616,7 +672,7 @@ impl<'a, E> Call<'a, E> {
 
     /// The bulkhead, unless the call bypasses policies.
     #[inline(always)]
-    fn bulkhead(&self) -> Option<(&'a Bulkhead, IntoError<E>)> {
+    pub(crate) fn bulkhead(&self) -> Option<(&'a Bulkhead, IntoError<E>)> {
         match (self.p.bulkhead.as_deref(), self.hooks.into_error) {
             (Some(b), Some(into)) if !self.bypass => Some((b, into)),
             _ => None,
@@ -625,7 +681,7 @@ impl<'a, E> Call<'a, E> {
 
     /// Records the outcome and decides what comes next.
     #[inline(always)]
-    fn finish<T>(
+    pub(crate) fn finish<T>(
         &mut self,
         admitted: Admitted<'_>,
         result: Result<T, E>,
@@ -641,7 +697,7 @@ impl<'a, E> Call<'a, E> {
                 let own = Own;
                 if self.hooks.ignore_if.is_some_and(|f| f(e)) {
                     drop(own);
-                    c.ignored.fetch_add(1, Relaxed);
+                    c.add(Counter::Ignored);
                     tracing::trace!(service = %svc.name, "error ignored");
                     svc.emit(EventKind::Ignored);
                     admitted.ignore();
@@ -654,7 +710,7 @@ impl<'a, E> Call<'a, E> {
         };
         let latency = began.map(|t| clock::now().saturating_duration_since(t));
         if failure {
-            c.failures.fetch_add(1, Relaxed);
+            c.add(Counter::Failures);
             tracing::trace!(service = %svc.name, ?latency, "call failed");
             svc.emit(EventKind::Failed { latency });
             admitted.record(Outcome {
@@ -662,7 +718,7 @@ impl<'a, E> Call<'a, E> {
                 slow: false,
             });
         } else {
-            c.successes.add(1);
+            c.add(Counter::Successes);
             tracing::trace!(service = %svc.name, ?latency, "call succeeded");
             svc.emit(EventKind::Succeeded { latency });
             let slow = match (admitted.breaker.and_then(|b| b.config().slow_call), latency) {
@@ -670,7 +726,7 @@ impl<'a, E> Call<'a, E> {
                 _ => false,
             };
             if slow {
-                c.slow_calls.fetch_add(1, Relaxed);
+                c.add(Counter::SlowCalls);
                 if let Some(latency) = latency {
                     svc.emit(EventKind::SlowCall { latency });
                 }
@@ -726,9 +782,9 @@ impl<'a, E> Call<'a, E> {
         Next::Retry(e, delay)
     }
 
-    fn timed_out(&self, limit: Duration, into: fn(ResilienceError) -> E) -> E {
+    pub(crate) fn timed_out(&self, limit: Duration, into: fn(ResilienceError) -> E) -> E {
         let svc = self.svc;
-        svc.counters.timeouts.fetch_add(1, Relaxed);
+        svc.counters.add(Counter::Timeouts);
         tracing::debug!(service = %svc.name, ?limit, "attempt timed out");
         svc.emit(EventKind::Timeout {
             after: limit,
@@ -738,68 +794,113 @@ impl<'a, E> Call<'a, E> {
     }
 
     #[inline]
-    fn timing(&self) -> Option<Instant> {
+    pub(crate) fn timing(&self) -> Option<Instant> {
         self.p.timed.then(clock::now)
+    }
+
+    /// The lane: a first attempt, policies in force that need no clock and no rate
+    /// limiter, the kill switch off, and the breaker closed (or none). A lane call
+    /// costs a few loads and, for a success, one count on this thread's own line.
+    #[inline(always)]
+    pub(crate) fn lane(&self) -> Option<Lane<'a>> {
+        if self.attempt != 0
+            || !self.p.lean
+            || self.hooks.into_error.is_none()
+            || crate::live::kill_switch()
+        {
+            return None;
+        }
+        match self.p.breaker.as_deref() {
+            None => Some(Lane {
+                breaker: None,
+                epoch: 0,
+            }),
+            Some(b) => b.closed_epoch().map(|epoch| Lane {
+                breaker: Some(b),
+                epoch,
+            }),
+        }
+    }
+
+    /// A lane call succeeded.
+    #[inline(always)]
+    pub(crate) fn lane_success(&self, lane: Lane<'_>) {
+        let svc = self.svc;
+        svc.counters.add(Counter::Successes);
+        tracing::trace!(service = %svc.name, "call succeeded");
+        svc.emit(EventKind::Succeeded { latency: None });
+        if let Some(b) = lane.breaker {
+            b.closed_success(lane.epoch);
+        }
+    }
+
+    /// A lane call failed (or timed out): recorded as any other call, then the retry
+    /// decision.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn lane_failed<T>(&mut self, lane: Lane<'_>, e: E, timed_out: bool) -> Next<T, E> {
+        let admitted = Admitted {
+            svc: self.svc,
+            breaker: lane.breaker,
+            adm: lane.breaker.map(|_| Admission::closed(lane.epoch)),
+        };
+        self.finish(admitted, Err(e), timed_out, None)
     }
 
     /// One attempt: breaker, rate limit and bulkhead admission, the body under the
     /// per-attempt timeout, the outcome recorded, and the retry decision. When it
-    /// retries it first sleeps the backoff, then returns `Continue`.
-    pub async fn attempt<T, F>(&mut self, body: F) -> ControlFlow<Result<T, E>>
+    /// retries it first sleeps the backoff, then resolves to `Continue`.
+    pub fn attempt<T, F>(&mut self, body: F) -> Attempt<'_, 'a, T, E, F>
     where
         F: Future<Output = Result<T, E>>,
     {
-        let (admitted, reservation) = match self.begin() {
-            Ok(a) => a,
-            Err(e) => return ControlFlow::Break(Err(e)),
-        };
-        // Dropped here (cancelled, or refused by the bulkhead) the permit is given back.
-        if let Some(r) = &reservation {
-            if let Some(wait) = r.delay() {
-                self.svc.emit(EventKind::RateLimitWaited { wait });
-            }
-            r.wait().await;
-        }
-        let permit = match self.bulkhead() {
-            Some((b, into)) => match b.acquire().await {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    drop(reservation);
-                    return ControlFlow::Break(Err(self.bulkhead_full(admitted, into)));
-                }
-            },
-            None => None,
-        };
-        if let Some(r) = reservation {
-            r.used();
-        }
-        let began = self.timing();
-        let body = OwnBody { fut: body };
-        let limit = match (self.p.config.timeout, self.hooks.into_error) {
-            (Some(limit), Some(into)) if !self.bypass => Some((limit, into)),
-            _ => None,
-        };
-        let (result, timed_out) = match limit {
-            Some((limit, into)) => match Timeout::new(body, limit).await {
-                Ok(r) => (r, false),
-                Err(_) => (Err(self.timed_out(limit, into)), true),
-            },
-            None => (body.await, false),
-        };
-        drop(permit);
-        match self.finish(admitted, result, timed_out, began) {
-            Next::Done(r) => ControlFlow::Break(r),
-            Next::Retry(_, delay) => {
-                tokio::time::sleep(delay).await;
-                ControlFlow::Continue(())
-            }
-        }
+        Attempt::new(self, body)
     }
 
     /// [`Call::attempt`] for a sync body: waits block the thread. Timeouts do not
     /// apply (a sync body cannot be interrupted).
     #[inline(always)]
     pub fn attempt_sync<T>(
+        &mut self,
+        body: impl FnOnce() -> Result<T, E>,
+    ) -> ControlFlow<Result<T, E>> {
+        let Some(lane) = self.lane() else {
+            return self.attempt_sync_full(body);
+        };
+        let permit = match self.p.bulkhead.as_deref() {
+            None => None,
+            Some(b) => match b.try_acquire() {
+                Some(p) => Some(p),
+                None => return self.attempt_sync_full(body),
+            },
+        };
+        self.attempt = 1;
+        let guard = LaneGuard {
+            svc: self.svc,
+            lane,
+            sync: true,
+        };
+        let result = body();
+        std::mem::forget(guard);
+        drop(permit);
+        match result {
+            Ok(v) => {
+                self.lane_success(lane);
+                ControlFlow::Break(Ok(v))
+            }
+            Err(e) => match self.lane_failed(lane, e, false) {
+                Next::Done(r) => ControlFlow::Break(r),
+                Next::Retry(_, delay) => {
+                    clock::sleep_thread(delay);
+                    ControlFlow::Continue(())
+                }
+            },
+        }
+    }
+
+    /// [`Call::attempt_sync`] through every policy: retries, rejections, waits.
+    #[inline(never)]
+    fn attempt_sync_full<T>(
         &mut self,
         body: impl FnOnce() -> Result<T, E>,
     ) -> ControlFlow<Result<T, E>> {

@@ -105,6 +105,17 @@ pub(crate) struct Admission {
     kind: Kind,
 }
 
+impl Admission {
+    /// The admission of a call let in closed in `epoch`.
+    #[inline(always)]
+    pub(crate) fn closed(epoch: u32) -> Self {
+        Self {
+            epoch,
+            kind: Kind::Closed,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Closed,
@@ -298,6 +309,35 @@ impl Breaker {
 
     pub(crate) fn failure_rate(&self) -> Option<f64> {
         self.window.failure_rate()
+    }
+
+    /// The epoch, when the breaker is closed: a call admitted in it needs nothing
+    /// given back and may record a success with [`Breaker::closed_success`].
+    #[inline(always)]
+    pub(crate) fn closed_epoch(&self) -> Option<u32> {
+        let ctl = self.ctl.load(Acquire);
+        (ctl & STATE_MASK == CircuitState::Closed.code()).then_some(epoch_of(ctl))
+    }
+
+    /// A success of a call admitted closed in `epoch`: most of the time there is
+    /// nothing to write (a run of no failures, a window full of successes).
+    #[inline(always)]
+    pub(crate) fn closed_success(&self, epoch: u32) {
+        if !self.window.success_changes_nothing() {
+            self.closed_success_slow(epoch);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn closed_success_slow(&self, epoch: u32) {
+        self.record(
+            Admission::closed(epoch),
+            Some(Outcome {
+                failure: false,
+                slow: false,
+            }),
+        );
     }
 
     /// Whether the call may run. The closed state costs one load.

@@ -128,6 +128,16 @@ impl Window {
         }
     }
 
+    /// Whether recording a success now would write nothing.
+    #[inline(always)]
+    pub(crate) fn success_changes_nothing(&self) -> bool {
+        match self {
+            Window::Consecutive { run, .. } => run.load(Relaxed) == 0,
+            Window::Count(w) => w.stats.load(Relaxed) == FULL,
+            Window::Time(_) => false,
+        }
+    }
+
     pub(crate) fn clear(&self) {
         match self {
             Window::Consecutive { run, .. } => run.store(0, Relaxed),
