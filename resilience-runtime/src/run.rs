@@ -17,7 +17,7 @@ use crate::bulkhead::{Full, Permit};
 use crate::clock::Instant;
 use crate::events::EventKind;
 use crate::rate_limit::Reservation;
-use crate::service::{Admitted, Call, IntoError, Lane, Next, OwnBody, Service};
+use crate::service::{Admitted, Call, IntoError, Lane, LaneGuard, Next, OwnBody, Service};
 
 /// The permit of a bulkhead that had to be waited for (boxed: only a full bulkhead
 /// with a `max_wait` gets here).
@@ -109,6 +109,60 @@ fn enter_run<T, E, F>(this: &mut Projection<'_, '_, '_, T, E, F>) {
     *this.phase = Phase::Run;
 }
 
+/// What follows a poll of the body: `Pending` arms the per-attempt timeout; an
+/// outcome (or the timeout) is recorded and decides the retry. `Continue` here
+/// means the backoff began (the caller polls on); `Break` ends the attempt.
+fn after_body<T, E, F>(
+    this: &mut Projection<'_, '_, '_, T, E, F>,
+    polled: Poll<Result<T, E>>,
+    cx: &mut Context<'_>,
+) -> Poll<ControlFlow<Result<T, E>>> {
+    let (result, timed_out) = match polled {
+        Poll::Ready(r) => (r, false),
+        Poll::Pending => {
+            let Some(limit) = *this.limit else {
+                return Poll::Pending;
+            };
+            if this.timer.is_none() {
+                this.timer.set(Some(tokio::time::sleep(limit)));
+            }
+            match this.timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+                Some(Poll::Ready(())) => {
+                    let into = this
+                        .call
+                        .hooks
+                        .into_error
+                        .expect("a timeout is armed only with into_error");
+                    (Err(this.call.timed_out(limit, into)), true)
+                }
+                _ => return Poll::Pending,
+            }
+        }
+    };
+    // The body and its timer go first, then the slot is given back.
+    this.body.set(None);
+    if this.timer.is_some() {
+        this.timer.set(None);
+    }
+    drop(this.permit.take());
+    *this.phase = Phase::Done;
+    let admitted = this.admitted.take().expect("admitted before running");
+    if let (Some(lane), Ok(_)) = (*this.lane, &result) {
+        // A closed admission holds nothing to give back.
+        std::mem::forget(admitted);
+        this.call.lane_success(lane);
+        return Poll::Ready(ControlFlow::Break(result));
+    }
+    match this.call.finish(admitted, result, timed_out, *this.began) {
+        Next::Done(r) => Poll::Ready(ControlFlow::Break(r)),
+        Next::Retry(_, delay) => {
+            this.timer.set(Some(tokio::time::sleep(delay)));
+            *this.phase = Phase::Backoff;
+            Poll::Ready(ControlFlow::Continue(()))
+        }
+    }
+}
+
 /// Admission through the bulkhead (breaker and rate limiter are passed): a slot now,
 /// a wait for one, or a refusal.
 fn enter_bulkhead<T, E, F>(
@@ -151,30 +205,75 @@ where
 {
     type Output = ControlFlow<Result<T, E>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.phase == Phase::Start {
+            if let Some(done) = self.as_mut().poll_lane(cx) {
+                return done;
+            }
+        }
+        self.poll_steps(cx)
+    }
+}
+
+impl<T, E, F> Attempt<'_, '_, T, E, F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    /// A first attempt through the lane: admitted without bookkeeping and the body
+    /// polled at once; a success at that poll is counted and done. `None`: the lane
+    /// is closed to this call, nothing was done.
+    #[inline(always)]
+    fn poll_lane(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<ControlFlow<Result<T, E>>>> {
+        let mut this = self.project();
+        let call = &mut **this.call;
+        let lane = call.lane()?;
+        let permit = match call.p.bulkhead.as_deref() {
+            None => None,
+            Some(b) => Some(b.try_acquire()?),
+        };
+        call.attempt = 1;
+        let body = this.body.as_mut().as_pin_mut()?.project().fut;
+        let guard = LaneGuard {
+            svc: call.svc,
+            lane,
+        };
+        let polled = body.poll(cx);
+        std::mem::forget(guard);
+        if let Poll::Ready(Ok(_)) = &polled {
+            // The body goes first, then the slot is given back.
+            this.body.set(None);
+            drop(permit);
+            *this.phase = Phase::Done;
+            call.lane_success(lane);
+            return Some(polled.map(ControlFlow::Break));
+        }
+        // Not ready, or an error: from here the attempt goes as any other.
+        *this.admitted = Some(Admitted {
+            svc: call.svc,
+            breaker: lane.breaker,
+            adm: lane.breaker.map(|_| Admission::closed(lane.epoch)),
+        });
+        *this.permit = permit;
+        *this.lane = Some(lane);
+        enter_run(&mut this);
+        match after_body(&mut this, polled, cx) {
+            // The backoff began: `poll_steps` sleeps it.
+            Poll::Ready(ControlFlow::Continue(())) => None,
+            other => Some(other),
+        }
+    }
+
+    #[inline(never)]
+    fn poll_steps(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ControlFlow<Result<T, E>>> {
         let mut this = self.project();
         loop {
             match *this.phase {
                 Phase::Start => {
                     let call = &mut **this.call;
-                    if let Some(lane) = call.lane() {
-                        let permit = match call.p.bulkhead.as_deref() {
-                            None => Some(None),
-                            Some(b) => b.try_acquire().map(Some),
-                        };
-                        if let Some(permit) = permit {
-                            call.attempt = 1;
-                            *this.admitted = Some(Admitted {
-                                svc: call.svc,
-                                breaker: lane.breaker,
-                                adm: lane.breaker.map(|_| Admission::closed(lane.epoch)),
-                            });
-                            *this.permit = permit;
-                            *this.lane = Some(lane);
-                            enter_run(&mut this);
-                            continue;
-                        }
-                    }
                     let (admitted, reservation) = match call.begin() {
                         Ok(a) => a,
                         Err(e) => {
@@ -232,48 +331,9 @@ where
                         Some(body) => body.poll(cx),
                         None => panic!("`Attempt` polled after it completed"),
                     };
-                    let (result, timed_out) = match polled {
-                        Poll::Ready(r) => (r, false),
-                        Poll::Pending => {
-                            let Some(limit) = *this.limit else {
-                                return Poll::Pending;
-                            };
-                            if this.timer.is_none() {
-                                this.timer.set(Some(tokio::time::sleep(limit)));
-                            }
-                            match this.timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
-                                Some(Poll::Ready(())) => {
-                                    let into = this
-                                        .call
-                                        .hooks
-                                        .into_error
-                                        .expect("a timeout is armed only with into_error");
-                                    (Err(this.call.timed_out(limit, into)), true)
-                                }
-                                _ => return Poll::Pending,
-                            }
-                        }
-                    };
-                    // The body and its timer go first, then the slot is given back.
-                    this.body.set(None);
-                    if this.timer.is_some() {
-                        this.timer.set(None);
-                    }
-                    drop(this.permit.take());
-                    *this.phase = Phase::Done;
-                    let admitted = this.admitted.take().expect("admitted before running");
-                    if let (Some(lane), Ok(_)) = (*this.lane, &result) {
-                        // A closed admission holds nothing to give back.
-                        std::mem::forget(admitted);
-                        this.call.lane_success(lane);
-                        return Poll::Ready(ControlFlow::Break(result));
-                    }
-                    match this.call.finish(admitted, result, timed_out, *this.began) {
-                        Next::Done(r) => return Poll::Ready(ControlFlow::Break(r)),
-                        Next::Retry(_, delay) => {
-                            this.timer.set(Some(tokio::time::sleep(delay)));
-                            *this.phase = Phase::Backoff;
-                        }
+                    match after_body(&mut this, polled, cx) {
+                        Poll::Ready(ControlFlow::Continue(())) => {}
+                        other => return other,
                     }
                 }
                 Phase::Backoff => {

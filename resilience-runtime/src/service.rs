@@ -537,18 +537,18 @@ pub(crate) struct Lane<'a> {
     pub(crate) epoch: u32,
 }
 
-/// Records a lane call whose body panics as a failure. Forgotten when the body
-/// returns, so the common path never runs its drop.
-struct LaneGuard<'a> {
-    svc: &'a Service,
-    lane: Lane<'a>,
-    /// A sync body: a panic unwinding through the guard is the body's own.
-    sync: bool,
+/// Records a lane call whose body panics as a failure. It lives only across a call
+/// of the body (a sync body, or one poll of an async one), so a panic unwinding
+/// through it is the body's own; forgotten when the body returns, so the common path
+/// never runs its drop.
+pub(crate) struct LaneGuard<'a> {
+    pub(crate) svc: &'a Service,
+    pub(crate) lane: Lane<'a>,
 }
 
 impl Drop for LaneGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() && (self.sync || claim_own_panic()) {
+        if std::thread::panicking() {
             self.svc.counters.add(Counter::Failures);
             self.svc.emit(EventKind::Failed { latency: None });
             if let Some(b) = self.lane.breaker {
@@ -561,7 +561,6 @@ impl Drop for LaneGuard<'_> {
                 );
             }
         }
-        // Otherwise cancelled: a closed admission holds nothing.
     }
 }
 
@@ -878,7 +877,6 @@ impl<'a, E> Call<'a, E> {
         let guard = LaneGuard {
             svc: self.svc,
             lane,
-            sync: true,
         };
         let result = body();
         std::mem::forget(guard);

@@ -1262,6 +1262,42 @@ async fn a_panicking_async_body_is_a_failure_frees_its_slot_and_propagates() {
     assert_eq!(p.service().bulkhead_available(), Some(2));
 }
 
+/// The first attempt through a closed breaker polls the body at once (the lane); a
+/// panic at that first poll is the body's own as much as a later one.
+#[tokio::test(start_paused = true)]
+async fn an_async_body_panicking_at_its_first_poll_is_a_failure_and_frees_its_slot() {
+    let name = "sem::panic_async_first_poll";
+    let p = Resilience::builder(name)
+        .failure_threshold(1)
+        .no_retry()
+        .max_concurrent(2)
+        .build()
+        .unwrap();
+    let task = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.call(|| async {
+                if true {
+                    panic!("first poll boom");
+                }
+                Ok::<u32, E>(1)
+            })
+            .await
+        })
+    };
+    let err = task.await.expect_err("the panic propagates");
+    assert_eq!(
+        err.into_panic().downcast_ref::<&str>(),
+        Some(&"first poll boom")
+    );
+    let s = st(name);
+    assert_eq!(
+        (s.failures, s.successes, s.calls, s.state),
+        (1, 0, 1, CircuitState::Open)
+    );
+    assert_eq!(p.service().bulkhead_available(), Some(2));
+}
+
 #[tokio::test(start_paused = true)]
 async fn call_sync_has_the_same_breaker_semantics() {
     let name = "sem::sync_breaker";
