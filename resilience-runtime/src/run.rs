@@ -17,7 +17,7 @@ use crate::bulkhead::{Full, Permit};
 use crate::clock::Instant;
 use crate::events::EventKind;
 use crate::rate_limit::Reservation;
-use crate::service::{Admitted, Call, IntoError, Lane, LaneGuard, Next, OwnBody, Service};
+use crate::service::{Admitted, Call, Gate, IntoError, Lane, LaneGuard, Next, OwnBody, Service};
 
 /// The permit of a bulkhead that had to be waited for (boxed: only a full bulkhead
 /// with a `max_wait` gets here).
@@ -230,7 +230,14 @@ where
     ) -> Option<Poll<ControlFlow<Result<T, E>>>> {
         let mut this = self.project();
         let call = &mut **this.call;
-        let lane = call.lane()?;
+        let lane = match call.gate() {
+            Gate::Lane(lane) => lane,
+            Gate::Refused(r) => {
+                *this.phase = Phase::Done;
+                return Some(Poll::Ready(ControlFlow::Break(Err(call.refuse(r)))));
+            }
+            Gate::Full => return None,
+        };
         let permit = match call.p.bulkhead.as_deref() {
             None => None,
             Some(b) => Some(b.try_acquire()?),

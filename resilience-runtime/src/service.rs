@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::breaker::{Admission, Breaker, BreakerSnapshot, CircuitState, Outcome};
+use crate::breaker::{Admission, Breaker, BreakerSnapshot, CircuitState, Outcome, Rejected};
 use crate::bulkhead::Bulkhead;
 use crate::clock::{self, Instant};
 use crate::config::{PolicyConfig, Spec};
@@ -537,6 +537,13 @@ pub(crate) struct Lane<'a> {
     pub(crate) epoch: u32,
 }
 
+/// How a first attempt goes: see [`Call::gate`].
+pub(crate) enum Gate<'a> {
+    Lane(Lane<'a>),
+    Refused(Rejected),
+    Full,
+}
+
 /// Records a lane call whose body panics as a failure. It lives only across a call
 /// of the body (a sync body, or one poll of an async one), so a panic unwinding
 /// through it is the body's own; forgotten when the body returns, so the common path
@@ -797,28 +804,47 @@ impl<'a, E> Call<'a, E> {
         self.p.timed.then(clock::now)
     }
 
-    /// The lane: a first attempt, policies in force that need no clock and no rate
-    /// limiter, the kill switch off, and the breaker closed (or none). A lane call
-    /// costs a few loads and, for a success, one count on this thread's own line.
+    /// How a first attempt may go. The lane: policies in force that need no clock
+    /// and no rate limiter, the kill switch off, and the breaker closed (or none); a
+    /// lane call costs a few loads and, for a success, one count on this thread's
+    /// own line. A breaker that refuses outright (forced open, or open with cooldown
+    /// left) refuses at once. Anything else goes through every policy.
     #[inline(always)]
-    pub(crate) fn lane(&self) -> Option<Lane<'a>> {
-        if self.attempt != 0
-            || !self.p.lean
-            || self.hooks.into_error.is_none()
-            || crate::live::kill_switch()
-        {
-            return None;
+    pub(crate) fn gate(&self) -> Gate<'a> {
+        if self.attempt != 0 || self.hooks.into_error.is_none() || crate::live::kill_switch() {
+            return Gate::Full;
         }
         match self.p.breaker.as_deref() {
-            None => Some(Lane {
+            None if self.p.lean => Gate::Lane(Lane {
                 breaker: None,
                 epoch: 0,
             }),
-            Some(b) => b.closed_epoch().map(|epoch| Lane {
-                breaker: Some(b),
-                epoch,
-            }),
+            None => Gate::Full,
+            Some(b) => match b.closed_epoch() {
+                Some(epoch) if self.p.lean => Gate::Lane(Lane {
+                    breaker: Some(b),
+                    epoch,
+                }),
+                Some(_) => Gate::Full,
+                None => match b.refusal() {
+                    Some(r) => Gate::Refused(r),
+                    None => Gate::Full,
+                },
+            },
         }
+    }
+
+    /// The breaker refused the first attempt outright (see [`Call::gate`]).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn refuse(&mut self, r: Rejected) -> E {
+        self.attempt = 1;
+        let into = self.hooks.into_error.expect("gate: into_error is set");
+        self.svc.reject(
+            into,
+            ResilienceError::circuit_open(&self.svc.name, r.retry_after),
+            RejectedBy::CircuitBreaker,
+        )
     }
 
     /// A lane call succeeded.
@@ -863,8 +889,10 @@ impl<'a, E> Call<'a, E> {
         &mut self,
         body: impl FnOnce() -> Result<T, E>,
     ) -> ControlFlow<Result<T, E>> {
-        let Some(lane) = self.lane() else {
-            return self.attempt_sync_full(body);
+        let lane = match self.gate() {
+            Gate::Lane(lane) => lane,
+            Gate::Refused(r) => return ControlFlow::Break(Err(self.refuse(r))),
+            Gate::Full => return self.attempt_sync_full(body),
         };
         let permit = match self.p.bulkhead.as_deref() {
             None => None,

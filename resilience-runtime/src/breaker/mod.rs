@@ -319,6 +319,27 @@ impl Breaker {
         (ctl & STATE_MASK == CircuitState::Closed.code()).then_some(epoch_of(ctl))
     }
 
+    /// The refusal a call gets now without changing anything: forced open, or open
+    /// with cooldown left. `None`: ask [`Breaker::admit`] (closed, disabled,
+    /// half-open, or a cooldown just over).
+    #[inline]
+    pub(crate) fn refusal(&self) -> Option<Rejected> {
+        let ctl = self.ctl.load(Acquire);
+        match state_of(ctl) {
+            CircuitState::ForcedOpen => Some(Rejected {
+                retry_after: Duration::from_nanos(self.cooldown.load(Relaxed)),
+            }),
+            CircuitState::Open => {
+                let now = clock::now_nanos();
+                let until = self.open_until.load(Relaxed);
+                (now < until).then(|| Rejected {
+                    retry_after: Duration::from_nanos(until - now),
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// A success of a call admitted closed in `epoch`: most of the time there is
     /// nothing to write (a run of no failures, a window full of successes).
     #[inline(always)]
