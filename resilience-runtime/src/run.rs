@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::time::Sleep;
 
-use crate::breaker::Admission;
 use crate::bulkhead::{Full, Permit};
 use crate::clock::Instant;
 use crate::events::EventKind;
@@ -259,11 +258,7 @@ where
             return Some(polled.map(ControlFlow::Break));
         }
         // Not ready, or an error: from here the attempt goes as any other.
-        *this.admitted = Some(Admitted {
-            svc: call.svc,
-            breaker: lane.breaker,
-            adm: lane.breaker.map(|_| Admission::closed(lane.epoch)),
-        });
+        *this.admitted = Some(lane.admitted(call.svc));
         *this.permit = permit;
         *this.lane = Some(lane);
         enter_run(&mut this);

@@ -426,6 +426,22 @@ impl Service {
         self.emit(EventKind::FallbackUsed);
     }
 
+    /// A call's own body panicked: a failure, recorded in the breaker if admitted.
+    #[cold]
+    fn body_panicked(&self, admitted: Option<(&Breaker, Admission)>) {
+        self.counters.add(Counter::Failures);
+        self.emit(EventKind::Failed { latency: None });
+        if let Some((b, adm)) = admitted {
+            b.record(
+                adm,
+                Some(Outcome {
+                    failure: true,
+                    slow: false,
+                }),
+            );
+        }
+    }
+
     fn reject<E>(&self, into: fn(ResilienceError) -> E, e: ResilienceError, by: RejectedBy) -> E {
         self.counters.add(Counter::Rejections);
         tracing::debug!(service = %self.name, error = %e, "call rejected");
@@ -511,17 +527,8 @@ impl Drop for Admitted<'_> {
         // a panic of the call's own body (or hook) unwinds is a failure, also for a
         // service without a breaker. A drop during another panic is a cancellation.
         if std::thread::panicking() && claim_own_panic() {
-            self.svc.counters.add(Counter::Failures);
-            self.svc.emit(EventKind::Failed { latency: None });
-            if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
-                b.record(
-                    adm,
-                    Some(Outcome {
-                        failure: true,
-                        slow: false,
-                    }),
-                );
-            }
+            let adm = self.adm.take();
+            self.svc.body_panicked(self.breaker.zip(adm));
         } else if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
             b.abandon(adm);
         }
@@ -535,6 +542,18 @@ impl Drop for Admitted<'_> {
 pub(crate) struct Lane<'a> {
     pub(crate) breaker: Option<&'a Breaker>,
     pub(crate) epoch: u32,
+}
+
+impl<'a> Lane<'a> {
+    /// The admission of a lane call, for the paths that record it as any other.
+    #[inline]
+    pub(crate) fn admitted(self, svc: &'a Service) -> Admitted<'a> {
+        Admitted {
+            svc,
+            breaker: self.breaker,
+            adm: self.breaker.map(|_| Admission::closed(self.epoch)),
+        }
+    }
 }
 
 /// How a first attempt goes: see [`Call::gate`].
@@ -556,17 +575,9 @@ pub(crate) struct LaneGuard<'a> {
 impl Drop for LaneGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.svc.counters.add(Counter::Failures);
-            self.svc.emit(EventKind::Failed { latency: None });
-            if let Some(b) = self.lane.breaker {
-                b.record(
-                    Admission::closed(self.lane.epoch),
-                    Some(Outcome {
-                        failure: true,
-                        slow: false,
-                    }),
-                );
-            }
+            let lane = self.lane;
+            self.svc
+                .body_panicked(lane.breaker.map(|b| (b, Admission::closed(lane.epoch))));
         }
     }
 }
@@ -864,11 +875,7 @@ impl<'a, E> Call<'a, E> {
     #[cold]
     #[inline(never)]
     pub(crate) fn lane_failed<T>(&mut self, lane: Lane<'_>, e: E, timed_out: bool) -> Next<T, E> {
-        let admitted = Admitted {
-            svc: self.svc,
-            breaker: lane.breaker,
-            adm: lane.breaker.map(|_| Admission::closed(lane.epoch)),
-        };
+        let admitted = lane.admitted(self.svc);
         self.finish(admitted, Err(e), timed_out, None)
     }
 
