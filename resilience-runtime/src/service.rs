@@ -442,6 +442,7 @@ impl Service {
         }
     }
 
+    #[inline(always)]
     fn reject<E>(&self, into: fn(ResilienceError) -> E, e: ResilienceError, by: RejectedBy) -> E {
         self.counters.add(Counter::Rejections);
         tracing::debug!(service = %self.name, error = %e, "call rejected");
