@@ -244,7 +244,7 @@ fn plain_call(c: &mut Criterion) {
     let mut g = c.benchmark_group("plain_call");
     g.bench_function("sync", |b| {
         let f = black_box(ok_sync);
-        b.tight(|| f())
+        b.tight(f)
     });
     g.bench_function("async", |b| {
         b.tight(|| poll_once(async { Ok::<u32, BenchError>(black_box(1)) }))
@@ -256,9 +256,7 @@ fn plain_call(c: &mut Criterion) {
     g.bench_function("atomic_fetch_add", |b| {
         b.tight(|| counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     });
-    g.bench_function("tokio_instant_now", |b| {
-        b.tight(|| tokio::time::Instant::now())
-    });
+    g.bench_function("tokio_instant_now", |b| b.tight(tokio::time::Instant::now));
     g.finish();
 }
 
@@ -281,8 +279,8 @@ fn closed_breaker_sync(c: &mut Criterion) {
     let rate = build(Resilience::builder("bench.closed_sync.rate").no_retry());
     g.bench_function("resilience_rate", |b| b.tight(|| rate.call_sync(ok_sync)));
 
-    g.bench_function("resilience_site", |b| b.tight(|| site_closed_sync()));
-    g.bench_function("resilience_macro", |b| b.tight(|| macro_closed_sync()));
+    g.bench_function("resilience_site", |b| b.tight(site_closed_sync));
+    g.bench_function("resilience_macro", |b| b.tight(macro_closed_sync));
 
     let rc = recloser_closed();
     g.bench_function("recloser", |b| b.tight(|| rc.call(ok_sync)));
