@@ -225,16 +225,12 @@ impl Policy {
     }
 
     /// [`Policy::call_sync`] with custom error classification.
-    pub fn call_sync_with<T, E, F>(&self, hooks: &Hooks<E>, mut f: F) -> Result<T, E>
+    #[inline]
+    pub fn call_sync_with<T, E, F>(&self, hooks: &Hooks<E>, f: F) -> Result<T, E>
     where
         F: FnMut() -> Result<T, E>,
     {
-        let mut call = self.service.call(hooks);
-        loop {
-            if let ControlFlow::Break(r) = call.attempt_sync(&mut f) {
-                return r;
-            }
-        }
+        self.service.call(hooks).run_sync(f)
     }
 
     /// Runs `fallback` with the final error when the call fails, counting it.

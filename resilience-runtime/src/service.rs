@@ -400,11 +400,16 @@ impl Service {
     where
         F: Future<Output = Result<T, E>>,
     {
-        let limit = match (self.policies().config.total_timeout, hooks.into_error) {
+        Total::new(self, self.total_limit(hooks), fut)
+    }
+
+    /// The total timeout a call starting now runs under, if any.
+    #[inline]
+    pub(crate) fn total_limit<E>(&self, hooks: &Hooks<E>) -> Option<(Duration, IntoError<E>)> {
+        match (self.policies().config.total_timeout, hooks.into_error) {
             (Some(limit), Some(into)) if !crate::live::kill_switch() => Some((limit, into)),
             _ => None,
-        };
-        Total::new(self, limit, fut)
+        }
     }
 
     /// The total timeout passed.
@@ -850,6 +855,11 @@ impl<'a, E> Call<'a, E> {
     #[cold]
     #[inline(never)]
     pub(crate) fn refuse(&mut self, r: Rejected) -> E {
+        self.refuse_now(r)
+    }
+
+    #[inline(always)]
+    fn refuse_now(&mut self, r: Rejected) -> E {
         self.attempt = 1;
         let into = self.hooks.into_error.expect("gate: into_error is set");
         self.svc.reject(
@@ -888,6 +898,78 @@ impl<'a, E> Call<'a, E> {
         F: Future<Output = Result<T, E>>,
     {
         Attempt::new(self, body)
+    }
+
+    /// A whole sync call, every attempt: [`Call::attempt_sync`] in a loop, for
+    /// callers whose body needs nothing fresh per attempt. It takes the call by
+    /// value, so a first attempt through the lane keeps the call's state in
+    /// registers: every path off the lane (a refusal, a failure, a full bulkhead,
+    /// policies the lane does not cover) leaves through a function of its own.
+    #[inline(always)]
+    pub fn run_sync<T>(self, mut body: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        let lane = match self.gate() {
+            Gate::Lane(lane) => lane,
+            Gate::Refused(r) => return Err(self.refused(r)),
+            Gate::Full => return self.run_sync_full(body),
+        };
+        let permit = match self.p.bulkhead.as_deref() {
+            None => None,
+            Some(b) => match b.try_acquire() {
+                Some(p) => Some(p),
+                None => return self.run_sync_full(body),
+            },
+        };
+        let guard = LaneGuard {
+            svc: self.svc,
+            lane,
+        };
+        let result = body();
+        std::mem::forget(guard);
+        drop(permit);
+        match result {
+            Ok(v) => {
+                self.lane_success(lane);
+                Ok(v)
+            }
+            Err(e) => self.run_sync_after_lane_failure(lane, e, body),
+        }
+    }
+
+    /// [`Call::run_sync`]: the breaker refused the first attempt outright.
+    #[cold]
+    #[inline(never)]
+    fn refused(mut self, r: Rejected) -> E {
+        self.refuse_now(r)
+    }
+
+    /// [`Call::run_sync`] off the lane: every attempt through every policy.
+    #[inline(never)]
+    fn run_sync_full<T>(mut self, mut body: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        loop {
+            if let ControlFlow::Break(r) = self.attempt_sync_full(&mut body) {
+                return r;
+            }
+        }
+    }
+
+    /// [`Call::run_sync`]: the lane's attempt failed; it is recorded, and any
+    /// retry goes through every policy.
+    #[cold]
+    #[inline(never)]
+    fn run_sync_after_lane_failure<T>(
+        mut self,
+        lane: Lane<'_>,
+        e: E,
+        body: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.attempt = 1;
+        match self.lane_failed(lane, e, false) {
+            Next::Done(r) => r,
+            Next::Retry(_, delay) => {
+                clock::sleep_thread(delay);
+                self.run_sync_full(body)
+            }
+        }
     }
 
     /// [`Call::attempt`] for a sync body: waits block the thread. Timeouts do not
