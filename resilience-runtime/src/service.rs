@@ -610,6 +610,18 @@ impl<E> std::fmt::Debug for Call<'_, E> {
     }
 }
 
+/// What [`Call::sync_lane`] did.
+enum SyncLane<'a, T, E, B> {
+    /// The body succeeded; it is counted.
+    Done(T),
+    /// The body failed; nothing is recorded yet.
+    Failed(Lane<'a>, E),
+    /// The breaker refuses outright; the body did not run.
+    Refused(Rejected),
+    /// The lane is closed to this call; the body did not run.
+    Off(B),
+}
+
 pub(crate) enum Next<T, E> {
     Done(Result<T, E>),
     Retry(E, Duration),
@@ -907,16 +919,29 @@ impl<'a, E> Call<'a, E> {
     /// policies the lane does not cover) leaves through a function of its own.
     #[inline(always)]
     pub fn run_sync<T>(self, mut body: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        match self.sync_lane(&mut body) {
+            SyncLane::Done(v) => Ok(v),
+            SyncLane::Failed(lane, e) => self.run_sync_after_lane_failure(lane, e, body),
+            SyncLane::Refused(r) => Err(self.refused(r)),
+            SyncLane::Off(_) => self.run_sync_full(body),
+        }
+    }
+
+    /// A first sync attempt through the lane, shared by [`Call::run_sync`] and
+    /// [`Call::attempt_sync`]: the body runs here unless the lane is closed to the
+    /// call (`Refused`, `Off`: nothing was done, the body is handed back).
+    #[inline(always)]
+    fn sync_lane<T, B: FnOnce() -> Result<T, E>>(&self, body: B) -> SyncLane<'a, T, E, B> {
         let lane = match self.gate() {
             Gate::Lane(lane) => lane,
-            Gate::Refused(r) => return Err(self.refused(r)),
-            Gate::Full => return self.run_sync_full(body),
+            Gate::Refused(r) => return SyncLane::Refused(r),
+            Gate::Full => return SyncLane::Off(body),
         };
         let permit = match self.p.bulkhead.as_deref() {
             None => None,
             Some(b) => match b.try_acquire() {
                 Some(p) => Some(p),
-                None => return self.run_sync_full(body),
+                None => return SyncLane::Off(body),
             },
         };
         let guard = LaneGuard {
@@ -929,9 +954,9 @@ impl<'a, E> Call<'a, E> {
         match result {
             Ok(v) => {
                 self.lane_success(lane);
-                Ok(v)
+                SyncLane::Done(v)
             }
-            Err(e) => self.run_sync_after_lane_failure(lane, e, body),
+            Err(e) => SyncLane::Failed(lane, e),
         }
     }
 
@@ -979,38 +1004,23 @@ impl<'a, E> Call<'a, E> {
         &mut self,
         body: impl FnOnce() -> Result<T, E>,
     ) -> ControlFlow<Result<T, E>> {
-        let lane = match self.gate() {
-            Gate::Lane(lane) => lane,
-            Gate::Refused(r) => return ControlFlow::Break(Err(self.refuse(r))),
-            Gate::Full => return self.attempt_sync_full(body),
-        };
-        let permit = match self.p.bulkhead.as_deref() {
-            None => None,
-            Some(b) => match b.try_acquire() {
-                Some(p) => Some(p),
-                None => return self.attempt_sync_full(body),
-            },
-        };
-        self.attempt = 1;
-        let guard = LaneGuard {
-            svc: self.svc,
-            lane,
-        };
-        let result = body();
-        std::mem::forget(guard);
-        drop(permit);
-        match result {
-            Ok(v) => {
-                self.lane_success(lane);
+        match self.sync_lane(body) {
+            SyncLane::Done(v) => {
+                self.attempt = 1;
                 ControlFlow::Break(Ok(v))
             }
-            Err(e) => match self.lane_failed(lane, e, false) {
-                Next::Done(r) => ControlFlow::Break(r),
-                Next::Retry(_, delay) => {
-                    clock::sleep_thread(delay);
-                    ControlFlow::Continue(())
+            SyncLane::Failed(lane, e) => {
+                self.attempt = 1;
+                match self.lane_failed(lane, e, false) {
+                    Next::Done(r) => ControlFlow::Break(r),
+                    Next::Retry(_, delay) => {
+                        clock::sleep_thread(delay);
+                        ControlFlow::Continue(())
+                    }
                 }
-            },
+            }
+            SyncLane::Refused(r) => ControlFlow::Break(Err(self.refuse(r))),
+            SyncLane::Off(body) => self.attempt_sync_full(body),
         }
     }
 
