@@ -867,18 +867,8 @@ impl<'a, E> Call<'a, E> {
     #[cold]
     #[inline(never)]
     pub(crate) fn refuse(&mut self, r: Rejected) -> E {
-        self.refuse_now(r)
-    }
-
-    #[inline(always)]
-    fn refuse_now(&mut self, r: Rejected) -> E {
         self.attempt = 1;
-        let into = self.hooks.into_error.expect("gate: into_error is set");
-        self.svc.reject(
-            into,
-            ResilienceError::circuit_open(&self.svc.name, r.retry_after),
-            RejectedBy::CircuitBreaker,
-        )
+        Self::refused(self.svc, self.hooks, r)
     }
 
     /// A lane call succeeded.
@@ -922,7 +912,7 @@ impl<'a, E> Call<'a, E> {
         match self.sync_lane(&mut body) {
             SyncLane::Done(v) => Ok(v),
             SyncLane::Failed(lane, e) => self.run_sync_after_lane_failure(lane, e, body),
-            SyncLane::Refused(r) => Err(self.refused(r)),
+            SyncLane::Refused(r) => Err(Self::refused(self.svc, self.hooks, r)),
             SyncLane::Off(_) => self.run_sync_full(body),
         }
     }
@@ -960,11 +950,17 @@ impl<'a, E> Call<'a, E> {
         }
     }
 
-    /// [`Call::run_sync`]: the breaker refused the first attempt outright.
+    /// [`Call::run_sync`]: the breaker refused the first attempt outright. Takes
+    /// only what a refusal reads, so the caller builds no `Call` in memory for it.
     #[cold]
     #[inline(never)]
-    fn refused(mut self, r: Rejected) -> E {
-        self.refuse_now(r)
+    fn refused(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> E {
+        let into = hooks.into_error.expect("gate: into_error is set");
+        svc.reject(
+            into,
+            ResilienceError::circuit_open(&svc.name, r.retry_after),
+            RejectedBy::CircuitBreaker,
+        )
     }
 
     /// [`Call::run_sync`] off the lane: every attempt through every policy.
