@@ -436,7 +436,16 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
     } else {
         quote_spanned!(mixed=> __resilience_call.attempt_sync::<#ok_ty>(move || #body))
     };
-    let attempts = if retries {
+    let attempts = if !retries && !is_async {
+        // The only attempt takes the call by value: its state stays in registers.
+        quote_spanned! {mixed=>
+            #(#per_attempt)*
+            match __resilience_svc.call(__resilience_hooks).attempt_once_sync::<#ok_ty>(move || #body) {
+                #p::ControlFlow::Break(__resilience_result) => __resilience_result,
+                #p::ControlFlow::Continue(()) => ::core::unreachable!("resilience: an attempt without a retry asked to retry"),
+            }
+        }
+    } else if retries {
         quote_spanned! {mixed=>
             let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
             loop {
@@ -499,7 +508,8 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
         {
             #name_fn
             static __RESILIENCE_SITE: #p::Site = #p::Site::new(#site_name, #spec);
-            let __resilience_hooks #hooks_ty = &#p::Hooks { #hooks };
+            // An inline const: the hooks live in static memory, not built per call.
+            let __resilience_hooks #hooks_ty = &const { #p::Hooks { #hooks } };
             #svc
             #result
         }

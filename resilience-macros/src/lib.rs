@@ -36,7 +36,7 @@
 //!         },
 //!     );
 //!     let __resilience_hooks: &__private::Hooks<<Result<String, AiError> as __private::ResultLike>::Err> =
-//!         &__private::Hooks { into_error: __private::into_error(), ..__private::Hooks::NONE };
+//!         &const { __private::Hooks { into_error: __private::into_error(), ..__private::Hooks::NONE } };
 //!     let __resilience_svc: &'static __private::Service = __RESILIENCE_SITE.service();
 //!     match {
 //!         let __resilience_self = self;                       // `self` in BODY is renamed
@@ -74,7 +74,8 @@
 //!   (`SiteName::Generated(__resilience_name)`, the runtime strips the marker from its
 //!   type name); `service = <expr>` computes the name per call with
 //!   `__RESILIENCE_SITE.keyed(AsRef::<str>::as_ref(&(expr)))`.
-//! - A sync function runs each attempt as `attempt_sync(move || BODY)`, without
+//! - A sync function runs each attempt as `attempt_sync(move || BODY)` (its only
+//!   attempt, without a retry, as `call(..).attempt_once_sync(move || BODY)`), without
 //!   `total`, and calls `SyncFallback::call_fallback`.
 //! - `&T` arguments are copied into each attempt, `&mut T` ones reborrowed, owned ones
 //!   cloned (only under a retry, or once for the fallback). Destructuring patterns

@@ -665,7 +665,7 @@ fn arguments_are_rebound_per_attempt() {
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(!out.contains("loop"), "{out}");
     assert!(!out.contains("clone_arg"), "{out}");
-    assert!(out.contains("attempt_sync"), "{out}");
+    assert!(out.contains("attempt_once_sync"), "{out}");
     assert!(out.contains("into_error ()"), "{out}");
 
     // `max_attempts = 1` is no retry.

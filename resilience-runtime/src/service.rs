@@ -983,13 +983,9 @@ impl<'a, E> Call<'a, E> {
         e: E,
         body: impl FnMut() -> Result<T, E>,
     ) -> Result<T, E> {
-        self.attempt = 1;
-        match self.lane_failed(lane, e, false) {
-            Next::Done(r) => r,
-            Next::Retry(_, delay) => {
-                clock::sleep_thread(delay);
-                self.run_sync_full(body)
-            }
+        match self.after_lane_failure_sync(lane, e) {
+            ControlFlow::Break(r) => r,
+            ControlFlow::Continue(()) => self.run_sync_full(body),
         }
     }
 
@@ -1005,18 +1001,55 @@ impl<'a, E> Call<'a, E> {
                 self.attempt = 1;
                 ControlFlow::Break(Ok(v))
             }
-            SyncLane::Failed(lane, e) => {
-                self.attempt = 1;
-                match self.lane_failed(lane, e, false) {
-                    Next::Done(r) => ControlFlow::Break(r),
-                    Next::Retry(_, delay) => {
-                        clock::sleep_thread(delay);
-                        ControlFlow::Continue(())
-                    }
-                }
-            }
+            SyncLane::Failed(lane, e) => self.after_lane_failure_sync(lane, e),
             SyncLane::Refused(r) => ControlFlow::Break(Err(self.refuse(r))),
             SyncLane::Off(body) => self.attempt_sync_full(body),
+        }
+    }
+
+    /// [`Call::attempt_sync`] for a call that has only this attempt (an expansion
+    /// without a retry). It takes the call by value, as [`Call::run_sync`] does, so
+    /// the lane keeps the call's state in registers; `Continue` (a retry asked for
+    /// by a configuration that has one) means the backoff was slept and the call
+    /// is over.
+    #[inline(always)]
+    pub fn attempt_once_sync<T>(
+        self,
+        body: impl FnOnce() -> Result<T, E>,
+    ) -> ControlFlow<Result<T, E>> {
+        match self.sync_lane(body) {
+            SyncLane::Done(v) => ControlFlow::Break(Ok(v)),
+            SyncLane::Failed(lane, e) => self.once_after_lane_failure(lane, e),
+            SyncLane::Refused(r) => ControlFlow::Break(Err(Self::refused(self.svc, self.hooks, r))),
+            SyncLane::Off(body) => self.once_full(body),
+        }
+    }
+
+    /// [`Call::attempt_once_sync`] off the lane (by value, so the caller builds the
+    /// call in memory only on this path).
+    #[inline(never)]
+    fn once_full<T>(mut self, body: impl FnOnce() -> Result<T, E>) -> ControlFlow<Result<T, E>> {
+        self.attempt_sync_full(body)
+    }
+
+    /// [`Call::attempt_once_sync`]: the lane's attempt failed.
+    #[cold]
+    #[inline(never)]
+    fn once_after_lane_failure<T>(mut self, lane: Lane<'_>, e: E) -> ControlFlow<Result<T, E>> {
+        self.after_lane_failure_sync(lane, e)
+    }
+
+    /// A sync lane attempt failed: recorded, and the retry decision (the backoff is
+    /// slept here).
+    #[inline(always)]
+    fn after_lane_failure_sync<T>(&mut self, lane: Lane<'_>, e: E) -> ControlFlow<Result<T, E>> {
+        self.attempt = 1;
+        match self.lane_failed(lane, e, false) {
+            Next::Done(r) => ControlFlow::Break(r),
+            Next::Retry(_, delay) => {
+                clock::sleep_thread(delay);
+                ControlFlow::Continue(())
+            }
         }
     }
 

@@ -1,0 +1,110 @@
+//! A sync function under attributes without a retry runs its only attempt through
+//! `Call::attempt_once_sync`, which leaves the lane by separate paths: a failure, a
+//! refusal, a full bulkhead. Each must count and decide as the full path does.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use resilience_runtime::prelude::*;
+
+#[derive(Debug, Clone, PartialEq)]
+enum E {
+    Boom,
+    R(ResilienceError),
+}
+
+impl From<ResilienceError> for E {
+    fn from(e: ResilienceError) -> Self {
+        E::R(e)
+    }
+}
+
+thread_local! {
+    static RUNS: Cell<u32> = const { Cell::new(0) };
+}
+
+fn runs() -> u32 {
+    RUNS.with(Cell::get)
+}
+
+#[circuit_breaker(service = "sync_once.trip", failure_threshold = 2, cooldown = "1h")]
+fn tripping(fail: bool) -> Result<u32, E> {
+    RUNS.with(|r| r.set(r.get() + 1));
+    if fail {
+        Err(E::Boom)
+    } else {
+        Ok(7)
+    }
+}
+
+#[test]
+fn failures_are_recorded_and_trip_the_breaker_with_the_own_error() {
+    assert_eq!(tripping(false), Ok(7));
+    assert_eq!(tripping(true), Err(E::Boom));
+    // The second consecutive failure trips it and is returned as is.
+    assert_eq!(tripping(true), Err(E::Boom));
+    let before = runs();
+    let r = tripping(false);
+    assert!(
+        matches!(r, Err(E::R(ResilienceError::CircuitOpen { retry_after, .. }))
+            if retry_after > Duration::from_secs(3500) && retry_after <= Duration::from_secs(3600)),
+        "{r:?}"
+    );
+    assert_eq!(runs(), before, "an open breaker must not run the body");
+    let s = status("sync_once.trip").expect("registered");
+    assert_eq!(
+        (s.calls, s.successes, s.failures, s.rejections),
+        (3, 1, 2, 1)
+    );
+    assert_eq!(s.state, CircuitState::Open);
+}
+
+#[circuit_breaker(service = "sync_once.forced", cooldown = "45s")]
+fn forced() -> Result<u32, E> {
+    RUNS.with(|r| r.set(r.get() + 1));
+    Ok(1)
+}
+
+#[test]
+fn forced_open_refuses_with_the_cooldown_and_reset_lets_calls_through() {
+    assert_eq!(forced(), Ok(1));
+    breaker("sync_once.forced")
+        .expect("registered")
+        .force_open();
+    let before = runs();
+    let r = forced();
+    assert!(
+        matches!(&r, Err(E::R(e @ ResilienceError::CircuitOpen { retry_after, .. }))
+            if *retry_after == Duration::from_secs(45) && e.service() == "sync_once.forced"),
+        "{r:?}"
+    );
+    assert_eq!(runs(), before);
+    let s = status("sync_once.forced").expect("registered");
+    assert_eq!((s.successes, s.rejections), (1, 1));
+    // Reset closes it and zeroes the counters.
+    breaker("sync_once.forced").expect("registered").reset();
+    assert_eq!(forced(), Ok(1));
+    let s = status("sync_once.forced").expect("registered");
+    assert_eq!((s.successes, s.rejections), (1, 0));
+}
+
+#[bulkhead(service = "sync_once.bulkhead", max_concurrent = 1)]
+fn reentrant(depth: u32) -> Result<u32, E> {
+    if depth == 0 {
+        return Ok(0);
+    }
+    // The outer call holds the only slot while the inner one asks for it.
+    match reentrant(depth - 1) {
+        Err(E::R(ResilienceError::BulkheadFull { .. })) => Ok(depth),
+        other => other,
+    }
+}
+
+#[test]
+fn a_full_bulkhead_refuses_and_the_slot_is_given_back() {
+    assert_eq!(reentrant(1), Ok(1));
+    // The slot came back: a call alone gets it.
+    assert_eq!(reentrant(0), Ok(0));
+    let s = status("sync_once.bulkhead").expect("registered");
+    assert_eq!((s.successes, s.rejections), (2, 1));
+}
