@@ -457,8 +457,9 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
             }
         }
     } else {
+        // One attempt: a retry live configuration gives the service cannot apply.
         quote_spanned! {mixed=>
-            let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
+            let mut __resilience_call = __resilience_svc.call(__resilience_hooks).single_attempt();
             #(#per_attempt)*
             match #attempt {
                 #p::ControlFlow::Break(__resilience_result) => __resilience_result,

@@ -390,6 +390,7 @@ impl Service {
             hooks,
             attempt: 0,
             bypass: false,
+            single: false,
             started: None,
             previous: Duration::ZERO,
         }
@@ -597,6 +598,9 @@ pub struct Call<'a, E> {
     pub(crate) attempt: u32,
     /// The kill switch was on at the first attempt: every policy passes through.
     pub(crate) bypass: bool,
+    /// The caller runs one attempt only (an expansion without a retry loop): a
+    /// retry that live configuration gives the service does not apply to it.
+    single: bool,
     started: Option<Instant>,
     previous: Duration,
 }
@@ -788,6 +792,7 @@ impl<'a, E> Call<'a, E> {
             return Next::Done(Err(e));
         };
         if self.bypass
+            || self.single
             || self.attempt >= r.max_attempts
             || !self.hooks.retry_if.is_none_or(|f| f(&e))
         {
@@ -902,6 +907,15 @@ impl<'a, E> Call<'a, E> {
         Attempt::new(self, body)
     }
 
+    /// This call makes one attempt only (an expansion without a retry loop): a
+    /// retry that live configuration gives the service does not apply to it, so
+    /// [`Call::attempt`] always breaks.
+    #[inline(always)]
+    pub fn single_attempt(mut self) -> Self {
+        self.single = true;
+        self
+    }
+
     /// A whole sync call, every attempt: [`Call::attempt_sync`] in a loop, for
     /// callers whose body needs nothing fresh per attempt. It takes the call by
     /// value, so a first attempt through the lane keeps the call's state in
@@ -1009,14 +1023,14 @@ impl<'a, E> Call<'a, E> {
 
     /// [`Call::attempt_sync`] for a call that has only this attempt (an expansion
     /// without a retry). It takes the call by value, as [`Call::run_sync`] does, so
-    /// the lane keeps the call's state in registers; `Continue` (a retry asked for
-    /// by a configuration that has one) means the backoff was slept and the call
-    /// is over.
+    /// the lane keeps the call's state in registers. It never retries (a retry a
+    /// live configuration gives the service does not apply), so it always breaks.
     #[inline(always)]
     pub fn attempt_once_sync<T>(
-        self,
+        mut self,
         body: impl FnOnce() -> Result<T, E>,
     ) -> ControlFlow<Result<T, E>> {
+        self.single = true;
         match self.sync_lane(body) {
             SyncLane::Done(v) => ControlFlow::Break(Ok(v)),
             SyncLane::Failed(lane, e) => self.once_after_lane_failure(lane, e),
