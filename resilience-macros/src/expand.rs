@@ -440,10 +440,7 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
         // The only attempt takes the call by value: its state stays in registers.
         quote_spanned! {mixed=>
             #(#per_attempt)*
-            match __resilience_svc.call(__resilience_hooks).attempt_once_sync::<#ok_ty>(move || #body) {
-                #p::ControlFlow::Break(__resilience_result) => __resilience_result,
-                #p::ControlFlow::Continue(()) => ::core::unreachable!("resilience: an attempt without a retry asked to retry"),
-            }
+            __resilience_svc.call(__resilience_hooks).attempt_once_sync::<#ok_ty>(move || #body)
         }
     } else if retries {
         quote_spanned! {mixed=>

@@ -1024,17 +1024,15 @@ impl<'a, E> Call<'a, E> {
     /// [`Call::attempt_sync`] for a call that has only this attempt (an expansion
     /// without a retry). It takes the call by value, as [`Call::run_sync`] does, so
     /// the lane keeps the call's state in registers. It never retries (a retry a
-    /// live configuration gives the service does not apply), so it always breaks.
+    /// live configuration gives the service does not apply), so it returns the
+    /// call's result.
     #[inline(always)]
-    pub fn attempt_once_sync<T>(
-        mut self,
-        body: impl FnOnce() -> Result<T, E>,
-    ) -> ControlFlow<Result<T, E>> {
+    pub fn attempt_once_sync<T>(mut self, body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         self.single = true;
         match self.sync_lane(body) {
-            SyncLane::Done(v) => ControlFlow::Break(Ok(v)),
+            SyncLane::Done(v) => Ok(v),
             SyncLane::Failed(lane, e) => self.once_after_lane_failure(lane, e),
-            SyncLane::Refused(r) => ControlFlow::Break(Err(Self::refused(self.svc, self.hooks, r))),
+            SyncLane::Refused(r) => Err(Self::refused(self.svc, self.hooks, r)),
             SyncLane::Off(body) => self.once_full(body),
         }
     }
@@ -1042,15 +1040,25 @@ impl<'a, E> Call<'a, E> {
     /// [`Call::attempt_once_sync`] off the lane (by value, so the caller builds the
     /// call in memory only on this path).
     #[inline(never)]
-    fn once_full<T>(mut self, body: impl FnOnce() -> Result<T, E>) -> ControlFlow<Result<T, E>> {
-        self.attempt_sync_full(body)
+    fn once_full<T>(mut self, body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let step = self.attempt_sync_full(body);
+        Self::only(step)
     }
 
     /// [`Call::attempt_once_sync`]: the lane's attempt failed.
     #[cold]
     #[inline(never)]
-    fn once_after_lane_failure<T>(mut self, lane: Lane<'_>, e: E) -> ControlFlow<Result<T, E>> {
-        self.after_lane_failure_sync(lane, e)
+    fn once_after_lane_failure<T>(mut self, lane: Lane<'_>, e: E) -> Result<T, E> {
+        let step = self.after_lane_failure_sync(lane, e);
+        Self::only(step)
+    }
+
+    /// The end of a single-attempt call: it never asks for another attempt.
+    fn only<T>(step: ControlFlow<Result<T, E>>) -> Result<T, E> {
+        match step {
+            ControlFlow::Break(r) => r,
+            ControlFlow::Continue(()) => unreachable!("a single-attempt call does not retry"),
+        }
     }
 
     /// A sync lane attempt failed: recorded, and the retry decision (the backoff is
