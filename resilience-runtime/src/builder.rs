@@ -3,7 +3,6 @@
 //! through the same [`Service`], so behaviour is identical.
 
 use std::future::Future;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use crate::config::{Backoff, Jitter, Rate, Spec, Strategy};
 use crate::error::ConfigError;
 use crate::registry::registry;
 use crate::retry::thread_random;
-use crate::service::{Hooks, Service};
+use crate::service::{CallFuture, Hooks, Service};
 use crate::ResilienceError;
 
 /// Entry point of the builder.
@@ -188,31 +187,26 @@ impl Policy {
 
     /// Runs `f` (once per attempt) under the policies. Errors convert from
     /// [`ResilienceError`] for rejections and timeouts.
-    pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, E>
+    pub fn call<T, E, F, Fut>(&self, f: F) -> CallFuture<'_, T, E, F, Fut>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
-        self.call_with(&Hooks::DEFAULT, f).await
+        self.call_with(&const { Hooks::DEFAULT }, f)
     }
 
     /// [`Policy::call`] with custom error classification.
-    pub async fn call_with<T, E, F, Fut>(&self, hooks: &Hooks<E>, mut f: F) -> Result<T, E>
+    pub fn call_with<'a, T, E, F, Fut>(
+        &'a self,
+        hooks: &'a Hooks<E>,
+        f: F,
+    ) -> CallFuture<'a, T, E, F, Fut>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let svc = &*self.service;
-        svc.total(hooks, async {
-            let mut call = svc.call(hooks);
-            loop {
-                if let ControlFlow::Break(r) = call.attempt(f()).await {
-                    return r;
-                }
-            }
-        })
-        .await
+        CallFuture::new(&self.service, hooks, f)
     }
 
     /// Runs a sync `f` under the policies (timeouts do not apply to sync calls).

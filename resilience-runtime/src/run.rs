@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use tokio::time::Sleep;
 
+use crate::breaker::Rejected;
 use crate::bulkhead::{Full, Permit};
 use crate::clock::Instant;
 use crate::events::EventKind;
 use crate::rate_limit::Reservation;
-use crate::service::{Admitted, Call, Gate, IntoError, Lane, LaneGuard, Next, OwnBody, Service};
+use crate::service::{
+    Admitted, Call, Gate, Hooks, IntoError, Lane, LaneGuard, Next, OwnBody, Policies, Service,
+};
 
 /// The permit of a bulkhead that had to be waited for (boxed: only a full bulkhead
 /// with a `max_wait` gets here).
@@ -40,9 +43,10 @@ enum Phase {
 pin_project_lite::pin_project! {
     /// One attempt of a call: see [`Call::attempt`].
     ///
-    /// Every piece of state is a field of its own, so moving between phases writes
-    /// only what changes: the body stays where it was pinned, and nothing is copied
-    /// on the way through.
+    /// The body is a field of its own, so it stays where it was pinned and nothing
+    /// is copied on the way through. Everything only an attempt off the lane needs
+    /// sits in one `Option` ([`Slow`]): a call through the lane writes and drops a
+    /// single discriminant for it.
     #[project = AttemptProj]
     #[must_use = "futures do nothing unless polled"]
     pub struct Attempt<'c, 'a, T, E, F> {
@@ -50,6 +54,17 @@ pin_project_lite::pin_project! {
         phase: Phase,
         #[pin]
         body: Option<OwnBody<F>>,
+        #[pin]
+        slow: Option<Slow<'a>>,
+        _out: PhantomData<fn() -> T>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The state of an attempt off the lane (or one that left it): every piece a
+    /// field of its own, so moving between phases writes only what changes.
+    #[project = SlowProj]
+    struct Slow<'a> {
         admitted: Option<Admitted<'a>>,
         reservation: Option<Reservation<'a>>,
         permit: Option<Permit<'a>>,
@@ -61,8 +76,20 @@ pin_project_lite::pin_project! {
         limit: Option<Duration>,
         #[pin]
         timer: Option<Sleep>,
-        _out: PhantomData<fn() -> T>,
     }
+}
+
+impl Slow<'_> {
+    const EMPTY: Self = Self {
+        admitted: None,
+        reservation: None,
+        permit: None,
+        acquire: None,
+        lane: None,
+        began: None,
+        limit: None,
+        timer: None,
+    };
 }
 
 impl<'c, 'a, T, E, F> Attempt<'c, 'a, T, E, F>
@@ -75,88 +102,105 @@ where
             call,
             phase: Phase::Start,
             body: Some(OwnBody { fut: body }),
-            admitted: None,
-            reservation: None,
-            permit: None,
-            acquire: None,
-            lane: None,
-            began: None,
-            limit: None,
-            timer: None,
+            slow: None,
             _out: PhantomData,
         }
     }
 }
 
-type Projection<'p, 'c, 'a, T, E, F> = AttemptProj<'p, 'c, 'a, T, E, F>;
+/// An attempt's pieces, its [`Slow`] state in place.
+struct Steps<'p, 'a, E, F> {
+    call: &'p mut Call<'a, E>,
+    phase: &'p mut Phase,
+    body: Pin<&'p mut Option<OwnBody<F>>>,
+    s: SlowProj<'p, 'a>,
+}
+
+/// Puts the attempt's [`Slow`] state in place (once) and hands out its pieces.
+#[inline(always)]
+fn steps<'p, 'a, T, E, F>(this: AttemptProj<'p, '_, 'a, T, E, F>) -> Steps<'p, 'a, E, F> {
+    let mut slow = this.slow;
+    if slow.is_none() {
+        slow.set(Some(Slow::EMPTY));
+    }
+    let Some(slow) = slow.as_pin_mut() else {
+        unreachable!("the slow state was just put in place")
+    };
+    Steps {
+        call: &mut **this.call,
+        phase: this.phase,
+        body: this.body,
+        s: slow.project(),
+    }
+}
 
 /// The body runs next: under the per-attempt timeout, unless the call bypasses
 /// policies.
 #[inline(always)]
-fn enter_run<T, E, F>(this: &mut Projection<'_, '_, '_, T, E, F>) {
-    let call = &**this.call;
-    *this.limit = match (call.p.config.timeout, call.hooks.into_error) {
+fn enter_run<E, F>(st: &mut Steps<'_, '_, E, F>) {
+    let call = &*st.call;
+    *st.s.limit = match (call.p.config.timeout, call.hooks.into_error) {
         (Some(limit), Some(_)) if !call.bypass => Some(limit),
         _ => None,
     };
-    if this.lane.is_none() {
-        *this.began = call.timing();
+    if st.s.lane.is_none() {
+        *st.s.began = call.timing();
     }
-    if let Some(r) = this.reservation.take() {
+    if let Some(r) = st.s.reservation.take() {
         r.used();
     }
-    *this.phase = Phase::Run;
+    *st.phase = Phase::Run;
 }
 
 /// What follows a poll of the body: `Pending` arms the per-attempt timeout; an
 /// outcome (or the timeout) is recorded and decides the retry. `Continue` here
 /// means the backoff began (the caller polls on); `Break` ends the attempt.
 fn after_body<T, E, F>(
-    this: &mut Projection<'_, '_, '_, T, E, F>,
+    st: &mut Steps<'_, '_, E, F>,
     polled: Poll<Result<T, E>>,
     cx: &mut Context<'_>,
 ) -> Poll<ControlFlow<Result<T, E>>> {
     let (result, timed_out) = match polled {
         Poll::Ready(r) => (r, false),
         Poll::Pending => {
-            let Some(limit) = *this.limit else {
+            let Some(limit) = *st.s.limit else {
                 return Poll::Pending;
             };
-            if this.timer.is_none() {
-                this.timer.set(Some(tokio::time::sleep(limit)));
+            if st.s.timer.is_none() {
+                st.s.timer.set(Some(tokio::time::sleep(limit)));
             }
-            match this.timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            match st.s.timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
                 Some(Poll::Ready(())) => {
-                    let into = this
+                    let into = st
                         .call
                         .hooks
                         .into_error
                         .expect("a timeout is armed only with into_error");
-                    (Err(this.call.timed_out(limit, into)), true)
+                    (Err(st.call.timed_out(limit, into)), true)
                 }
                 _ => return Poll::Pending,
             }
         }
     };
     // The body and its timer go first, then the slot is given back.
-    this.body.set(None);
-    if this.timer.is_some() {
-        this.timer.set(None);
+    st.body.set(None);
+    if st.s.timer.is_some() {
+        st.s.timer.set(None);
     }
-    drop(this.permit.take());
-    *this.phase = Phase::Done;
-    let admitted = this.admitted.take().expect("admitted before running");
-    if let (Some(lane), Ok(_)) = (*this.lane, &result) {
+    drop(st.s.permit.take());
+    *st.phase = Phase::Done;
+    let admitted = st.s.admitted.take().expect("admitted before running");
+    if let (Some(lane), Ok(_)) = (*st.s.lane, &result) {
         // A closed admission holds nothing to give back.
         std::mem::forget(admitted);
-        this.call.lane_success(lane);
+        st.call.lane_success(lane);
         return Poll::Ready(ControlFlow::Break(result));
     }
-    match this.call.finish(admitted, result, timed_out, *this.began) {
+    match st.call.finish(admitted, result, timed_out, *st.s.began) {
         Next::Done(r) => Poll::Ready(ControlFlow::Break(r)),
         Next::Retry(_, delay) => {
-            this.timer.set(Some(tokio::time::sleep(delay)));
-            *this.phase = Phase::Backoff;
+            st.s.timer.set(Some(tokio::time::sleep(delay)));
+            *st.phase = Phase::Backoff;
             Poll::Ready(ControlFlow::Continue(()))
         }
     }
@@ -165,37 +209,117 @@ fn after_body<T, E, F>(
 /// Admission through the bulkhead (breaker and rate limiter are passed): a slot now,
 /// a wait for one, or a refusal.
 fn enter_bulkhead<T, E, F>(
-    this: &mut Projection<'_, '_, '_, T, E, F>,
+    st: &mut Steps<'_, '_, E, F>,
 ) -> Option<Poll<ControlFlow<Result<T, E>>>> {
-    let Some((b, into)) = this.call.bulkhead() else {
-        enter_run(this);
+    let Some((b, into)) = st.call.bulkhead() else {
+        enter_run(st);
         return None;
     };
     if let Some(permit) = b.try_acquire() {
-        *this.permit = Some(permit);
-        enter_run(this);
+        *st.s.permit = Some(permit);
+        enter_run(st);
         return None;
     }
     if b.waits() {
-        *this.acquire = Some(Box::pin(b.acquire_slow()));
-        *this.phase = Phase::BulkheadWait;
+        *st.s.acquire = Some(Box::pin(b.acquire_slow()));
+        *st.phase = Phase::BulkheadWait;
         return None;
     }
-    Some(refuse_full(this, into))
+    Some(refuse_full(st, into))
 }
 
 /// The bulkhead refused the call: the unused rate-limit permit is given back and the
 /// probe freed.
 fn refuse_full<T, E, F>(
-    this: &mut Projection<'_, '_, '_, T, E, F>,
+    st: &mut Steps<'_, '_, E, F>,
     into: IntoError<E>,
 ) -> Poll<ControlFlow<Result<T, E>>> {
-    drop(this.reservation.take());
-    *this.phase = Phase::Done;
-    let admitted = this.admitted.take().expect("admitted before the bulkhead");
-    Poll::Ready(ControlFlow::Break(Err(this
+    drop(st.s.reservation.take());
+    *st.phase = Phase::Done;
+    let admitted = st.s.admitted.take().expect("admitted before the bulkhead");
+    Poll::Ready(ControlFlow::Break(Err(st
         .call
         .bulkhead_full(admitted, into))))
+}
+
+/// How a first attempt through the lane went: see [`lane_poll`].
+enum LanePoll<'a, T, E> {
+    /// The body succeeded at its first poll; the success is counted.
+    Done(T),
+    /// The body failed or is not ready: the attempt goes on as any other.
+    Left(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>),
+    /// The breaker refuses outright; the body was not polled.
+    Refused(Rejected),
+    /// The lane is closed to this call; nothing was done.
+    Off,
+}
+
+/// A first attempt through the lane, shared by [`Attempt`] and [`CallFuture`]: admitted
+/// without bookkeeping and the body polled at once; a success at that poll is
+/// counted and done, without the attempt's [`Slow`] state.
+#[inline(always)]
+fn lane_poll<'a, T, E, F>(
+    call: &mut Call<'a, E>,
+    mut body: Pin<&mut Option<OwnBody<F>>>,
+    phase: &mut Phase,
+    cx: &mut Context<'_>,
+) -> LanePoll<'a, T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let lane = match call.gate() {
+        Gate::Lane(lane) => lane,
+        Gate::Refused(r) => return LanePoll::Refused(r),
+        Gate::Full => return LanePoll::Off,
+    };
+    let permit = match call.p.bulkhead.as_deref() {
+        None => None,
+        Some(b) => match b.try_acquire() {
+            Some(p) => Some(p),
+            None => return LanePoll::Off,
+        },
+    };
+    let Some(fut) = body.as_mut().as_pin_mut() else {
+        return LanePoll::Off;
+    };
+    call.attempt = 1;
+    let guard = LaneGuard {
+        svc: call.svc,
+        lane,
+    };
+    let polled = fut.project().fut.poll(cx);
+    std::mem::forget(guard);
+    match polled {
+        Poll::Ready(Ok(v)) => {
+            // The body goes first, then the slot is given back.
+            body.set(None);
+            drop(permit);
+            *phase = Phase::Done;
+            call.lane_success(lane);
+            LanePoll::Done(v)
+        }
+        polled => LanePoll::Left(lane, permit, polled),
+    }
+}
+
+/// A lane attempt whose body failed or is not ready goes on as any other: its
+/// admission and permit are put in its [`Slow`] state. `None`: the backoff began
+/// ([`poll_steps`] sleeps it).
+fn leave_lane<'a, T, E, F>(
+    st: &mut Steps<'_, 'a, E, F>,
+    lane: Lane<'a>,
+    permit: Option<Permit<'a>>,
+    polled: Poll<Result<T, E>>,
+    cx: &mut Context<'_>,
+) -> Option<Poll<ControlFlow<Result<T, E>>>> {
+    *st.s.admitted = Some(lane.admitted(st.call.svc));
+    *st.s.permit = permit;
+    *st.s.lane = Some(lane);
+    enter_run(st);
+    match after_body(st, polled, cx) {
+        Poll::Ready(ControlFlow::Continue(())) => None,
+        other => Some(other),
+    }
 }
 
 impl<T, E, F> Future for Attempt<'_, '_, T, E, F>
@@ -211,7 +335,7 @@ where
                 return done;
             }
         }
-        self.poll_steps(cx)
+        poll_steps(&mut steps(self.project()), cx)
     }
 }
 
@@ -219,135 +343,113 @@ impl<T, E, F> Attempt<'_, '_, T, E, F>
 where
     F: Future<Output = Result<T, E>>,
 {
-    /// A first attempt through the lane: admitted without bookkeeping and the body
-    /// polled at once; a success at that poll is counted and done. `None`: the lane
-    /// is closed to this call, nothing was done.
+    /// A first attempt through the lane (see [`lane_poll`]). `None`: the lane is
+    /// closed to this call, or the backoff began.
     #[inline(always)]
     fn poll_lane(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Option<Poll<ControlFlow<Result<T, E>>>> {
         let mut this = self.project();
-        let call = &mut **this.call;
-        let lane = match call.gate() {
-            Gate::Lane(lane) => lane,
-            Gate::Refused(r) => {
+        match lane_poll(&mut **this.call, this.body.as_mut(), this.phase, cx) {
+            LanePoll::Done(v) => Some(Poll::Ready(ControlFlow::Break(Ok(v)))),
+            LanePoll::Refused(r) => {
                 *this.phase = Phase::Done;
-                return Some(Poll::Ready(ControlFlow::Break(Err(call.refuse(r)))));
+                Some(Poll::Ready(ControlFlow::Break(Err(this.call.refuse(r)))))
             }
-            Gate::Full => return None,
-        };
-        let permit = match call.p.bulkhead.as_deref() {
-            None => None,
-            Some(b) => Some(b.try_acquire()?),
-        };
-        call.attempt = 1;
-        let body = this.body.as_mut().as_pin_mut()?.project().fut;
-        let guard = LaneGuard {
-            svc: call.svc,
-            lane,
-        };
-        let polled = body.poll(cx);
-        std::mem::forget(guard);
-        if let Poll::Ready(Ok(_)) = &polled {
-            // The body goes first, then the slot is given back.
-            this.body.set(None);
-            drop(permit);
-            *this.phase = Phase::Done;
-            call.lane_success(lane);
-            return Some(polled.map(ControlFlow::Break));
-        }
-        // Not ready, or an error: from here the attempt goes as any other.
-        *this.admitted = Some(lane.admitted(call.svc));
-        *this.permit = permit;
-        *this.lane = Some(lane);
-        enter_run(&mut this);
-        match after_body(&mut this, polled, cx) {
-            // The backoff began: `poll_steps` sleeps it.
-            Poll::Ready(ControlFlow::Continue(())) => None,
-            other => Some(other),
+            LanePoll::Off => None,
+            LanePoll::Left(lane, permit, polled) => {
+                leave_lane(&mut steps(this), lane, permit, polled, cx)
+            }
         }
     }
+}
 
-    #[inline(never)]
-    fn poll_steps(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ControlFlow<Result<T, E>>> {
-        let mut this = self.project();
-        loop {
-            match *this.phase {
-                Phase::Start => {
-                    let call = &mut **this.call;
-                    let (admitted, reservation) = match call.begin() {
-                        Ok(a) => a,
-                        Err(e) => {
-                            *this.phase = Phase::Done;
-                            return Poll::Ready(ControlFlow::Break(Err(e)));
-                        }
-                    };
-                    *this.admitted = Some(admitted);
-                    if let Some(r) = reservation {
-                        let delay = r.delay();
-                        *this.reservation = Some(r);
-                        if let Some(wait) = delay {
-                            call.svc.emit(EventKind::RateLimitWaited { wait });
-                            this.timer.set(Some(tokio::time::sleep(wait)));
-                            *this.phase = Phase::RateWait;
-                            continue;
-                        }
+/// Every step of an attempt off the lane: admission, waits, the body under its
+/// timeout, the outcome and the backoff. `Continue`: the backoff was slept, the
+/// next attempt may begin.
+#[inline(never)]
+fn poll_steps<T, E, F>(
+    st: &mut Steps<'_, '_, E, F>,
+    cx: &mut Context<'_>,
+) -> Poll<ControlFlow<Result<T, E>>>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    loop {
+        match *st.phase {
+            Phase::Start => {
+                let (admitted, reservation) = match st.call.begin() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        *st.phase = Phase::Done;
+                        return Poll::Ready(ControlFlow::Break(Err(e)));
                     }
-                    if let Some(done) = enter_bulkhead(&mut this) {
-                        return done;
-                    }
-                }
-                Phase::RateWait => {
-                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
-                        ready!(t.poll(cx));
-                    }
-                    this.timer.set(None);
-                    if let Some(done) = enter_bulkhead(&mut this) {
-                        return done;
+                };
+                *st.s.admitted = Some(admitted);
+                if let Some(r) = reservation {
+                    let delay = r.delay();
+                    *st.s.reservation = Some(r);
+                    if let Some(wait) = delay {
+                        st.call.svc.emit(EventKind::RateLimitWaited { wait });
+                        st.s.timer.set(Some(tokio::time::sleep(wait)));
+                        *st.phase = Phase::RateWait;
+                        continue;
                     }
                 }
-                Phase::BulkheadWait => {
-                    let got = match this.acquire.as_mut() {
-                        Some(a) => ready!(a.as_mut().poll(cx)),
-                        None => Err(Full),
-                    };
-                    *this.acquire = None;
-                    match got {
-                        Ok(permit) => {
-                            *this.permit = Some(permit);
-                            enter_run(&mut this);
-                        }
-                        Err(Full) => {
-                            let into = this
-                                .call
-                                .hooks
-                                .into_error
-                                .expect("the bulkhead applies only with into_error");
-                            return refuse_full(&mut this, into);
-                        }
-                    }
+                if let Some(done) = enter_bulkhead(st) {
+                    return done;
                 }
-                Phase::Run => {
-                    let polled = match this.body.as_mut().as_pin_mut() {
-                        Some(body) => body.poll(cx),
-                        None => panic!("`Attempt` polled after it completed"),
-                    };
-                    match after_body(&mut this, polled, cx) {
-                        Poll::Ready(ControlFlow::Continue(())) => {}
-                        other => return other,
-                    }
-                }
-                Phase::Backoff => {
-                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
-                        ready!(t.poll(cx));
-                    }
-                    this.timer.set(None);
-                    *this.phase = Phase::Done;
-                    return Poll::Ready(ControlFlow::Continue(()));
-                }
-                Phase::Done => panic!("`Attempt` polled after it completed"),
             }
+            Phase::RateWait => {
+                if let Some(t) = st.s.timer.as_mut().as_pin_mut() {
+                    ready!(t.poll(cx));
+                }
+                st.s.timer.set(None);
+                if let Some(done) = enter_bulkhead(st) {
+                    return done;
+                }
+            }
+            Phase::BulkheadWait => {
+                let got = match st.s.acquire.as_mut() {
+                    Some(a) => ready!(a.as_mut().poll(cx)),
+                    None => Err(Full),
+                };
+                *st.s.acquire = None;
+                match got {
+                    Ok(permit) => {
+                        *st.s.permit = Some(permit);
+                        enter_run(st);
+                    }
+                    Err(Full) => {
+                        let into = st
+                            .call
+                            .hooks
+                            .into_error
+                            .expect("the bulkhead applies only with into_error");
+                        return refuse_full(st, into);
+                    }
+                }
+            }
+            Phase::Run => {
+                let polled = match st.body.as_mut().as_pin_mut() {
+                    Some(body) => body.poll(cx),
+                    None => panic!("`Attempt` polled after it completed"),
+                };
+                match after_body(st, polled, cx) {
+                    Poll::Ready(ControlFlow::Continue(())) => {}
+                    other => return other,
+                }
+            }
+            Phase::Backoff => {
+                if let Some(t) = st.s.timer.as_mut().as_pin_mut() {
+                    ready!(t.poll(cx));
+                }
+                st.s.timer.set(None);
+                *st.phase = Phase::Done;
+                return Poll::Ready(ControlFlow::Continue(()));
+            }
+            Phase::Done => panic!("`Attempt` polled after it completed"),
         }
     }
 }
@@ -398,5 +500,202 @@ where
             Some(Poll::Ready(())) => Poll::Ready(Err(this.svc.total_timed_out(limit, into))),
             _ => Poll::Pending,
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A whole async call through a [`Policy`](crate::Policy): every attempt and
+    /// the total timeout in one future written by hand. A first attempt through the
+    /// lane builds nothing but its body; the call's state ([`Rest`]) is put in place
+    /// only when the call leaves the lane.
+    #[project = CallProj]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct CallFuture<'a, T, E, F, Fut> {
+        svc: &'a Service,
+        hooks: &'a Hooks<E>,
+        f: F,
+        phase: Phase,
+        #[pin]
+        body: Option<OwnBody<Fut>>,
+        #[pin]
+        rest: Option<Rest<'a, E>>,
+        _out: PhantomData<fn() -> T>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A [`CallFuture`] off the lane: the call, its total timeout and the attempt's state.
+    #[project = RestProj]
+    struct Rest<'a, E> {
+        call: Call<'a, E>,
+        total: Option<(Duration, IntoError<E>)>,
+        #[pin]
+        total_timer: Option<Sleep>,
+        #[pin]
+        slow: Slow<'a>,
+    }
+}
+
+impl<'a, T, E, F, Fut> CallFuture<'a, T, E, F, Fut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    #[inline]
+    pub(crate) fn new(svc: &'a Service, hooks: &'a Hooks<E>, f: F) -> Self {
+        Self {
+            svc,
+            hooks,
+            f,
+            phase: Phase::Start,
+            body: None,
+            rest: None,
+            _out: PhantomData,
+        }
+    }
+
+    /// Puts the call's state in place: the call leaves the lane (`left`: what its
+    /// attempt left to do), or never took it. The call is made again from its
+    /// policies, so the lane never writes it to memory.
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn settle(
+        mut self: Pin<&mut Self>,
+        p: &'a Policies,
+        left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, E>> {
+        let this = self.as_mut().project();
+        let mut call = Call::with(this.svc, p, this.hooks);
+        if left.is_some() {
+            call.attempt = 1;
+        }
+        let total = this.svc.total_limit(this.hooks);
+        let mut rest = this.rest;
+        rest.set(Some(Rest {
+            call,
+            total,
+            total_timer: None,
+            slow: Slow::EMPTY,
+        }));
+        let polled = match left {
+            None => None,
+            Some((lane, permit, polled)) => {
+                let Some(rest) = rest.as_pin_mut() else {
+                    unreachable!("the call's state was just put in place")
+                };
+                let rest = rest.project();
+                let mut st = Steps {
+                    call: rest.call,
+                    phase: this.phase,
+                    body: this.body,
+                    s: rest.slow.project(),
+                };
+                leave_lane(&mut st, lane, permit, polled, cx)
+            }
+        };
+        Self::poll_rest(self.project(), polled, cx)
+    }
+
+    /// Every poll after the lane: attempts until one breaks, a fresh body for each,
+    /// under the total timeout.
+    #[inline(never)]
+    fn poll_rest(
+        this: CallProj<'_, 'a, T, E, F, Fut>,
+        mut polled: Option<Poll<ControlFlow<Result<T, E>>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, E>> {
+        let Some(rest) = this.rest.as_pin_mut() else {
+            panic!("`CallFuture` polled after it completed")
+        };
+        let rest = rest.project();
+        let mut st = Steps {
+            call: rest.call,
+            phase: this.phase,
+            body: this.body,
+            s: rest.slow.project(),
+        };
+        loop {
+            let step = match polled.take() {
+                Some(p) => p,
+                None => poll_steps(&mut st, cx),
+            };
+            match step {
+                Poll::Ready(ControlFlow::Break(r)) => return Poll::Ready(r),
+                Poll::Ready(ControlFlow::Continue(())) => {
+                    // The backoff was slept: the next attempt, with a fresh body.
+                    st.s.clear();
+                    st.body.set(Some(OwnBody { fut: (this.f)() }));
+                    *st.phase = Phase::Start;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let Some((limit, into)) = *rest.total else {
+            return Poll::Pending;
+        };
+        let mut timer = rest.total_timer;
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep(limit)));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => {
+                // The attempt ends here: its body first, then its slot and probe.
+                st.body.set(None);
+                st.s.clear();
+                timer.set(None);
+                *st.phase = Phase::Done;
+                Poll::Ready(Err(st.call.svc.total_timed_out(limit, into)))
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl SlowProj<'_, '_> {
+    /// Gives back what an attempt held (an admission is abandoned, a permit
+    /// released) and readies the state for the next attempt.
+    fn clear(&mut self) {
+        self.timer.set(None);
+        *self.admitted = None;
+        *self.reservation = None;
+        *self.permit = None;
+        *self.acquire = None;
+        *self.lane = None;
+        *self.began = None;
+        *self.limit = None;
+    }
+}
+
+impl<T, E, F, Fut> Future for CallFuture<'_, T, E, F, Fut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, E>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.rest.is_none() && self.phase == Phase::Start {
+            // The first poll: a fresh body through the lane.
+            let this = self.as_mut().project();
+            let (svc, hooks) = (*this.svc, *this.hooks);
+            let mut call = svc.call(hooks);
+            let p = call.p;
+            let mut body = this.body;
+            body.set(Some(OwnBody { fut: (this.f)() }));
+            let left = match lane_poll(&mut call, body.as_mut(), this.phase, cx) {
+                LanePoll::Done(v) => return Poll::Ready(Ok(v)),
+                LanePoll::Refused(r) => {
+                    body.set(None);
+                    *this.phase = Phase::Done;
+                    return Poll::Ready(Err(Call::refused(svc, hooks, r)));
+                }
+                LanePoll::Off => None,
+                LanePoll::Left(lane, permit, polled) => Some((lane, permit, polled)),
+            };
+            return self.settle(p, left, cx);
+        }
+        Self::poll_rest(self.project(), None, cx)
     }
 }

@@ -22,7 +22,7 @@ use crate::counters::{Counter, CounterSnapshot, Counters};
 use crate::events::{self, EventKind, RejectedBy};
 use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
-pub use crate::run::{Attempt, Total};
+pub use crate::run::{Attempt, CallFuture, Total};
 use crate::{ResilienceError, ServiceName};
 
 /// One protected dependency: its policies' shared state and its counters.
@@ -384,9 +384,17 @@ impl Service {
     /// The call uses the policies in force now, for all its attempts.
     #[inline(always)]
     pub fn call<'a, E>(&'a self, hooks: &'a Hooks<E>) -> Call<'a, E> {
+        Call::with(self, self.policies(), hooks)
+    }
+}
+
+impl<'a, E> Call<'a, E> {
+    /// A call under policies `p` (the service's at its start).
+    #[inline(always)]
+    pub(crate) fn with(svc: &'a Service, p: &'a Policies, hooks: &'a Hooks<E>) -> Self {
         Call {
-            svc: self,
-            p: self.policies(),
+            svc,
+            p,
             hooks,
             attempt: 0,
             bypass: false,
@@ -395,7 +403,9 @@ impl Service {
             previous: Duration::ZERO,
         }
     }
+}
 
+impl Service {
     /// Runs a whole call (all attempts) under `total_timeout`, when one is set.
     pub fn total<'a, T, E, F>(&'a self, hooks: &Hooks<E>, fut: F) -> Total<'a, E, F>
     where
@@ -968,7 +978,7 @@ impl<'a, E> Call<'a, E> {
     /// only what a refusal reads, so the caller builds no `Call` in memory for it.
     #[cold]
     #[inline(never)]
-    fn refused(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> E {
+    pub(crate) fn refused(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> E {
         let into = hooks.into_error.expect("gate: into_error is set");
         svc.reject(
             into,
