@@ -431,48 +431,56 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
         },
     };
 
-    let attempt = if is_async {
-        quote_spanned!(mixed=> __resilience_call.attempt::<#ok_ty, _>(async move #body).await)
-    } else {
-        quote_spanned!(mixed=> __resilience_call.attempt_sync::<#ok_ty>(move || #body))
-    };
-    let attempts = if !retries && !is_async {
-        // The only attempt takes the call by value: its state stays in registers.
+    let run = if is_async && !retries {
+        // One attempt: the attempt and the total timeout are one future, and a first
+        // attempt through the lane builds nothing but its body. A retry that live
+        // configuration gives the service does not apply to it.
         quote_spanned! {mixed=>
-            #(#per_attempt)*
-            __resilience_svc.call(__resilience_hooks).attempt_once_sync::<#ok_ty>(move || #body)
+            {
+                #(#scope)*
+                #(#per_attempt)*
+                __resilience_svc.once::<#ok_ty, _, _>(__resilience_hooks, async move #body).await
+            }
+        }
+    } else if is_async {
+        quote_spanned! {mixed=>
+            {
+                #(#scope)*
+                __resilience_svc.total(__resilience_hooks, async move {
+                    let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
+                    loop {
+                        #(#per_attempt)*
+                        match __resilience_call.attempt::<#ok_ty, _>(async move #body).await {
+                            #p::ControlFlow::Break(__resilience_result) => break __resilience_result,
+                            #p::ControlFlow::Continue(()) => {}
+                        }
+                    }
+                }).await
+            }
         }
     } else if retries {
         quote_spanned! {mixed=>
-            let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
-            loop {
-                #(#per_attempt)*
-                match #attempt {
-                    #p::ControlFlow::Break(__resilience_result) => break __resilience_result,
-                    #p::ControlFlow::Continue(()) => {}
+            {
+                #(#scope)*
+                let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
+                loop {
+                    #(#per_attempt)*
+                    match __resilience_call.attempt_sync::<#ok_ty>(move || #body) {
+                        #p::ControlFlow::Break(__resilience_result) => break __resilience_result,
+                        #p::ControlFlow::Continue(()) => {}
+                    }
                 }
             }
         }
     } else {
-        // One attempt: a retry live configuration gives the service cannot apply.
-        quote_spanned! {mixed=>
-            let mut __resilience_call = __resilience_svc.call(__resilience_hooks).single_attempt();
-            #(#per_attempt)*
-            match #attempt {
-                #p::ControlFlow::Break(__resilience_result) => __resilience_result,
-                #p::ControlFlow::Continue(()) => ::core::unreachable!("resilience: an attempt without a retry asked to retry"),
-            }
-        }
-    };
-    let run = if is_async {
+        // The only attempt takes the call by value: its state stays in registers.
         quote_spanned! {mixed=>
             {
                 #(#scope)*
-                __resilience_svc.total(__resilience_hooks, async move { #attempts }).await
+                #(#per_attempt)*
+                __resilience_svc.call(__resilience_hooks).attempt_once_sync::<#ok_ty>(move || #body)
             }
         }
-    } else {
-        quote_spanned! {mixed=> { #(#scope)* #attempts } }
     };
     let result = match &fallback {
         None => run,

@@ -536,9 +536,61 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<'a, T, E, F, Fut> CallFuture<'a, T, E, F, Fut>
+/// Where a [`CallFuture`] gets the body of each attempt: a closure called once per
+/// attempt ([`Policy::call`](crate::Policy::call)), or [`OneAttempt`].
+pub trait Bodies<Fut> {
+    /// The call makes one attempt only: a retry that live configuration gives the
+    /// service does not apply to it.
+    const SINGLE: bool;
+    /// The body of the next attempt (`None`: no other attempt).
+    fn next_body(&mut self) -> Option<Fut>;
+}
+
+impl<F, Fut> Bodies<Fut> for F
 where
     F: FnMut() -> Fut,
+{
+    const SINGLE: bool = false;
+    #[inline(always)]
+    fn next_body(&mut self) -> Option<Fut> {
+        Some(self())
+    }
+}
+
+/// A call of one attempt, its body given up front ([`Service::once`]).
+#[derive(Clone, Copy, Debug)]
+pub struct OneAttempt;
+
+impl<Fut> Bodies<Fut> for OneAttempt {
+    const SINGLE: bool = true;
+    #[inline(always)]
+    fn next_body(&mut self) -> Option<Fut> {
+        None
+    }
+}
+
+impl<'a, T, E, Fut> CallFuture<'a, T, E, OneAttempt, Fut>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    /// One attempt of `body`: see [`Service::once`].
+    #[inline]
+    pub(crate) fn once(svc: &'a Service, hooks: &'a Hooks<E>, body: Fut) -> Self {
+        Self {
+            svc,
+            hooks,
+            f: OneAttempt,
+            phase: Phase::Start,
+            body: Some(OwnBody { fut: body }),
+            rest: None,
+            _out: PhantomData,
+        }
+    }
+}
+
+impl<'a, T, E, F, Fut> CallFuture<'a, T, E, F, Fut>
+where
+    F: Bodies<Fut>,
     Fut: Future<Output = Result<T, E>>,
 {
     #[inline]
@@ -567,6 +619,9 @@ where
     ) -> Poll<Result<T, E>> {
         let this = self.as_mut().project();
         let mut call = Call::with(this.svc, p, this.hooks);
+        if F::SINGLE {
+            call = call.single_attempt();
+        }
         if left.is_some() {
             call.attempt = 1;
         }
@@ -625,7 +680,10 @@ where
                 Poll::Ready(ControlFlow::Continue(())) => {
                     // The backoff was slept: the next attempt, with a fresh body.
                     st.s.clear();
-                    st.body.set(Some(OwnBody { fut: (this.f)() }));
+                    let Some(body) = this.f.next_body() else {
+                        unreachable!("a single-attempt call does not retry")
+                    };
+                    st.body.set(Some(OwnBody { fut: body }));
                     *st.phase = Phase::Start;
                 }
                 Poll::Pending => break,
@@ -669,7 +727,7 @@ impl SlowProj<'_, '_> {
 
 impl<T, E, F, Fut> Future for CallFuture<'_, T, E, F, Fut>
 where
-    F: FnMut() -> Fut,
+    F: Bodies<Fut>,
     Fut: Future<Output = Result<T, E>>,
 {
     type Output = Result<T, E>;
@@ -683,7 +741,11 @@ where
             let mut call = svc.call(hooks);
             let p = call.p;
             let mut body = this.body;
-            body.set(Some(OwnBody { fut: (this.f)() }));
+            if body.is_none() {
+                if let Some(fresh) = this.f.next_body() {
+                    body.set(Some(OwnBody { fut: fresh }));
+                }
+            }
             let left = match lane_poll(&mut call, body.as_mut(), this.phase, cx) {
                 LanePoll::Done(v) => return Poll::Ready(Ok(v)),
                 LanePoll::Refused(r) => {

@@ -22,7 +22,7 @@ use crate::counters::{Counter, CounterSnapshot, Counters};
 use crate::events::{self, EventKind, RejectedBy};
 use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
-pub use crate::run::{Attempt, CallFuture, Total};
+pub use crate::run::{Attempt, Bodies, CallFuture, OneAttempt, Total};
 use crate::{ResilienceError, ServiceName};
 
 /// One protected dependency: its policies' shared state and its counters.
@@ -406,6 +406,23 @@ impl<'a, E> Call<'a, E> {
 }
 
 impl Service {
+    /// A whole call of one attempt (an async expansion without a retry): the
+    /// attempt and the total timeout in one future, as [`Policy::call`]'s. A retry
+    /// that live configuration gives the service does not apply to it.
+    ///
+    /// [`Policy::call`]: crate::Policy::call
+    #[inline]
+    pub fn once<'a, T, E, Fut>(
+        &'a self,
+        hooks: &'a Hooks<E>,
+        body: Fut,
+    ) -> CallFuture<'a, T, E, OneAttempt, Fut>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        CallFuture::once(self, hooks, body)
+    }
+
     /// Runs a whole call (all attempts) under `total_timeout`, when one is set.
     pub fn total<'a, T, E, F>(&'a self, hooks: &Hooks<E>, fut: F) -> Total<'a, E, F>
     where
@@ -917,11 +934,11 @@ impl<'a, E> Call<'a, E> {
         Attempt::new(self, body)
     }
 
-    /// This call makes one attempt only (an expansion without a retry loop): a
+    /// This call makes one attempt only ([`Service::once`]): a
     /// retry that live configuration gives the service does not apply to it, so
     /// [`Call::attempt`] always breaks.
     #[inline(always)]
-    pub fn single_attempt(mut self) -> Self {
+    pub(crate) fn single_attempt(mut self) -> Self {
         self.single = true;
         self
     }
