@@ -32,10 +32,10 @@ pub(crate) fn now() -> Instant {
 #[inline]
 pub(crate) fn nanos(at: Instant) -> Nanos {
     let o = origin();
-    if at >= o {
-        OFFSET.saturating_add(dur_nanos(at - o))
-    } else {
-        OFFSET.saturating_sub(dur_nanos(o - at))
+    // One subtraction of the clock's instants (a comparison first would be two).
+    match at.checked_duration_since(o) {
+        Some(d) => OFFSET.saturating_add(dur_nanos(d)),
+        None => OFFSET.saturating_sub(dur_nanos(o.saturating_duration_since(at))),
     }
 }
 
@@ -47,12 +47,42 @@ pub(crate) fn now_nanos() -> Nanos {
 
 #[inline]
 pub(crate) fn dur_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    // In 64-bit arithmetic (`as_nanos` is 128-bit), saturating at `u64::MAX`.
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 /// Sleeps the current thread (sync calls wait this way).
 pub(crate) fn sleep_thread(d: Duration) {
     if !d.is_zero() {
         std::thread::sleep(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dur_nanos_is_exact_up_to_u64_max_and_saturates_above() {
+        assert_eq!(dur_nanos(Duration::ZERO), 0);
+        assert_eq!(dur_nanos(Duration::new(1, 500_000_000)), 1_500_000_000);
+        assert_eq!(dur_nanos(Duration::from_nanos(u64::MAX)), u64::MAX);
+        let above = Duration::from_nanos(u64::MAX) + Duration::from_nanos(1);
+        assert_eq!(dur_nanos(above), u64::MAX);
+        assert_eq!(dur_nanos(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn nanos_keeps_the_order_and_distance_of_instants_on_both_sides_of_the_origin() {
+        let o = origin();
+        let d = Duration::from_millis(1500);
+        assert_eq!(nanos(o), OFFSET);
+        assert_eq!(nanos(o + d), OFFSET + 1_500_000_000);
+        if let Some(before) = o.checked_sub(d) {
+            assert_eq!(nanos(before), OFFSET - 1_500_000_000);
+        }
     }
 }

@@ -102,6 +102,30 @@ impl RateLimiter {
     }
 
     /// A permit now or a reservation; given back when dropped unless used.
+    /// Takes a permit due now, if there is one (the lane): `false` changes nothing,
+    /// and the call then goes through [`RateLimiter::acquire`] (a wait or a refusal).
+    #[inline]
+    pub(crate) fn take_now(&self) -> bool {
+        self.take_now_at(clock::now_nanos())
+    }
+
+    #[inline]
+    fn take_now_at(&self, now: Nanos) -> bool {
+        let mut tat = self.tat.load(Relaxed);
+        let (interval, tolerance) = (self.interval.load(Relaxed), self.tolerance.load(Relaxed));
+        loop {
+            let start = tat.max(now);
+            if start.saturating_sub(tolerance) > now {
+                return false;
+            }
+            let end = start.saturating_add(interval);
+            match self.tat.compare_exchange_weak(tat, end, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(cur) => tat = cur,
+            }
+        }
+    }
+
     #[inline]
     pub(crate) fn acquire(&self) -> Result<Reservation<'_>, Limited> {
         let (grant, taken) = self.reserve_at(clock::now_nanos())?;
@@ -178,6 +202,44 @@ mod tests {
             burst,
             max_wait,
         })
+    }
+
+    #[test]
+    fn take_now_grants_what_acquire_grants_now_and_a_refusal_changes_nothing() {
+        let (a, b) = (
+            limiter(10, 3, Duration::ZERO),
+            limiter(10, 3, Duration::ZERO),
+        );
+        let t0 = 1u64 << 62;
+        for _ in 0..3 {
+            assert!(a.take_now_at(t0));
+            assert_eq!(b.acquire_at(t0), Ok(Grant::Now));
+        }
+        // The burst is spent: refused, and the refusal takes nothing.
+        assert!(!a.take_now_at(t0));
+        assert!(!a.take_now_at(t0 + 99_999_999));
+        assert_eq!(a.tat.load(Relaxed), b.tat.load(Relaxed));
+        assert_eq!(
+            a.acquire_at(t0).unwrap_err().retry_after,
+            Duration::from_millis(100)
+        );
+        // One interval later, one permit again.
+        assert!(a.take_now_at(t0 + 100_000_000));
+        assert!(!a.take_now_at(t0 + 100_000_000));
+    }
+
+    #[test]
+    fn take_now_never_takes_a_permit_that_would_be_waited_for() {
+        // A limiter that would grant a wait: `take_now` refuses instead, and leaves
+        // the permit to the caller that waits for it.
+        let l = limiter(10, 1, Duration::from_millis(500));
+        let t0 = 1u64 << 62;
+        assert!(l.take_now_at(t0));
+        assert!(!l.take_now_at(t0));
+        assert_eq!(
+            l.acquire_at(t0),
+            Ok(Grant::After(Duration::from_millis(100)))
+        );
     }
 
     #[test]

@@ -272,12 +272,8 @@ where
         Gate::Refused(r) => return LanePoll::Refused(r),
         Gate::Full => return LanePoll::Off,
     };
-    let permit = match call.p.bulkhead.as_deref() {
-        None => None,
-        Some(b) => match b.try_acquire() {
-            Some(p) => Some(p),
-            None => return LanePoll::Off,
-        },
+    let Some(permit) = call.lane_admit() else {
+        return LanePoll::Off;
     };
     let Some(fut) = body.as_mut().as_pin_mut() else {
         return LanePoll::Off;

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::breaker::{Admission, Breaker, BreakerSnapshot, CircuitState, Outcome, Rejected};
-use crate::bulkhead::Bulkhead;
+use crate::bulkhead::{Bulkhead, Permit};
 use crate::clock::{self, Instant};
 use crate::config::{PolicyConfig, Spec};
 use crate::counters::{Counter, CounterSnapshot, Counters};
@@ -65,14 +65,14 @@ pub(crate) struct Policies {
     /// Attempts are timed (for `slow_call` or `record_latency`).
     pub(crate) timed: bool,
     pub(crate) record_latency: bool,
-    /// Calls may take the lane (see [`Call::lane`]): no rate limiter, attempts not
-    /// timed, no `max_elapsed`.
+    /// Calls may take the lane (see [`Call::gate`]): attempts not timed, no
+    /// `max_elapsed`.
     pub(crate) lean: bool,
 }
 
 /// Whether calls under `config` may take the lane.
 fn lean(config: &PolicyConfig, timed: bool) -> bool {
-    config.rate_limit.is_none() && !timed && config.retry.is_none_or(|r| r.max_elapsed.is_none())
+    !timed && config.retry.is_none_or(|r| r.max_elapsed.is_none())
 }
 
 /// A service's state to carry over a restart: breaker and counters.
@@ -865,10 +865,11 @@ impl<'a, E> Call<'a, E> {
         self.p.timed.then(clock::now)
     }
 
-    /// How a first attempt may go. The lane: policies in force that need no clock
-    /// and no rate limiter, the kill switch off, and the breaker closed (or none); a
-    /// lane call costs a few loads and, for a success, one count on this thread's
-    /// own line. A breaker that refuses outright (forced open, or open with cooldown
+    /// How a first attempt may go. The lane: attempts not timed, the kill switch
+    /// off, and the breaker closed (or none); then [`Call::lane_admit`] takes a
+    /// bulkhead slot and a rate-limit permit if they are free now. A lane call costs
+    /// a few loads (and the clock, under a rate limiter) and, for a success, one
+    /// count on this thread's own line. A breaker that refuses outright (forced open, or open with cooldown
     /// left) refuses at once. Anything else goes through every policy.
     #[inline(always)]
     pub(crate) fn gate(&self) -> Gate<'a> {
@@ -893,6 +894,24 @@ impl<'a, E> Call<'a, E> {
                 },
             },
         }
+    }
+
+    /// The rest of a lane admission, after [`Call::gate`]: a bulkhead slot now, then
+    /// a rate-limit permit due now (the slot first: it is the cheaper to give back).
+    /// `None`: either must wait or refuse, so the call goes through every policy
+    /// (nothing was taken).
+    #[inline(always)]
+    pub(crate) fn lane_admit(&self) -> Option<Option<Permit<'a>>> {
+        let permit = match self.p.bulkhead.as_deref() {
+            None => None,
+            Some(b) => Some(b.try_acquire()?),
+        };
+        if let Some(l) = self.p.limiter.as_deref() {
+            if !l.take_now() {
+                return None;
+            }
+        }
+        Some(permit)
     }
 
     /// The breaker refused the first attempt outright (see [`Call::gate`]).
@@ -968,12 +987,8 @@ impl<'a, E> Call<'a, E> {
             Gate::Refused(r) => return SyncLane::Refused(r),
             Gate::Full => return SyncLane::Off(body),
         };
-        let permit = match self.p.bulkhead.as_deref() {
-            None => None,
-            Some(b) => match b.try_acquire() {
-                Some(p) => Some(p),
-                None => return SyncLane::Off(body),
-            },
+        let Some(permit) = self.lane_admit() else {
+            return SyncLane::Off(body);
         };
         let guard = LaneGuard {
             svc: self.svc,
