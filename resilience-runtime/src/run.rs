@@ -613,7 +613,7 @@ where
         left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
-        let this = self.as_mut().project();
+        let mut this = self.as_mut().project();
         let mut call = Call::with(this.svc, p, this.hooks);
         if F::SINGLE {
             call = call.single_attempt();
@@ -622,38 +622,22 @@ where
             call.attempt = 1;
         }
         let total = this.svc.total_limit(this.hooks);
-        let mut rest = this.rest;
-        rest.set(Some(Rest {
+        this.rest.set(Some(Rest {
             call,
             total,
             total_timer: None,
             slow: Slow::EMPTY,
         }));
-        let polled = match left {
-            None => None,
-            Some((lane, permit, polled)) => {
-                let Some(rest) = rest.as_pin_mut() else {
-                    unreachable!("the call's state was just put in place")
-                };
-                let rest = rest.project();
-                let mut st = Steps {
-                    call: rest.call,
-                    phase: this.phase,
-                    body: this.body,
-                    s: rest.slow.project(),
-                };
-                leave_lane(&mut st, lane, permit, polled, cx)
-            }
-        };
-        Self::poll_rest(self.project(), polled, cx)
+        Self::poll_rest(self.project(), left, cx)
     }
 
-    /// Every poll after the lane: attempts until one breaks, a fresh body for each,
-    /// under the total timeout.
+    /// Every poll after the lane (`left`: what the lane's attempt left to do):
+    /// attempts until one breaks, a fresh body for each, under the total timeout.
     #[inline(never)]
+    #[allow(clippy::type_complexity)]
     fn poll_rest(
         this: CallProj<'_, 'a, T, E, F, Fut>,
-        mut polled: Option<Poll<ControlFlow<Result<T, E>>>>,
+        left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
         let Some(rest) = this.rest.as_pin_mut() else {
@@ -665,6 +649,10 @@ where
             phase: this.phase,
             body: this.body,
             s: rest.slow.project(),
+        };
+        let mut polled = match left {
+            None => None,
+            Some((lane, permit, polled)) => leave_lane(&mut st, lane, permit, polled, cx),
         };
         loop {
             let step = match polled.take() {
