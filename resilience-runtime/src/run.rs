@@ -272,11 +272,16 @@ where
         Gate::Refused(r) => return LanePoll::Refused(r),
         Gate::Full => return LanePoll::Off,
     };
+    // The body first: a slot or permit taken for a call that cannot run would be
+    // spent for nothing.
+    if body.is_none() {
+        return LanePoll::Off;
+    }
     let Some(permit) = call.lane_admit() else {
         return LanePoll::Off;
     };
     let Some(fut) = body.as_mut().as_pin_mut() else {
-        return LanePoll::Off;
+        unreachable!("the body was checked above")
     };
     call.attempt = 1;
     let guard = LaneGuard {
