@@ -40,6 +40,18 @@ impl Drop for Permit<'_> {
     }
 }
 
+impl<'a> Permit<'a> {
+    /// Gives the slot back without waking a waiter: returns the bulkhead if one
+    /// waits, for the caller to [`Bulkhead::wake`] (off its fast path).
+    #[inline(always)]
+    pub(crate) fn release_quiet(self) -> Option<&'a Bulkhead> {
+        let b = self.bulkhead;
+        std::mem::forget(self);
+        b.in_use.fetch_sub(1, SeqCst);
+        (b.waiters.load(SeqCst) != 0).then_some(b)
+    }
+}
+
 /// No slot came free within `max_wait`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Full;
@@ -103,10 +115,16 @@ impl Bulkhead {
     }
 
     #[cold]
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.notify.notify_waiters();
         let _g = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.sync_cv.notify_all();
+    }
+
+    /// Calls waiting for a slot now.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> u32 {
+        self.waiters.load(SeqCst)
     }
 
     /// Whether a full bulkhead makes calls wait (`max_wait` above zero).

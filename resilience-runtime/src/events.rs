@@ -205,9 +205,6 @@ struct Queue {
     worker: bool,
 }
 
-/// Set while at least one listener wants every event: the only thing a call reads
-/// when there is none.
-static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// Set while any listener is registered (transitions are queued then).
 static ACTIVE_TRANSITIONS: AtomicBool = AtomicBool::new(false);
 
@@ -272,7 +269,12 @@ pub fn flush_events() {
 }
 
 fn set_active(ls: &[Entry]) {
-    ACTIVE.store(ls.iter().any(|e| !e.transitions_only), Relaxed);
+    // Set while at least one listener wants every event: the only thing a call
+    // reads when there is none.
+    crate::service::set_lane_bar(
+        crate::service::BAR_LISTENERS,
+        ls.iter().any(|e| !e.transitions_only),
+    );
     ACTIVE_TRANSITIONS.store(!ls.is_empty(), Relaxed);
 }
 
@@ -348,7 +350,7 @@ fn worker(b: &'static Bus) {
 /// Whether any listener is registered.
 #[inline]
 pub(crate) fn active() -> bool {
-    ACTIVE.load(Relaxed)
+    crate::service::lane_bars() & crate::service::BAR_LISTENERS != 0
 }
 
 /// Queues an event for the listeners. Never blocks on a listener.

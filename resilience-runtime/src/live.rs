@@ -29,7 +29,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -39,19 +38,17 @@ use crate::error::{ConfigError, ConfigProblem};
 use crate::registry::registry;
 use crate::service::Extras;
 
-static KILL: AtomicBool = AtomicBool::new(false);
-
 /// Whether the kill switch is on.
 #[inline]
 pub fn kill_switch() -> bool {
-    KILL.load(Relaxed)
+    crate::service::lane_bars() & crate::service::BAR_KILL_SWITCH != 0
 }
 
 /// Turns the kill switch on or off; returns the previous setting. On, every policy
 /// but fallback passes calls through (calls already running finish under their
 /// policies).
 pub fn set_kill_switch(on: bool) -> bool {
-    let was = KILL.swap(on, Relaxed);
+    let was = crate::service::set_lane_bar(crate::service::BAR_KILL_SWITCH, on);
     if was != on {
         if on {
             tracing::warn!(

@@ -7,8 +7,8 @@ use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{
-    AtomicBool, AtomicPtr,
-    Ordering::{AcqRel, Acquire},
+    AtomicBool, AtomicPtr, AtomicU8,
+    Ordering::{AcqRel, Acquire, Relaxed},
 };
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -68,6 +68,33 @@ pub(crate) struct Policies {
     /// Calls may take the lane (see [`Call::gate`]): attempts not timed, no
     /// `max_elapsed`.
     pub(crate) lean: bool,
+    /// Sync calls may take the swift lane (see [`Call::swift`]): `lean` and no
+    /// rate limiter.
+    pub(crate) swift: bool,
+}
+
+/// Conditions that close every lane, one bit each, so a lane call reads one byte
+/// for all of them: the kill switch, and a listener that wants every call's events.
+static LANE_BARS: AtomicU8 = AtomicU8::new(0);
+/// [`LANE_BARS`]: the kill switch is on.
+pub(crate) const BAR_KILL_SWITCH: u8 = 1;
+/// [`LANE_BARS`]: a listener wants every event.
+pub(crate) const BAR_LISTENERS: u8 = 2;
+
+/// The [`LANE_BARS`] now.
+#[inline(always)]
+pub(crate) fn lane_bars() -> u8 {
+    LANE_BARS.load(Relaxed)
+}
+
+/// Sets or clears one bar; returns whether it was set.
+pub(crate) fn set_lane_bar(bar: u8, on: bool) -> bool {
+    let was = if on {
+        LANE_BARS.fetch_or(bar, Relaxed)
+    } else {
+        LANE_BARS.fetch_and(!bar, Relaxed)
+    };
+    was & bar != 0
 }
 
 /// Whether calls under `config` may take the lane.
@@ -110,6 +137,7 @@ impl Policies {
             timed: timed(&config, extras),
             record_latency: extras.record_latency,
             lean: lean(&config, timed(&config, extras)),
+            swift: lean(&config, timed(&config, extras)) && config.rate_limit.is_none(),
             config,
         }
     }
@@ -149,6 +177,7 @@ impl Policies {
             timed: timed(&config, extras),
             record_latency: extras.record_latency,
             lean: lean(&config, timed(&config, extras)),
+            swift: lean(&config, timed(&config, extras)) && config.rate_limit.is_none(),
             config,
         }
     }
@@ -641,6 +670,35 @@ impl<E> std::fmt::Debug for Call<'_, E> {
     }
 }
 
+/// What [`Call::swift`] did.
+enum Swift<T, E, B> {
+    /// The body succeeded; it is counted.
+    Done(T),
+    /// The body ran; the rest is the caller's ([`Call::after_swift`]).
+    After(Ran<T, E>),
+    /// The breaker is not closed (it may refuse outright); the body did not run.
+    NotClosed(B),
+    /// The swift lane is closed to this call; the body did not run.
+    Off(B),
+}
+
+/// A body that ran on the swift lane, and what is left to do after it.
+struct Ran<T, E> {
+    result: Result<T, E>,
+    /// The breaker's epoch at admission (0 without a breaker).
+    epoch: u32,
+    /// A bulkhead waiter is to be woken.
+    wake: bool,
+}
+
+/// Whether `tracing` records `TRACE` events now (a global load; the per-call
+/// events are at that level).
+#[inline(always)]
+fn trace_enabled() -> bool {
+    tracing::Level::TRACE <= tracing::level_filters::STATIC_MAX_LEVEL
+        && tracing::Level::TRACE <= tracing::level_filters::LevelFilter::current()
+}
+
 /// What [`Call::sync_lane`] did.
 enum SyncLane<'a, T, E, B> {
     /// The body succeeded; it is counted.
@@ -969,11 +1027,191 @@ impl<'a, E> Call<'a, E> {
     /// policies the lane does not cover) leaves through a function of its own.
     #[inline(always)]
     pub fn run_sync<T>(self, mut body: impl FnMut() -> Result<T, E>) -> Result<T, E> {
-        match self.sync_lane(&mut body) {
+        if !self.is_fresh() {
+            return self.run_sync_full(body);
+        }
+        let (svc, p, hooks, single) = (self.svc, self.p, self.hooks, self.single);
+        match Self::swift(svc, p, hooks, &mut body) {
+            Swift::Done(v) => Ok(v),
+            Swift::After(ran) => Self::run_sync_after_swift(svc, p, hooks, single, ran, body),
+            Swift::NotClosed(_) => Self::not_closed(svc, p, hooks, move || {
+                Self::run_sync_lanes(svc, p, hooks, single, body)
+            }),
+            Swift::Off(_) => Self::run_sync_lanes(svc, p, hooks, single, body),
+        }
+    }
+
+    /// Nothing has happened to this call yet ([`Call::with`], perhaps made
+    /// single-attempt): what [`Call::from_parts`] rebuilds.
+    #[inline(always)]
+    fn is_fresh(&self) -> bool {
+        self.attempt == 0 && !self.bypass && self.started.is_none() && self.previous.is_zero()
+    }
+
+    /// A call nothing has happened to, from its parts. The ways off the swift lane
+    /// take the parts (registers) and build the call themselves, so the lane builds
+    /// nothing in memory.
+    #[inline(always)]
+    fn from_parts(svc: &'a Service, p: &'a Policies, hooks: &'a Hooks<E>, single: bool) -> Self {
+        let mut call = Self::with(svc, p, hooks);
+        call.single = single;
+        call
+    }
+
+    /// The swift lane of a first sync attempt: for the common shapes (breaker
+    /// closed or none, bulkhead or none, no rate limiter, attempts not timed, no
+    /// kill switch and no listener for every call) it reads the policies, runs the
+    /// body and counts a success, and everything else (a failure, a waiter to wake,
+    /// a first count on this thread, `tracing` at `TRACE`, a success the breaker's
+    /// window must record, the `metrics` feature's event) is left to a function of its own ([`Swift::After`]). It
+    /// holds nothing across the body but what the count needs, so it needs no
+    /// stack frame of its own when the body is inlined.
+    #[inline(always)]
+    fn swift<T, B: FnOnce() -> Result<T, E>>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &Hooks<E>,
+        body: B,
+    ) -> Swift<T, E, B> {
+        if !p.swift || hooks.into_error.is_none() || lane_bars() != 0 {
+            return Swift::Off(body);
+        }
+        let (breaker, epoch) = match p.breaker.as_deref() {
+            None => (None, 0),
+            Some(b) => match b.closed_epoch() {
+                Some(epoch) => (Some(b), epoch),
+                None => return Swift::NotClosed(body),
+            },
+        };
+        let permit = match p.bulkhead.as_deref() {
+            None => None,
+            Some(b) => match b.try_acquire() {
+                Some(permit) => Some(permit),
+                None => return Swift::Off(body),
+            },
+        };
+        let guard = LaneGuard {
+            svc,
+            lane: Lane { breaker, epoch },
+        };
+        let result = body();
+        std::mem::forget(guard);
+        let wake = permit.and_then(Permit::release_quiet);
+        if let (Ok(_), None, Some(line)) = (&result, wake, svc.counters.own_line()) {
+            // With the `metrics` feature every success is also a metrics event,
+            // counted where `Call::lane_success` emits it.
+            if breaker.is_none_or(Breaker::success_changes_nothing)
+                && !trace_enabled()
+                && !cfg!(feature = "metrics")
+            {
+                line.add(Counter::Successes);
+                if let Ok(v) = result {
+                    return Swift::Done(v);
+                }
+            }
+        }
+        Swift::After(Ran {
+            result,
+            epoch,
+            wake: wake.is_some(),
+        })
+    }
+
+    /// [`Call::swift`] found the breaker not closed: a forced-open breaker refuses
+    /// here (no clock read), an open one with cooldown left in
+    /// [`Call::open_refusal`]; any other call goes on with `lanes`.
+    #[inline(always)]
+    fn not_closed<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        lanes: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        match p.breaker.as_deref().and_then(Breaker::forced_refusal) {
+            Some(r) => Self::refused_result(svc, hooks, r),
+            None => Self::open_refusal(svc, p, hooks, lanes),
+        }
+    }
+
+    /// [`Call::not_closed`] for a breaker not forced open: it reads the clock.
+    #[inline(never)]
+    fn open_refusal<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        lanes: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        match p.breaker.as_deref().and_then(Breaker::refusal) {
+            Some(r) => Self::refused_result(svc, hooks, r),
+            None => lanes(),
+        }
+    }
+
+    /// [`Call::refused`] as the call's result, so the ways off [`Call::swift`] end
+    /// in a jump to it.
+    #[cold]
+    #[inline(never)]
+    fn refused_result<T>(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> Result<T, E> {
+        Err(Self::refused(svc, hooks, r))
+    }
+
+    /// [`Call::swift`] left the rest of a call to its caller: wake a bulkhead's
+    /// waiter, and count the success as [`Call::lane_success`] does, or hand back
+    /// the failure to be recorded.
+    #[inline(always)]
+    fn after_swift<T>(&self, ran: Ran<T, E>) -> Result<T, (Lane<'a>, E)> {
+        if ran.wake {
+            if let Some(b) = self.p.bulkhead.as_deref() {
+                b.wake();
+            }
+        }
+        let lane = Lane {
+            breaker: self.p.breaker.as_deref(),
+            epoch: ran.epoch,
+        };
+        match ran.result {
+            Ok(v) => {
+                self.lane_success(lane);
+                Ok(v)
+            }
+            Err(e) => Err((lane, e)),
+        }
+    }
+
+    /// [`Call::run_sync`] after [`Swift::After`].
+    #[cold]
+    #[inline(never)]
+    fn run_sync_after_swift<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        single: bool,
+        ran: Ran<T, E>,
+        body: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let call = Self::from_parts(svc, p, hooks, single);
+        match call.after_swift(ran) {
+            Ok(v) => Ok(v),
+            Err((lane, e)) => call.run_sync_after_lane_failure(lane, e, body),
+        }
+    }
+
+    /// [`Call::run_sync`] when the swift lane is closed to the call: the lane of
+    /// [`Call::gate`], or every policy.
+    #[inline(never)]
+    fn run_sync_lanes<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        single: bool,
+        mut body: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let call = Self::from_parts(svc, p, hooks, single);
+        match call.sync_lane(&mut body) {
             SyncLane::Done(v) => Ok(v),
-            SyncLane::Failed(lane, e) => self.run_sync_after_lane_failure(lane, e, body),
-            SyncLane::Refused(r) => Err(Self::refused(self.svc, self.hooks, r)),
-            SyncLane::Off(_) => self.run_sync_full(body),
+            SyncLane::Failed(lane, e) => call.run_sync_after_lane_failure(lane, e, body),
+            SyncLane::Refused(r) => Err(Self::refused(svc, hooks, r)),
+            SyncLane::Off(_) => call.run_sync_full(body),
         }
     }
 
@@ -1071,6 +1309,51 @@ impl<'a, E> Call<'a, E> {
     #[inline(always)]
     pub fn attempt_once_sync<T>(mut self, body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         self.single = true;
+        if !self.is_fresh() {
+            return self.once_lanes(body);
+        }
+        let (svc, p, hooks) = (self.svc, self.p, self.hooks);
+        match Self::swift(svc, p, hooks, body) {
+            Swift::Done(v) => Ok(v),
+            Swift::After(ran) => Self::once_after_swift(svc, p, hooks, ran),
+            Swift::NotClosed(body) => Self::not_closed(svc, p, hooks, move || {
+                Self::once_lanes_from(svc, p, hooks, body)
+            }),
+            Swift::Off(body) => Self::once_lanes_from(svc, p, hooks, body),
+        }
+    }
+
+    /// [`Call::attempt_once_sync`] when the swift lane is closed to the call.
+    #[inline(never)]
+    fn once_lanes_from<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        body: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        Self::from_parts(svc, p, hooks, true).once_lanes(body)
+    }
+
+    /// [`Call::attempt_once_sync`] after [`Swift::After`].
+    #[cold]
+    #[inline(never)]
+    fn once_after_swift<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        ran: Ran<T, E>,
+    ) -> Result<T, E> {
+        let call = Self::from_parts(svc, p, hooks, true);
+        match call.after_swift(ran) {
+            Ok(v) => Ok(v),
+            Err((lane, e)) => call.once_after_lane_failure(lane, e),
+        }
+    }
+
+    /// [`Call::attempt_once_sync`] through the lane of [`Call::gate`], or every
+    /// policy.
+    #[inline(always)]
+    fn once_lanes<T>(self, body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         match self.sync_lane(body) {
             SyncLane::Done(v) => Ok(v),
             SyncLane::Failed(lane, e) => self.once_after_lane_failure(lane, e),
@@ -1159,5 +1442,69 @@ impl<'a, E> Call<'a, E> {
                 ControlFlow::Continue(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod swift_tests {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use crate::{status, Resilience, ResilienceError};
+
+    #[derive(Debug, PartialEq)]
+    struct E;
+
+    impl From<ResilienceError> for E {
+        fn from(_: ResilienceError) -> Self {
+            E
+        }
+    }
+
+    /// A swift-lane call gives its slot back without waking anyone on its fast
+    /// path; a waiter must still be woken (it would sleep its hour of `max_wait`).
+    #[test]
+    fn a_sync_call_that_gives_its_bulkhead_slot_back_wakes_a_waiting_one() {
+        let p = Arc::new(
+            Resilience::builder("swift.wake")
+                .no_retry()
+                .no_circuit_breaker()
+                .max_concurrent(1)
+                .bulkhead_max_wait(Duration::from_secs(3600))
+                .build()
+                .expect("valid policy"),
+        );
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let holder = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                p.call_sync(|| {
+                    entered_tx.send(()).expect("test alive");
+                    release_rx.recv().expect("test alive");
+                    Ok::<u8, E>(1)
+                })
+            })
+        };
+        entered_rx.recv().expect("holder entered");
+        let (done_tx, done_rx) = mpsc::channel();
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let r = p.call_sync(|| Ok::<u8, E>(2));
+                done_tx.send(()).expect("test alive");
+                r
+            })
+        };
+        let bulkhead = p.service().policies().bulkhead.clone().expect("a bulkhead");
+        while bulkhead.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        release_tx.send(()).expect("holder alive");
+        assert!(done_rx.recv_timeout(Duration::from_secs(60)).is_ok());
+        assert_eq!(holder.join().expect("no panic"), Ok(1));
+        assert_eq!(waiter.join().expect("no panic"), Ok(2));
+        let s = status("swift.wake").expect("registered");
+        assert_eq!((s.successes, s.rejections), (2, 0));
     }
 }

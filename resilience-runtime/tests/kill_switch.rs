@@ -76,8 +76,29 @@ async fn every_policy_but_fallback_passes_through_while_it_is_on() {
     assert_eq!((s.successes, s.failures, s.fallbacks), (3, 2, 1));
     assert_eq!(s.state, resilience_runtime::CircuitState::ForcedOpen);
 
+    // Sync calls pass through too: the forced-open breaker runs the body, and a
+    // closed breaker that one failure would trip records nothing.
+    let q = Resilience::builder("kill.sync")
+        .failure_threshold(1)
+        .no_retry()
+        .build()
+        .unwrap();
+    assert_eq!(p.call_sync(|| Ok::<u32, E>(2)), Ok(2));
+    for _ in 0..2 {
+        assert_eq!(q.call_sync(|| Err::<u32, E>(E::Boom)), Err(E::Boom));
+    }
+    assert_eq!(
+        status("kill.sync").unwrap().state,
+        resilience_runtime::CircuitState::Closed
+    );
+    assert_eq!(q.call_sync(|| Ok::<u32, E>(3)), Ok(3));
+
     // Off again: the forced-open breaker rejects.
     assert!(set_kill_switch(false));
+    assert!(matches!(
+        p.call_sync(|| Ok::<u32, E>(2)),
+        Err(E::R(ResilienceError::CircuitOpen { .. }))
+    ));
     let r: Result<u32, E> = p.call(|| async { Ok(1) }).await;
     assert!(matches!(r, Err(E::R(ResilienceError::CircuitOpen { .. }))));
 

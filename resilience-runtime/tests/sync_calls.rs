@@ -4,9 +4,11 @@
 //! the full path does.
 
 use std::cell::Cell;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use resilience_runtime::{breaker, status, Resilience, ResilienceError};
+use resilience_runtime::{breaker, status, CircuitState, Resilience, ResilienceError};
 
 #[derive(Debug, Clone, PartialEq)]
 enum E {
@@ -157,4 +159,93 @@ fn a_panicking_lane_body_is_a_failure_and_frees_its_bulkhead_slot() {
     let s = status("sync.lane.panic").expect("registered");
     assert_eq!(s.failures, 1);
     assert_eq!(p.call_sync(|| Ok::<_, E>(3)), Ok(3));
+}
+
+#[test]
+fn a_success_after_a_failure_resets_a_consecutive_run() {
+    // Threshold 2: F S F leaves it closed only if the success reset the run.
+    let p = Resilience::builder("sync.lane.reset")
+        .no_retry()
+        .failure_threshold(2)
+        .build()
+        .expect("valid policy");
+    assert_eq!(p.call_sync(|| Err::<u8, E>(E::Boom)), Err(E::Boom));
+    assert_eq!(p.call_sync(|| Ok::<u8, E>(1)), Ok(1));
+    assert_eq!(p.call_sync(|| Err::<u8, E>(E::Boom)), Err(E::Boom));
+    assert_eq!(
+        status("sync.lane.reset").expect("registered").state,
+        CircuitState::Closed
+    );
+    // Two in a row trip it; the tripping call returns its own error.
+    assert_eq!(p.call_sync(|| Err::<u8, E>(E::Boom)), Err(E::Boom));
+    assert_eq!(
+        status("sync.lane.reset").expect("registered").state,
+        CircuitState::Open
+    );
+}
+
+#[test]
+fn a_tripped_breaker_refuses_with_the_cooldown_left() {
+    let p = Resilience::builder("sync.lane.tripped")
+        .no_retry()
+        .failure_threshold(1)
+        .cooldown(Duration::from_secs(3600))
+        .build()
+        .expect("valid policy");
+    assert_eq!(p.call_sync(|| Err::<u8, E>(E::Boom)), Err(E::Boom));
+    let ran = Cell::new(false);
+    match p.call_sync(|| {
+        ran.set(true);
+        Ok::<u8, E>(1)
+    }) {
+        Err(E::R(ResilienceError::CircuitOpen { retry_after, .. })) => {
+            assert!(retry_after > Duration::ZERO);
+            assert!(retry_after <= Duration::from_secs(3600));
+        }
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    assert!(!ran.get());
+    let s = status("sync.lane.tripped").expect("registered");
+    assert_eq!((s.calls, s.failures, s.rejections), (1, 1, 1));
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_lane_success_is_traced_when_trace_is_on() {
+    let p = Resilience::builder("sync.lane.traced")
+        .no_retry()
+        .failure_threshold(5)
+        .build()
+        .expect("valid policy");
+    // A first call on this thread outside the subscriber, so the traced one is a
+    // lane call on a thread that has its counter line.
+    assert_eq!(p.call_sync(|| Ok::<u8, E>(0)), Ok(0));
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(p.call_sync(|| Ok::<u8, E>(1)), Ok(1));
+    });
+    let text = String::from_utf8(logs.0.lock().expect("not poisoned").clone()).expect("utf-8");
+    assert!(
+        text.contains("call succeeded") && text.contains("sync.lane.traced"),
+        "{text}"
+    );
+    assert_eq!(status("sync.lane.traced").expect("registered").successes, 2);
 }

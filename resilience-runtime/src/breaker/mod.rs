@@ -319,6 +319,16 @@ impl Breaker {
         (ctl & STATE_MASK == CircuitState::Closed.code()).then_some(epoch_of(ctl))
     }
 
+    /// The refusal of a forced-open breaker (no clock read); `None` in any other
+    /// state.
+    #[inline(always)]
+    pub(crate) fn forced_refusal(&self) -> Option<Rejected> {
+        let ctl = self.ctl.load(Acquire);
+        (state_of(ctl) == CircuitState::ForcedOpen).then(|| Rejected {
+            retry_after: Duration::from_nanos(self.cooldown.load(Relaxed)),
+        })
+    }
+
     /// The refusal a call gets now without changing anything: forced open, or open
     /// with cooldown left. `None`: ask [`Breaker::admit`] (closed, disabled,
     /// half-open, or a cooldown just over).
@@ -347,6 +357,13 @@ impl Breaker {
         if !self.window.success_changes_nothing() {
             self.closed_success_slow(epoch);
         }
+    }
+
+    /// Whether a closed-state success would leave the window as it is (what
+    /// [`Breaker::closed_success`] checks before recording one).
+    #[inline(always)]
+    pub(crate) fn success_changes_nothing(&self) -> bool {
+        self.window.success_changes_nothing()
     }
 
     #[cold]
