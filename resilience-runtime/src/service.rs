@@ -671,13 +671,14 @@ impl<E> std::fmt::Debug for Call<'_, E> {
 }
 
 /// What [`Call::swift`] did.
-enum Swift<T, E, B> {
+enum Swift<'a, T, E, B> {
     /// The body succeeded; it is counted.
     Done(T),
     /// The body ran; the rest is the caller's ([`Call::after_swift`]).
     After(Ran<T, E>),
-    /// The breaker is not closed (it may refuse outright); the body did not run.
-    NotClosed(B),
+    /// The breaker is not closed (it may refuse outright): its state word. The
+    /// body did not run.
+    NotClosed(B, &'a Breaker, u64),
     /// The swift lane is closed to this call; the body did not run.
     Off(B),
 }
@@ -1034,9 +1035,10 @@ impl<'a, E> Call<'a, E> {
         match Self::swift(svc, p, hooks, &mut body) {
             Swift::Done(v) => Ok(v),
             Swift::After(ran) => Self::run_sync_after_swift(svc, p, hooks, single, ran, body),
-            Swift::NotClosed(_) => Self::not_closed(svc, p, hooks, move || {
-                Self::run_sync_lanes(svc, p, hooks, single, body)
-            }),
+            Swift::NotClosed(_, b, ctl) => match b.forced_refusal(ctl) {
+                Some(r) => Self::refused_result(svc, hooks, r),
+                None => Self::run_sync_not_closed(svc, p, hooks, single, body),
+            },
             Swift::Off(_) => Self::run_sync_lanes(svc, p, hooks, single, body),
         }
     }
@@ -1072,15 +1074,15 @@ impl<'a, E> Call<'a, E> {
         p: &'a Policies,
         hooks: &Hooks<E>,
         body: B,
-    ) -> Swift<T, E, B> {
+    ) -> Swift<'a, T, E, B> {
         if !p.swift || hooks.into_error.is_none() || lane_bars() != 0 {
             return Swift::Off(body);
         }
         let (breaker, epoch) = match p.breaker.as_deref() {
             None => (None, 0),
-            Some(b) => match b.closed_epoch() {
-                Some(epoch) => (Some(b), epoch),
-                None => return Swift::NotClosed(body),
+            Some(b) => match b.closed_epoch_or_ctl() {
+                Ok(epoch) => (Some(b), epoch),
+                Err(ctl) => return Swift::NotClosed(body, b, ctl),
             },
         };
         let permit = match p.bulkhead.as_deref() {
@@ -1117,33 +1119,34 @@ impl<'a, E> Call<'a, E> {
         })
     }
 
-    /// [`Call::swift`] found the breaker not closed: a forced-open breaker refuses
-    /// here (no clock read), an open one with cooldown left in
-    /// [`Call::open_refusal`]; any other call goes on with `lanes`.
-    #[inline(always)]
-    fn not_closed<T>(
-        svc: &'a Service,
-        p: &'a Policies,
-        hooks: &'a Hooks<E>,
-        lanes: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, E> {
-        match p.breaker.as_deref().and_then(Breaker::forced_refusal) {
-            Some(r) => Self::refused_result(svc, hooks, r),
-            None => Self::open_refusal(svc, p, hooks, lanes),
-        }
-    }
-
-    /// [`Call::not_closed`] for a breaker not forced open: it reads the clock.
+    /// [`Call::run_sync`]: [`Call::swift`] found the breaker neither closed nor
+    /// forced open. An open one with cooldown left refuses here (it reads the
+    /// clock); any other call goes the way of [`Call::run_sync_lanes`].
     #[inline(never)]
-    fn open_refusal<T>(
+    fn run_sync_not_closed<T>(
         svc: &'a Service,
         p: &'a Policies,
         hooks: &'a Hooks<E>,
-        lanes: impl FnOnce() -> Result<T, E>,
+        single: bool,
+        body: impl FnMut() -> Result<T, E>,
     ) -> Result<T, E> {
         match p.breaker.as_deref().and_then(Breaker::refusal) {
             Some(r) => Self::refused_result(svc, hooks, r),
-            None => lanes(),
+            None => Self::run_sync_lanes(svc, p, hooks, single, body),
+        }
+    }
+
+    /// [`Call::attempt_once_sync`]: as [`Call::run_sync_not_closed`].
+    #[inline(never)]
+    fn once_not_closed<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        body: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        match p.breaker.as_deref().and_then(Breaker::refusal) {
+            Some(r) => Self::refused_result(svc, hooks, r),
+            None => Self::once_lanes_from(svc, p, hooks, body),
         }
     }
 
@@ -1152,7 +1155,7 @@ impl<'a, E> Call<'a, E> {
     #[cold]
     #[inline(never)]
     fn refused_result<T>(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> Result<T, E> {
-        Err(Self::refused(svc, hooks, r))
+        Err(Self::refusal_error(svc, hooks, r))
     }
 
     /// [`Call::swift`] left the rest of a call to its caller: wake a bulkhead's
@@ -1249,6 +1252,12 @@ impl<'a, E> Call<'a, E> {
     #[cold]
     #[inline(never)]
     pub(crate) fn refused(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> E {
+        Self::refusal_error(svc, hooks, r)
+    }
+
+    /// What [`Call::refused`] and [`Call::refused_result`] do.
+    #[inline(always)]
+    fn refusal_error(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> E {
         let into = hooks.into_error.expect("gate: into_error is set");
         svc.reject(
             into,
@@ -1316,9 +1325,10 @@ impl<'a, E> Call<'a, E> {
         match Self::swift(svc, p, hooks, body) {
             Swift::Done(v) => Ok(v),
             Swift::After(ran) => Self::once_after_swift(svc, p, hooks, ran),
-            Swift::NotClosed(body) => Self::not_closed(svc, p, hooks, move || {
-                Self::once_lanes_from(svc, p, hooks, body)
-            }),
+            Swift::NotClosed(body, b, ctl) => match b.forced_refusal(ctl) {
+                Some(r) => Self::refused_result(svc, hooks, r),
+                None => Self::once_not_closed(svc, p, hooks, body),
+            },
             Swift::Off(body) => Self::once_lanes_from(svc, p, hooks, body),
         }
     }

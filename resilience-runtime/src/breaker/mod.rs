@@ -319,11 +319,22 @@ impl Breaker {
         (ctl & STATE_MASK == CircuitState::Closed.code()).then_some(epoch_of(ctl))
     }
 
-    /// The refusal of a forced-open breaker (no clock read); `None` in any other
-    /// state.
+    /// The epoch of a closed breaker, or the state word of one in any other state
+    /// (for [`Breaker::forced_refusal`]): one load.
     #[inline(always)]
-    pub(crate) fn forced_refusal(&self) -> Option<Rejected> {
+    pub(crate) fn closed_epoch_or_ctl(&self) -> Result<u32, u64> {
         let ctl = self.ctl.load(Acquire);
+        if ctl & STATE_MASK == CircuitState::Closed.code() {
+            Ok(epoch_of(ctl))
+        } else {
+            Err(ctl)
+        }
+    }
+
+    /// The refusal of a breaker whose state word `ctl` says forced open (no clock
+    /// read); `None` in any other state.
+    #[inline(always)]
+    pub(crate) fn forced_refusal(&self, ctl: u64) -> Option<Rejected> {
         (state_of(ctl) == CircuitState::ForcedOpen).then(|| Rejected {
             retry_after: Duration::from_nanos(self.cooldown.load(Relaxed)),
         })
