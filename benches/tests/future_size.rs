@@ -174,6 +174,26 @@ fn wrapped_future_size_targets() {
     check(&rows, sp, bp, TARGET_OVERHEAD_BYTES, TARGET_BODY_COPIES);
 }
 
+/// The size of `tokio::time::Timeout<F>` for a future like `f` (no runtime needed).
+fn tokio_timeout_size<F: std::future::Future>(_: &F) -> usize {
+    std::mem::size_of::<tokio::time::Timeout<F>>()
+}
+
+/// What `tokio::time::timeout` alone adds to the small body's future: its inline
+/// timer. A wrapper with a per-attempt timeout that allocates nothing for a pending
+/// body holds at least this much, which is more than the +64 B target.
+#[test]
+fn tokio_timeout_alone_adds_more_than_the_target() {
+    let body = small_plain(1);
+    let plain = size_of_val(&body);
+    let with_timeout = tokio_timeout_size(&body);
+    println!(
+        "tokio::time::timeout, small body             unwrapped {plain:>6} B   wrapped {with_timeout:>6} B   (+{} B)",
+        with_timeout - plain
+    );
+    assert!(with_timeout - plain > TARGET_OVERHEAD_BYTES);
+}
+
 /// The wrapped functions still work (so the sizes are of real, running futures).
 #[tokio::test(flavor = "current_thread")]
 async fn wrapped_functions_run() {
