@@ -190,7 +190,7 @@ impl CheckReport {
 /// The whole report: the verdict, and what it was made of.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct HealthReport {
-    /// The worst of everything below (see the [module docs](self) for the rule).
+    /// The worst of everything below (see [`health`] for the rule).
     pub status: HealthStatus,
     /// Whether the global kill switch is on (every policy bypassed).
     pub kill_switch: bool,
@@ -224,7 +224,7 @@ impl HealthReport {
     }
 }
 
-/// The health of every registered service: see the [module docs](self).
+/// The health of every registered service, by the rule below.
 ///
 /// | condition | status |
 /// | --- | --- |
