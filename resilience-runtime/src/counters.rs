@@ -125,7 +125,8 @@ pub(crate) struct Counters {
 pub(crate) struct OwnLine<'a>(&'a Line);
 
 impl OwnLine<'_> {
-    /// Counts one `c`: a plain load and store, this thread alone writes the line.
+    /// Counts one `c`: a plain load and store, this thread alone writes the line
+    /// (see the module docs).
     #[inline(always)]
     pub(crate) fn add(&self, c: Counter) {
         let a = &self.0 .0[c as usize];
@@ -149,11 +150,7 @@ impl Counters {
     pub(crate) fn add(&self, c: Counter) {
         let i = thread_line();
         match self.lines.get(i) {
-            Some(line) if i != 0 => {
-                // This thread alone writes this line (see the module docs).
-                let a = &line.0[c as usize];
-                a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
-            }
+            Some(line) if i != 0 => OwnLine(line).add(c),
             _ => self.add_shared(c, 1),
         }
     }

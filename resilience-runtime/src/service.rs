@@ -127,19 +127,15 @@ fn timed(config: &PolicyConfig, extras: Extras) -> bool {
 
 impl Policies {
     fn new(name: &ServiceName, config: PolicyConfig, extras: Extras) -> Self {
-        Self {
-            breaker: config
+        Self::assemble(
+            config,
+            extras,
+            config
                 .breaker
                 .map(|b| Arc::new(Breaker::new(name.clone(), b))),
-            bulkhead: config.bulkhead.map(|b| Arc::new(Bulkhead::new(b))),
-            limiter: config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
-            critical: extras.critical,
-            timed: timed(&config, extras),
-            record_latency: extras.record_latency,
-            lean: lean(&config, timed(&config, extras)),
-            swift: lean(&config, timed(&config, extras)) && config.rate_limit.is_none(),
-            config,
-        }
+            config.bulkhead.map(|b| Arc::new(Bulkhead::new(b))),
+            config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
+        )
     }
 
     /// The policies of `config` that carry over this one's state.
@@ -169,15 +165,29 @@ impl Policies {
             (None, Some(new)) => Some(Arc::new(RateLimiter::new(new))),
             (_, None) => None,
         };
+        Self::assemble(config, extras, breaker, bulkhead, limiter)
+    }
+
+    /// The policies of `config` over these components, with the flags derived
+    /// from both.
+    fn assemble(
+        config: PolicyConfig,
+        extras: Extras,
+        breaker: Option<Arc<Breaker>>,
+        bulkhead: Option<Arc<Bulkhead>>,
+        limiter: Option<Arc<RateLimiter>>,
+    ) -> Self {
+        let timed = timed(&config, extras);
+        let lean = lean(&config, timed);
         Self {
+            swift: lean && limiter.is_none(),
             breaker,
             bulkhead,
             limiter,
             critical: extras.critical,
-            timed: timed(&config, extras),
+            timed,
             record_latency: extras.record_latency,
-            lean: lean(&config, timed(&config, extras)),
-            swift: lean(&config, timed(&config, extras)) && config.rate_limit.is_none(),
+            lean,
             config,
         }
     }

@@ -315,8 +315,7 @@ impl Breaker {
     /// given back and may record a success with [`Breaker::closed_success`].
     #[inline(always)]
     pub(crate) fn closed_epoch(&self) -> Option<u32> {
-        let ctl = self.ctl.load(Acquire);
-        (ctl & STATE_MASK == CircuitState::Closed.code()).then_some(epoch_of(ctl))
+        self.closed_epoch_or_ctl().ok()
     }
 
     /// The epoch of a closed breaker, or the state word of one in any other state
@@ -347,9 +346,7 @@ impl Breaker {
     pub(crate) fn refusal(&self) -> Option<Rejected> {
         let ctl = self.ctl.load(Acquire);
         match state_of(ctl) {
-            CircuitState::ForcedOpen => Some(Rejected {
-                retry_after: Duration::from_nanos(self.cooldown.load(Relaxed)),
-            }),
+            CircuitState::ForcedOpen => self.forced_refusal(ctl),
             CircuitState::Open => {
                 let now = clock::now_nanos();
                 let until = self.open_until.load(Relaxed);
