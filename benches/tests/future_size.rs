@@ -4,11 +4,12 @@
 //!
 //! Run: `cargo test -p resilience-benches --test future_size -- --nocapture`
 //!
-//! Two sets of bounds: the targets (`TARGET_*`: a wrapper may add a fixed overhead,
-//! its policies' state and timers, and hold the body's own state at most twice),
-//! checked by the ignored test `wrapped_future_size_targets` until the runtime meets
-//! them (`-- --ignored`); and loose guards (`GUARD_*`) that every run checks, so the
-//! sizes cannot silently get worse.
+//! Two sets of bounds: the targets (`TARGET_*`: at most 64 B more than the unwrapped
+//! future, the body's state held once), which `#[circuit_breaker]` alone meets and
+//! every run checks; the stack with a declared `timeout` does not (it holds tokio's
+//! 96 B `Sleep` inline so that a pending body allocates nothing), so its target test
+//! is ignored (`-- --ignored` runs it); and loose guards (`GUARD_*`) that every run
+//! checks for every row, so the sizes cannot silently get worse.
 
 use std::mem::size_of_val;
 
@@ -18,8 +19,9 @@ use resilience_runtime::ResilienceError;
 const TARGET_OVERHEAD_BYTES: usize = 64;
 /// Target: the wrapped future holds the body's state once.
 const TARGET_BODY_COPIES: usize = 1;
-/// Guard (always checked): measured +520 B and 1.0 copies with rustc 1.95 (hand-written
-/// attempt and total futures; +1192 B and 5.7 copies with the earlier `async fn`s).
+/// Guard (always checked): the stack measured +480 B and 1.0 copies with rustc 1.95
+/// (hand-written attempt and total futures; +1192 B and 5.7 copies with the earlier
+/// `async fn`s); `#[circuit_breaker]` alone +56 B (the lean future).
 const GUARD_OVERHEAD_BYTES: usize = 640;
 const GUARD_BODY_COPIES: usize = 1;
 
@@ -166,12 +168,32 @@ fn wrapped_future_sizes() {
     check(&rows, sp, bp, GUARD_OVERHEAD_BYTES, GUARD_BODY_COPIES);
 }
 
-/// The targets; not met yet (see the module docs).
+/// The targets, for an attribute whose policies need no timer (the lean future).
 #[test]
-#[ignore = "future-size targets not met yet: run with -- --ignored"]
-fn wrapped_future_size_targets() {
+fn breaker_future_meets_the_size_target() {
     let (rows, sp, bp) = rows();
-    check(&rows, sp, bp, TARGET_OVERHEAD_BYTES, TARGET_BODY_COPIES);
+    check(
+        &rows[2..],
+        sp,
+        bp,
+        TARGET_OVERHEAD_BYTES,
+        TARGET_BODY_COPIES,
+    );
+}
+
+/// The targets for the stack with a declared timeout: not met (see the module docs
+/// and `tokio_timeout_alone_adds_more_than_the_target`).
+#[test]
+#[ignore = "a declared timeout holds a 96 B tokio Sleep inline: run with -- --ignored"]
+fn stack_future_size_targets() {
+    let (rows, sp, bp) = rows();
+    check(
+        &rows[..2],
+        sp,
+        bp,
+        TARGET_OVERHEAD_BYTES,
+        TARGET_BODY_COPIES,
+    );
 }
 
 /// The size of `tokio::time::Timeout<F>` for a future like `f` (no runtime needed).

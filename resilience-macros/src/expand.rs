@@ -431,7 +431,18 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
         },
     };
 
-    let run = if is_async && !retries {
+    let run = if is_async && !retries && m.needs_no_timer() {
+        // One attempt under policies that need no timer: the future holds the body,
+        // the service and, while the body runs, its admission, nothing else. The
+        // body is made once the call is admitted.
+        quote_spanned! {mixed=>
+            {
+                #(#scope)*
+                #(#per_attempt)*
+                __resilience_svc.once_lean::<#ok_ty, _, _, _>(__resilience_hooks, move || async move #body).await
+            }
+        }
+    } else if is_async && !retries {
         // One attempt: the attempt and the total timeout are one future, and a first
         // attempt through the lane builds nothing but its body. A retry that live
         // configuration gives the service does not apply to it.

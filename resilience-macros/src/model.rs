@@ -194,6 +194,22 @@ impl Model {
     }
 
     /// The body may run more than once: a retry that is not `max_attempts = 1`.
+    /// No declared policy needs a timer or a clock: no timeout, no total timeout, no
+    /// rate limit, no bulkhead wait, no slow-call threshold (the strategy presets set
+    /// none of these).
+    pub(crate) fn needs_no_timer(&self) -> bool {
+        self.timeout.is_none()
+            && self.total_timeout.is_none()
+            && !self.rate_limit.present()
+            && self.breaker.keys.slow_call.is_none()
+            && self
+                .bulkhead
+                .keys
+                .max_wait
+                .as_ref()
+                .is_none_or(|w| w.value.0 == 0)
+    }
+
     pub(crate) fn retries(&self) -> bool {
         self.retry.present()
             && self

@@ -98,7 +98,9 @@ pub use registry::{
     key_count, restore_all, set_key_capacity, snapshot_all, ServiceRef, DEFAULT_KEY_CAPACITY,
 };
 pub use retry::{backoff_delay, retry_delay, thread_random};
-pub use service::{Bodies, Call, CallFuture, Hooks, OneAttempt, Service, ServiceSnapshot};
+pub use service::{
+    Bodies, Call, CallFuture, Hooks, LeanFuture, OneAttempt, Service, ServiceSnapshot,
+};
 pub use status::{breaker, reset_all, status, statuses, BreakerHandle, ServiceStatus};
 
 pub use resilience_macros::{

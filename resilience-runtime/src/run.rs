@@ -750,3 +750,192 @@ where
         Self::poll_rest(self.project(), None, cx)
     }
 }
+
+pin_project_lite::pin_project! {
+    /// The body of a [`LeanFuture`]: made at the first poll, after admission.
+    #[project = LeanBodyProj]
+    enum LeanBody<'a, T, E, M, Fut> {
+        Make { make: Option<M> },
+        Run {
+            #[pin]
+            fut: OwnBody<Fut>,
+        },
+        /// The service's policies need timers (configured live): the call runs as
+        /// [`CallFuture`] does, boxed so that the future keeps its size.
+        Boxed { fut: Pin<Box<CallFuture<'a, T, E, OneAttempt, Fut>>> },
+        Gone,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One attempt of an async attribute whose policies need no timer (no timeout,
+    /// no total timeout, no rate limit, no bulkhead wait, no slow-call or latency
+    /// timing): see [`Service::once_lean`]. Beyond its body it holds the service,
+    /// the hooks, and while the body runs its admission and bulkhead slot, so it
+    /// adds a few words to the function's future, not the timers and retry state
+    /// of a [`CallFuture`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct LeanFuture<'a, T, E, M, Fut> {
+        svc: &'a Service,
+        hooks: &'a Hooks<E>,
+        // Held while the body runs (a cancelled call frees its probe and slot when
+        // they drop).
+        held: Option<(Admitted<'a>, Option<Permit<'a>>)>,
+        #[pin]
+        body: LeanBody<'a, T, E, M, Fut>,
+    }
+}
+
+impl<'a, T, E, M, Fut> LeanFuture<'a, T, E, M, Fut>
+where
+    M: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    #[inline]
+    pub(crate) fn new(svc: &'a Service, hooks: &'a Hooks<E>, make: M) -> Self {
+        Self {
+            svc,
+            hooks,
+            held: None,
+            body: LeanBody::Make { make: Some(make) },
+        }
+    }
+
+    /// The first poll: admission through breaker and bulkhead, into `held`.
+    /// `Err`: the call ends here (refused). `Ok(false)`: the service's policies
+    /// need timers (live configuration gave it a timer-driven policy): the call
+    /// runs as a boxed [`CallFuture`].
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn admit(
+        svc: &'a Service,
+        hooks: &'a Hooks<E>,
+        held: &mut Option<(Admitted<'a>, Option<Permit<'a>>)>,
+    ) -> Result<bool, E> {
+        let p = svc.policies();
+        // Without `into_error` no policy but timing applies (see `Call::begin`).
+        let timers = match hooks.into_error {
+            Some(_) => !p.untimed || p.bulkhead.as_deref().is_some_and(|b| b.waits()),
+            None => p.timed,
+        };
+        if timers {
+            return Ok(false);
+        }
+        let mut call = Call::with(svc, p, hooks).single_attempt();
+        let admitted = match call.gate() {
+            Gate::Lane(lane) => lane.admitted(svc),
+            Gate::Refused(r) => return Err(Call::refused(svc, hooks, r)),
+            // Half-open, the kill switch: every step of the admission.
+            Gate::Full => {
+                let (admitted, reservation) = call.begin()?;
+                // No rate limiter (checked above): no permit to use.
+                if let Some(r) = reservation {
+                    r.used();
+                }
+                admitted
+            }
+        };
+        let permit = match call.bulkhead() {
+            None => None,
+            Some((b, into)) => match b.try_acquire() {
+                Some(permit) => Some(permit),
+                None => return Err(call.bulkhead_full(admitted, into)),
+            },
+        };
+        *held = Some((admitted, permit));
+        Ok(true)
+    }
+
+    /// The body is done: recorded as a single attempt's outcome (its slot given
+    /// back first).
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        svc: &'a Service,
+        hooks: &'a Hooks<E>,
+        held: &mut Option<(Admitted<'a>, Option<Permit<'a>>)>,
+        result: Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some((admitted, permit)) = held {
+            drop(permit.take());
+            if let (Ok(_), Some(lane)) = (&result, admitted.as_lane()) {
+                // A closed admission holds nothing to give back.
+                std::mem::forget(held.take());
+                Call::<E>::lane_success_of(svc, lane);
+                return result;
+            }
+        }
+        let Some((admitted, _)) = held.take() else {
+            unreachable!("a running body was admitted")
+        };
+        Self::finish_other(svc, hooks, admitted, result)
+    }
+
+    #[inline(never)]
+    fn finish_other(
+        svc: &'a Service,
+        hooks: &'a Hooks<E>,
+        admitted: Admitted<'a>,
+        result: Result<T, E>,
+    ) -> Result<T, E> {
+        let mut call = svc.call(hooks).single_attempt();
+        call.attempt = 1;
+        match call.finish(admitted, result, false, None) {
+            Next::Done(r) => r,
+            // A single attempt does not retry.
+            Next::Retry(e, _) => Err(e),
+        }
+    }
+}
+
+impl<T, E, M, Fut> Future for LeanFuture<'_, T, E, M, Fut>
+where
+    M: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let (svc, hooks) = (*this.svc, *this.hooks);
+        if let LeanBodyProj::Make { make } = this.body.as_mut().project() {
+            let Some(make) = make.take() else {
+                panic!("`LeanFuture` polled after it panicked")
+            };
+            let lean = match Self::admit(svc, hooks, this.held) {
+                Ok(lean) => lean,
+                Err(refused) => {
+                    this.body.set(LeanBody::Gone);
+                    return Poll::Ready(Err(refused));
+                }
+            };
+            if lean {
+                this.body.set(LeanBody::Run {
+                    fut: OwnBody { fut: make() },
+                });
+            } else {
+                this.body.set(LeanBody::Boxed {
+                    fut: Box::pin(CallFuture::once(svc, hooks, make())),
+                });
+            }
+        }
+        match this.body.as_mut().project() {
+            LeanBodyProj::Run { fut } => {
+                let result = ready!(fut.poll(cx));
+                // The body goes first, then the slot is given back, then the
+                // outcome is recorded.
+                this.body.set(LeanBody::Gone);
+                Poll::Ready(Self::finish(svc, hooks, this.held, result))
+            }
+            LeanBodyProj::Boxed { fut } => {
+                let r = ready!(fut.as_mut().poll(cx));
+                this.body.set(LeanBody::Gone);
+                Poll::Ready(r)
+            }
+            LeanBodyProj::Make { .. } | LeanBodyProj::Gone => {
+                panic!("`LeanFuture` polled after it completed")
+            }
+        }
+    }
+}

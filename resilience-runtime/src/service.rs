@@ -22,7 +22,7 @@ use crate::counters::{Counter, CounterSnapshot, Counters};
 use crate::events::{self, EventKind, RejectedBy};
 use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
-pub use crate::run::{Attempt, Bodies, CallFuture, OneAttempt, Total};
+pub use crate::run::{Attempt, Bodies, CallFuture, LeanFuture, OneAttempt, Total};
 use crate::{ResilienceError, ServiceName};
 
 /// One protected dependency: its policies' shared state and its counters.
@@ -71,6 +71,10 @@ pub(crate) struct Policies {
     /// Sync calls may take the swift lane (see [`Call::swift`]): `lean` and no
     /// rate limiter.
     pub(crate) swift: bool,
+    /// A call needs no timer or clock: not timed, no timeout, no total timeout, no
+    /// rate limiter (a bulkhead's wait is read from the bulkhead). See
+    /// [`Service::once_lean`].
+    pub(crate) untimed: bool,
 }
 
 /// Conditions that close every lane, one bit each, so a lane call reads one byte
@@ -181,6 +185,10 @@ impl Policies {
         let lean = lean(&config, timed);
         Self {
             swift: lean && limiter.is_none(),
+            untimed: !timed
+                && config.timeout.is_none()
+                && config.total_timeout.is_none()
+                && limiter.is_none(),
             breaker,
             bulkhead,
             limiter,
@@ -462,6 +470,28 @@ impl Service {
         CallFuture::once(self, hooks, body)
     }
 
+    /// A whole call of one attempt for an async expansion whose attribute declares
+    /// no timer-driven policy (no timeout, total timeout, rate limit, bulkhead wait
+    /// or slow-call threshold): the future holds the body, the service, the hooks
+    /// and, while the body runs, its admission and bulkhead slot, not the timers of
+    /// [`Service::once`]'s. The body is made by `make` once the call is admitted.
+    /// Outcomes, rejections, events and counters are those of [`Service::once`].
+    /// If live configuration gives the service a timeout, total timeout, rate limit,
+    /// bulkhead wait or timed attempts, the call runs as [`Service::once`]'s, boxed
+    /// (one allocation per call while that configuration is in force).
+    #[inline]
+    pub fn once_lean<'a, T, E, M, Fut>(
+        &'a self,
+        hooks: &'a Hooks<E>,
+        make: M,
+    ) -> LeanFuture<'a, T, E, M, Fut>
+    where
+        M: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        LeanFuture::new(self, hooks, make)
+    }
+
     /// Runs a whole call (all attempts) under `total_timeout`, when one is set.
     pub fn total<'a, T, E, F>(&'a self, hooks: &Hooks<E>, fut: F) -> Total<'a, E, F>
     where
@@ -579,7 +609,24 @@ pub(crate) struct Admitted<'a> {
     pub(crate) adm: Option<Admission>,
 }
 
-impl Admitted<'_> {
+impl<'a> Admitted<'a> {
+    /// The admission as a lane's, if it needs nothing given back: a breaker
+    /// closed when it was admitted, or none.
+    #[inline(always)]
+    pub(crate) fn as_lane(&self) -> Option<Lane<'a>> {
+        match (self.breaker, self.adm) {
+            (None, _) => Some(Lane {
+                breaker: None,
+                epoch: 0,
+            }),
+            (Some(b), Some(adm)) => adm.closed_epoch().map(|epoch| Lane {
+                breaker: Some(b),
+                epoch,
+            }),
+            (Some(_), None) => None,
+        }
+    }
+
     #[inline(always)]
     fn record(mut self, outcome: Outcome) {
         if let (Some(b), Some(adm)) = (self.breaker, self.adm.take()) {
@@ -994,7 +1041,12 @@ impl<'a, E> Call<'a, E> {
     /// A lane call succeeded.
     #[inline(always)]
     pub(crate) fn lane_success(&self, lane: Lane<'_>) {
-        let svc = self.svc;
+        Self::lane_success_of(self.svc, lane);
+    }
+
+    /// A lane call of `svc` succeeded.
+    #[inline(always)]
+    pub(crate) fn lane_success_of(svc: &Service, lane: Lane<'_>) {
         svc.counters.add(Counter::Successes);
         tracing::trace!(service = %svc.name, "call succeeded");
         svc.emit(EventKind::Succeeded { latency: None });

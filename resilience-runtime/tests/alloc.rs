@@ -297,3 +297,98 @@ fn the_counter_counts_this_threads_allocations() {
     let (n, e) = allocations(|| std::hint::black_box(String::from("x")));
     assert_eq!((n, e.len()), (1, 1));
 }
+
+// ---- an async attribute whose policies need no timer (`Service::once_lean`) ----
+
+/// Pending at its first poll (waking itself), ready at the second.
+struct PendingOnce(bool);
+
+impl Future for PendingOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Polls a future until it is ready, with a no-op waker; returns the output and how
+/// many polls it took.
+fn drive<F: Future>(f: F) -> (F::Output, u32) {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut polls = 1;
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return (v, polls);
+        }
+        polls += 1;
+    }
+}
+
+#[resilience_runtime::circuit_breaker(service = "alloc::lean", failure_threshold = 1000)]
+#[resilience_runtime::bulkhead(max_concurrent = 4)]
+async fn lean_call(pend: bool, fail: bool) -> Result<u32, E> {
+    if pend {
+        PendingOnce(false).await;
+    }
+    if fail {
+        return Err(E::Boom);
+    }
+    Ok(1)
+}
+
+#[test]
+fn a_lean_attribute_call_allocates_nothing_ready_pending_or_failing() {
+    assert_eq!(drive(lean_call(false, false)), (Ok(1), 1));
+    for (pend, fail, polls) in [(false, false, 1), (true, false, 2), (true, true, 2)] {
+        let want = if fail { Err(E::Boom) } else { Ok(1) };
+        let (n, ()) = allocations(|| {
+            for _ in 0..N {
+                assert_eq!(drive(lean_call(pend, fail)), (want.clone(), polls));
+            }
+        });
+        assert_eq!(n, 0, "pend {pend}, fail {fail}");
+    }
+    let s = resilience_runtime::status("alloc::lean").unwrap();
+    assert_eq!((s.successes, s.failures), (2 * N + 1, N));
+}
+
+#[resilience_runtime::circuit_breaker(service = "alloc::lean.open", failure_threshold = 1)]
+#[resilience_runtime::bulkhead(max_concurrent = 1)]
+async fn lean_guarded() -> Result<u32, E> {
+    PendingOnce(false).await;
+    Ok(2)
+}
+
+#[test]
+fn lean_attribute_rejections_allocate_nothing() {
+    // The bulkhead is full while one call is parked in its body.
+    let mut holder = Box::pin(lean_guarded());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(holder.as_mut().poll(&mut cx).is_pending());
+    let full = || {
+        matches!(
+            drive(lean_guarded()),
+            (Err(E::R(ResilienceError::BulkheadFull { .. })), 1)
+        )
+    };
+    assert!(full());
+    let (n, ()) = allocations(|| (0..N).for_each(|_| assert!(full())));
+    assert_eq!(n, N * REJECTION_ALLOCATIONS);
+    assert_eq!(holder.as_mut().poll(&mut cx), Poll::Ready(Ok(2)));
+    // Forced open.
+    breaker("alloc::lean.open").unwrap().force_open();
+    let open = || {
+        matches!(
+            drive(lean_guarded()),
+            (Err(E::R(ResilienceError::CircuitOpen { .. })), 1)
+        )
+    };
+    assert!(open());
+    let (n, ()) = allocations(|| (0..N).for_each(|_| assert!(open())));
+    assert_eq!(n, N * REJECTION_ALLOCATIONS);
+}

@@ -19,6 +19,21 @@ impl From<ResilienceError> for E {
     }
 }
 
+#[resilience_runtime::circuit_breaker(service = "kill.lean", failure_threshold = 1)]
+#[resilience_runtime::bulkhead(max_concurrent = 1)]
+async fn lean_site() -> Result<u32, E> {
+    tokio::task::yield_now().await;
+    Ok(9)
+}
+
+fn bulkhead_of(name: &str) -> Option<u32> {
+    Resilience::builder(name)
+        .build()
+        .unwrap()
+        .service()
+        .bulkhead_available()
+}
+
 #[tokio::test(start_paused = true)]
 async fn every_policy_but_fallback_passes_through_while_it_is_on() {
     let p = Resilience::builder("kill")
@@ -32,6 +47,11 @@ async fn every_policy_but_fallback_passes_through_while_it_is_on() {
         .build()
         .unwrap();
     breaker("kill").unwrap().force_open();
+    assert_eq!(
+        lean_site().await,
+        Ok(9),
+        "registers the lean site's service"
+    );
     let runs = AtomicU32::new(0);
     let r: Result<u32, E> = p
         .call(|| async {
@@ -93,8 +113,18 @@ async fn every_policy_but_fallback_passes_through_while_it_is_on() {
     );
     assert_eq!(q.call_sync(|| Ok::<u32, E>(3)), Ok(3));
 
+    // An async attribute with no timer-driven policy (the lean future) passes
+    // through too: its forced-open breaker runs the body.
+    breaker("kill.lean").unwrap().force_open();
+    assert_eq!(lean_site().await, Ok(9));
+    assert!(bulkhead_of("kill.lean").is_some_and(|free| free == 1));
+
     // Off again: the forced-open breaker rejects.
     assert!(set_kill_switch(false));
+    assert!(matches!(
+        lean_site().await,
+        Err(E::R(ResilienceError::CircuitOpen { .. }))
+    ));
     assert!(matches!(
         p.call_sync(|| Ok::<u32, E>(2)),
         Err(E::R(ResilienceError::CircuitOpen { .. }))

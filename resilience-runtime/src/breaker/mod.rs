@@ -106,6 +106,12 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
+    /// The epoch of an admission let in closed (it holds nothing to give back).
+    #[inline(always)]
+    pub(crate) fn closed_epoch(&self) -> Option<u32> {
+        (self.kind == Kind::Closed).then_some(self.epoch)
+    }
+
     /// The admission of a call let in closed in `epoch`.
     #[inline(always)]
     pub(crate) fn closed(epoch: u32) -> Self {
