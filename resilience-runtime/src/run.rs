@@ -778,11 +778,12 @@ pin_project_lite::pin_project! {
     pub struct LeanFuture<'a, T, E, M, Fut> {
         svc: &'a Service,
         hooks: &'a Hooks<E>,
-        // Held while the body runs (a cancelled call frees its probe and slot when
-        // they drop).
-        held: Option<(Admitted<'a>, Option<Permit<'a>>)>,
+        // Declared before `held`: a cancelled call drops its body first, then frees
+        // its slot and probe.
         #[pin]
         body: LeanBody<'a, T, E, M, Fut>,
+        // Held while the body runs.
+        held: Option<(Admitted<'a>, Option<Permit<'a>>)>,
     }
 }
 
