@@ -828,11 +828,8 @@ where
             Gate::Refused(r) => return Err(Call::refused(svc, hooks, r)),
             // Half-open, the kill switch: every step of the admission.
             Gate::Full => {
-                let (admitted, reservation) = call.begin()?;
-                // No rate limiter (checked above): no permit to use.
-                if let Some(r) = reservation {
-                    r.used();
-                }
+                // No rate limiter (checked above): no reservation comes back.
+                let (admitted, _none) = call.begin()?;
                 admitted
             }
         };
