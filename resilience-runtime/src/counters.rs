@@ -135,6 +135,11 @@ impl OwnLine<'_> {
 }
 
 impl Counters {
+    /// Where the shared line is (a computed key's calls count there), for a prefetch.
+    pub(crate) fn shared_line_address(&self) -> usize {
+        std::ptr::from_ref(&self.lines[0]) as usize
+    }
+
     /// `owned`: give threads their own lines (fixed-name services); without, every
     /// count is an atomic add on one shared line (computed keys: 128 bytes each).
     pub(crate) fn new(owned: bool) -> Self {

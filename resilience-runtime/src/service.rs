@@ -322,6 +322,23 @@ impl Service {
         unsafe { &*self.policies.load(Acquire) }
     }
 
+    /// Where a computed-key call reads and writes first, for prefetches (see the
+    /// registry's `Slot`): the service (the `Arc`'s count is just before it), its
+    /// `touched` flag, its policies, its breaker's state word and its shared counter
+    /// line. Addresses only: live configuration may move the policies and breaker
+    /// on, which makes a hint stale (a wasted prefetch), never wrong.
+    pub(crate) fn hot_addresses(&self) -> [usize; 5] {
+        let p = self.policies();
+        [
+            // Just after the `Arc`'s count, which a keyed call increments.
+            std::ptr::from_ref(self) as usize,
+            std::ptr::from_ref(&self.touched) as usize,
+            std::ptr::from_ref(p) as usize,
+            p.breaker.as_deref().map_or(0, Breaker::state_address),
+            self.counters.shared_line_address(),
+        ]
+    }
+
     /// Puts new settings in force for the next call, keeping state and counters.
     /// Returns whether anything changed.
     pub(crate) fn reconfigure(&self, config: PolicyConfig, extras: Extras) -> bool {

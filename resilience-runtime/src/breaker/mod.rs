@@ -392,6 +392,11 @@ impl Breaker {
         );
     }
 
+    /// Where the state word is, for a prefetch.
+    pub(crate) fn state_address(&self) -> usize {
+        std::ptr::from_ref(&self.ctl) as usize
+    }
+
     /// Whether the call may run. The closed state costs one load.
     #[inline(always)]
     pub(crate) fn admit(&self) -> Result<Admission, Rejected> {
