@@ -65,12 +65,9 @@ pub(crate) struct Policies {
     /// Attempts are timed (for `slow_call` or `record_latency`).
     pub(crate) timed: bool,
     pub(crate) record_latency: bool,
-    /// Calls may take the lane (see [`Call::gate`]): attempts not timed, no
-    /// `max_elapsed`.
+    /// Calls may take the lane (see [`Call::gate`]; sync ones the swift lane,
+    /// [`Call::swift`]): attempts not timed, no `max_elapsed`.
     pub(crate) lean: bool,
-    /// Sync calls may take the swift lane (see [`Call::swift`]): `lean` and no
-    /// rate limiter.
-    pub(crate) swift: bool,
     /// A call needs no timer or clock: not timed, no timeout, no total timeout, no
     /// rate limiter (a bulkhead's wait is read from the bulkhead). See
     /// [`Service::once_lean`].
@@ -184,7 +181,6 @@ impl Policies {
         let timed = timed(&config, extras);
         let lean = lean(&config, timed);
         Self {
-            swift: lean && limiter.is_none(),
             untimed: !timed
                 && config.timeout.is_none()
                 && config.total_timeout.is_none()
@@ -1140,13 +1136,14 @@ impl<'a, E> Call<'a, E> {
     }
 
     /// The swift lane of a first sync attempt: for the common shapes (breaker
-    /// closed or none, bulkhead or none, no rate limiter, attempts not timed, no
-    /// kill switch and no listener for every call) it reads the policies, runs the
-    /// body and counts a success, and everything else (a failure, a waiter to wake,
-    /// a first count on this thread, `tracing` at `TRACE`, a success the breaker's
-    /// window must record, the `metrics` feature's event) is left to a function of its own ([`Swift::After`]). It
-    /// holds nothing across the body but what the count needs, so it needs no
-    /// stack frame of its own when the body is inlined.
+    /// closed or none, a bulkhead slot free or no bulkhead, a rate-limit permit due
+    /// now or no limiter, attempts not timed, no kill switch and no listener for
+    /// every call) it reads the policies, runs the body and counts a success, and
+    /// everything else (a failure, a waiter to wake, a first count on this thread,
+    /// `tracing` at `TRACE`, a success the breaker's window must record, the
+    /// `metrics` feature's event) is left to a function of its own
+    /// ([`Swift::After`]). It holds nothing across the body but what the count
+    /// needs, so it needs no stack frame of its own when the body is inlined.
     #[inline(always)]
     fn swift<T, B: FnOnce() -> Result<T, E>>(
         svc: &'a Service,
@@ -1154,7 +1151,7 @@ impl<'a, E> Call<'a, E> {
         hooks: &Hooks<E>,
         body: B,
     ) -> Swift<'a, T, E, B> {
-        if !p.swift || hooks.into_error.is_none() || lane_bars() != 0 {
+        if !p.lean || hooks.into_error.is_none() || lane_bars() != 0 {
             return Swift::Off(body);
         }
         let (breaker, epoch) = match p.breaker.as_deref() {
@@ -1171,6 +1168,15 @@ impl<'a, E> Call<'a, E> {
                 None => return Swift::Off(body),
             },
         };
+        // A permit due now, after the slot as in `Call::lane_admit` (the slot is
+        // the cheaper to give back); one that must wait or be refused leaves the
+        // lane with nothing taken.
+        if let Some(l) = p.limiter.as_deref() {
+            if !l.take_now() {
+                drop(permit);
+                return Swift::Off(body);
+            }
+        }
         let guard = LaneGuard {
             svc,
             lane: Lane { breaker, epoch },

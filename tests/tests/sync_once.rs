@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use resilience_runtime::prelude::*;
+use resilience_runtime::{Rate, Resilience};
 
 #[derive(Debug, Clone, PartialEq)]
 enum E {
@@ -107,4 +108,43 @@ fn a_full_bulkhead_refuses_and_the_slot_is_given_back() {
     assert_eq!(reentrant(0), Ok(0));
     let s = status("sync_once.bulkhead").expect("registered");
     assert_eq!((s.successes, s.rejections), (2, 1));
+}
+
+/// A sync call through a rate limiter and a bulkhead takes the slot, then a permit
+/// due now; a permit not due sends it off the lane with the slot given back and
+/// nothing taken, so the refusal is the rate limiter's (not a leaked slot's), its
+/// `retry_after` does not grow, and the permit comes exactly when it said.
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_refusal_on_the_sync_lane_gives_back_the_slot_and_takes_no_permit() {
+    let p = Resilience::builder("sync_once.limited")
+        .no_circuit_breaker()
+        .no_retry()
+        .rate(Rate::new(1, Duration::from_secs(1)))
+        .burst(1)
+        .max_concurrent(1)
+        .build()
+        .expect("valid policy");
+    let runs = Cell::new(0);
+    let call = || {
+        p.call_sync(|| {
+            runs.set(runs.get() + 1);
+            Ok::<u32, E>(7)
+        })
+    };
+    let limited = |r: Result<u32, E>| match r {
+        Err(E::R(ResilienceError::RateLimited { retry_after, .. })) => retry_after,
+        other => panic!("expected RateLimited, got {other:?}"),
+    };
+    assert_eq!(call(), Ok(7));
+    for _ in 0..3 {
+        assert_eq!(limited(call()), Duration::from_secs(1));
+    }
+    assert_eq!(runs.get(), 1);
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(limited(call()), Duration::from_millis(1));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(call(), Ok(7));
+    assert_eq!(runs.get(), 2);
+    let s = status("sync_once.limited").expect("registered");
+    assert_eq!((s.successes, s.rejections), (2, 4));
 }
