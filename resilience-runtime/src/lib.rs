@@ -74,6 +74,7 @@ pub mod __private;
 pub use breaker::CircuitState;
 pub use breaker::{BreakerSnapshot, BucketSnapshot, WindowSnapshot};
 pub use builder::{Policy, Resilience, ResilienceBuilder};
+pub use clock::{clock_source, set_clock_source, ClockError, ClockSource};
 pub use config::{
     format_duration, parse_duration, Backoff, BreakerConfig, BreakerMode, BulkheadConfig, Jitter,
     PolicyConfig, Rate, RateLimitConfig, RetryConfig, Spec, Strategy, Window,
