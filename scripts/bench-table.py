@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Markdown table of the `compare` benchmarks (benches/benches/compare.rs) against
-their targets.
+"""Markdown table of the benchmarks (benches/benches/compare.rs, and cpu_clock.rs
+for the rows marked "CPU clock") against their targets.
 
 Reads `target/criterion/<group>/<function>/new/estimates.json` (the mean's point
 estimate, in ns) for every row below and prints:
@@ -58,6 +58,8 @@ ROWS = [
      "recloser open", "open_rejection/recloser", "<=", 0.5),
     ("open rejection (tripped, cooldown)", "open_rejection/resilience_tripped",
      "recloser open", "open_rejection/recloser", "<=", 0.5),
+    ("open rejection (tripped, cooldown; CPU clock, opt-in)", "open_rejection_cpu_clock/resilience_tripped",
+     "recloser open", "open_rejection_cpu_clock/recloser", "<=", 0.5),
     ("timeout, body ready at first poll", "timeout/resilience",
      "tokio::time::timeout", "timeout/tokio", "<=", 0.2),
     ("retry, success first attempt, sync", "retry_sync/resilience",
@@ -70,6 +72,8 @@ ROWS = [
      "tower ConcurrencyLimit", "bulkhead/tower_concurrency_limit", "<=", 0.3),
     ("rate limiter permit", "rate_limiter/resilience",
      "governor check", "rate_limiter/governor", "<=", 1.0),
+    ("rate limiter permit (CPU clock, opt-in)", "rate_limiter_cpu_clock/resilience",
+     "governor check", "rate_limiter_cpu_clock/governor", "<=", 1.0),
     ("computed name, 100k keys + closed breaker", "keyed_100k/resilience",
      "governor keyed check_key", "keyed_100k/governor", "<=", 1.0),
     ("2 threads, shared breaker (ns/call, throughput)", "two_threads/resilience_2t",
