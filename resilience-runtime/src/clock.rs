@@ -70,13 +70,24 @@ const UNSET: u8 = 0;
 const TOKIO: u8 = 1;
 const CPU: u8 = 2;
 
-/// The source, fixed by the first reading or by [`set_clock_source`].
-static SOURCE: AtomicU8 = AtomicU8::new(UNSET);
+/// The source and the CPU clock's parameters, together so that a reading finds
+/// them at one address.
+struct Clock {
+    /// The source, fixed by the first reading or by [`set_clock_source`].
+    source: AtomicU8,
+    /// The counter at the origin of the shared scale. Written before `source`
+    /// says `CPU`.
+    origin: AtomicU64,
+    /// Nanoseconds per tick, 32.32 fixed point (see [`scale`]). Written before
+    /// `source` says `CPU`.
+    mult: AtomicU64,
+}
 
-/// The CPU clock: the counter at the origin of the shared scale and nanoseconds
-/// per tick as a 32.32 fixed-point number. Written before `SOURCE` says `CPU`.
-static CPU_ORIGIN: AtomicU64 = AtomicU64::new(0);
-static CPU_MULT: AtomicU64 = AtomicU64::new(0);
+static CLOCK: Clock = Clock {
+    source: AtomicU8::new(UNSET),
+    origin: AtomicU64::new(0),
+    mult: AtomicU64::new(0),
+};
 
 /// Chooses where the policies read the time, for the whole process. The choice
 /// is fixed by the first reading, so make it before the first call through a
@@ -111,19 +122,19 @@ pub fn set_clock_source(source: ClockSource) -> Result<(), ClockError> {
         ClockSource::Tokio => TOKIO,
         ClockSource::Cpu => CPU,
     };
-    let current = SOURCE.load(Acquire);
+    let current = CLOCK.source.load(Acquire);
     if current != UNSET {
         return fixed(current, want);
     }
     if want == CPU {
         let (origin, mult) = cpu::calibrate()?;
         // Published by the compare-exchange below (release).
-        CPU_ORIGIN.store(origin, Relaxed);
-        CPU_MULT.store(mult, Relaxed);
+        CLOCK.origin.store(origin, Relaxed);
+        CLOCK.mult.store(mult, Relaxed);
     } else {
         origin();
     }
-    match SOURCE.compare_exchange(UNSET, want, AcqRel, Acquire) {
+    match CLOCK.source.compare_exchange(UNSET, want, AcqRel, Acquire) {
         Ok(_) => Ok(()),
         Err(current) => fixed(current, want),
     }
@@ -149,7 +160,7 @@ fn source_of(code: u8) -> ClockSource {
 
 /// The clock source in use (tokio's until another is chosen).
 pub fn clock_source() -> ClockSource {
-    source_of(SOURCE.load(Acquire))
+    source_of(CLOCK.source.load(Acquire))
 }
 
 fn origin() -> Instant {
@@ -179,7 +190,7 @@ pub(crate) fn nanos(at: Instant) -> Nanos {
 /// times the call).
 #[inline(always)]
 pub(crate) fn now_nanos() -> Nanos {
-    if SOURCE.load(Acquire) == CPU {
+    if CLOCK.source.load(Acquire) == CPU {
         cpu_nanos()
     } else {
         tokio_nanos()
@@ -189,7 +200,7 @@ pub(crate) fn now_nanos() -> Nanos {
 /// [`now_nanos`] when the source is tokio's or not fixed yet.
 #[inline(never)]
 fn tokio_nanos() -> Nanos {
-    match SOURCE.load(Acquire) {
+    match CLOCK.source.load(Acquire) {
         UNSET => first_nanos(),
         CPU => cpu_nanos(),
         _ => nanos(now()),
@@ -201,8 +212,8 @@ fn tokio_nanos() -> Nanos {
 fn cpu_nanos() -> Nanos {
     ticks_nanos(
         cpu::ticks(),
-        CPU_ORIGIN.load(Relaxed),
-        CPU_MULT.load(Relaxed),
+        CLOCK.origin.load(Relaxed),
+        CLOCK.mult.load(Relaxed),
     )
 }
 
@@ -282,10 +293,14 @@ fn scale(elapsed: Duration, counted: u64) -> Result<u64, ClockError> {
 }
 
 /// `ticks` counted since `origin`, at `mult` (see [`scale`]), on the shared scale.
+///
+/// Plain arithmetic suffices: [`scale`] keeps `mult` at most 100 ns per tick, so
+/// the product shifted fits in 64 bits for 2^64 / 100 ticks (584 years at the
+/// slowest accepted counter, 10 MHz) and the sum with `OFFSET` for 146 years.
 #[inline(always)]
 fn ticks_nanos(ticks: u64, origin: u64, mult: u64) -> Nanos {
     let ns = (u128::from(ticks.saturating_sub(origin)) * u128::from(mult)) >> 32;
-    OFFSET.saturating_add(u64::try_from(ns).unwrap_or(u64::MAX))
+    OFFSET + ns as u64
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -309,7 +324,7 @@ mod cpu {
 #[cold]
 #[inline(never)]
 fn first_nanos() -> Nanos {
-    match SOURCE.compare_exchange(UNSET, TOKIO, AcqRel, Acquire) {
+    match CLOCK.source.compare_exchange(UNSET, TOKIO, AcqRel, Acquire) {
         Err(CPU) => cpu_nanos(),
         _ => nanos(now()),
     }
@@ -357,8 +372,11 @@ mod tests {
         assert!(hour.abs_diff(3_600_000_000_000) <= 3_600, "{hour}");
         // A reading behind the origin (another core's counter) is the origin.
         assert_eq!(ticks_nanos(origin - 10, origin, mult), OFFSET);
-        // Far future readings saturate instead of wrapping.
-        assert_eq!(ticks_nanos(u64::MAX, 0, u64::MAX), u64::MAX);
+        // The slowest accepted counter, 10 MHz, a century on.
+        let slowest = scale(Duration::from_millis(20), 200_000).expect("10 MHz");
+        assert_eq!(slowest, 100 << 32);
+        let century = ticks_nanos(origin + 100 * 365 * 86_400 * 10_000_000, origin, slowest);
+        assert_eq!(century - OFFSET, 100 * 365 * 86_400 * 1_000_000_000);
     }
 
     #[test]

@@ -115,7 +115,8 @@ impl RateLimiter {
         let (interval, tolerance) = (self.interval.load(Relaxed), self.tolerance.load(Relaxed));
         loop {
             let start = tat.max(now);
-            if start.saturating_sub(tolerance) > now {
+            // `start - now` is the wait (`start >= now`); due now within the burst.
+            if start - now > tolerance {
                 return false;
             }
             let end = start.saturating_add(interval);
