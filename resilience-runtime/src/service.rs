@@ -1112,7 +1112,7 @@ impl<'a, E> Call<'a, E> {
             Swift::After(ran) => Self::run_sync_after_swift(svc, p, hooks, single, ran, body),
             Swift::NotClosed(_, b, ctl) => match b.forced_refusal(ctl) {
                 Some(r) => Self::refused_result(svc, hooks, r),
-                None => Self::run_sync_not_closed(svc, p, hooks, single, body),
+                None => Self::run_sync_not_closed(svc, p, hooks, single, b, ctl, body),
             },
             Swift::Off(_) => Self::run_sync_lanes(svc, p, hooks, single, body),
         }
@@ -1204,19 +1204,25 @@ impl<'a, E> Call<'a, E> {
         })
     }
 
-    /// [`Call::run_sync`]: [`Call::swift`] found the breaker neither closed nor
-    /// forced open. An open one with cooldown left refuses here (it reads the
-    /// clock); any other call goes the way of [`Call::run_sync_lanes`].
+    /// [`Call::run_sync`]: [`Call::swift`] found the breaker `b` neither closed
+    /// nor forced open (its state word `ctl`). An open one with cooldown left
+    /// refuses here (it reads the clock), building the refusal in place rather
+    /// than through [`Call::refused_result`]: a tripped breaker's rejection is a
+    /// path of its own, measured against the peers. Any other call goes the way of
+    /// [`Call::run_sync_lanes`].
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)] // registers: the call is not built in memory
     fn run_sync_not_closed<T>(
         svc: &'a Service,
         p: &'a Policies,
         hooks: &'a Hooks<E>,
         single: bool,
+        b: &Breaker,
+        ctl: u64,
         body: impl FnMut() -> Result<T, E>,
     ) -> Result<T, E> {
-        match p.breaker.as_deref().and_then(Breaker::refusal) {
-            Some(r) => Self::refused_result(svc, hooks, r),
+        match b.cooling_refusal(ctl) {
+            Some(r) => Err(Self::refusal_error(svc, hooks, r)),
             None => Self::run_sync_lanes(svc, p, hooks, single, body),
         }
     }
@@ -1227,10 +1233,12 @@ impl<'a, E> Call<'a, E> {
         svc: &'a Service,
         p: &'a Policies,
         hooks: &'a Hooks<E>,
+        b: &Breaker,
+        ctl: u64,
         body: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
-        match p.breaker.as_deref().and_then(Breaker::refusal) {
-            Some(r) => Self::refused_result(svc, hooks, r),
+        match b.cooling_refusal(ctl) {
+            Some(r) => Err(Self::refusal_error(svc, hooks, r)),
             None => Self::once_lanes_from(svc, p, hooks, body),
         }
     }
@@ -1412,7 +1420,7 @@ impl<'a, E> Call<'a, E> {
             Swift::After(ran) => Self::once_after_swift(svc, p, hooks, ran),
             Swift::NotClosed(body, b, ctl) => match b.forced_refusal(ctl) {
                 Some(r) => Self::refused_result(svc, hooks, r),
-                None => Self::once_not_closed(svc, p, hooks, body),
+                None => Self::once_not_closed(svc, p, hooks, b, ctl, body),
             },
             Swift::Off(body) => Self::once_lanes_from(svc, p, hooks, body),
         }

@@ -353,15 +353,23 @@ impl Breaker {
         let ctl = self.ctl.load(Acquire);
         match state_of(ctl) {
             CircuitState::ForcedOpen => self.forced_refusal(ctl),
-            CircuitState::Open => {
-                let now = clock::now_nanos();
-                let until = self.open_until.load(Relaxed);
-                (now < until).then(|| Rejected {
-                    retry_after: Duration::from_nanos(until - now),
-                })
-            }
-            _ => None,
+            _ => self.cooling_refusal(ctl),
         }
+    }
+
+    /// The refusal of a breaker whose state word `ctl` says open, while its
+    /// cooldown lasts (one clock read); `None` in any other state, or once the
+    /// cooldown is over (the next call may probe).
+    #[inline(always)]
+    pub(crate) fn cooling_refusal(&self, ctl: u64) -> Option<Rejected> {
+        if state_of(ctl) != CircuitState::Open {
+            return None;
+        }
+        let now = clock::now_nanos();
+        let until = self.open_until.load(Relaxed);
+        (now < until).then(|| Rejected {
+            retry_after: Duration::from_nanos(until - now),
+        })
     }
 
     /// A success of a call admitted closed in `epoch`: most of the time there is
