@@ -7,7 +7,7 @@
 //! `tokio::time::timeout`), both sides run inside the same entered current-thread
 //! runtime.
 //!
-//! Run: `cargo bench -p resilience-benches --benches -- --warm-up-time 1 --measurement-time 3`,
+//! Run: `cargo bench -p resilience-benches -- --warm-up-time 1 --measurement-time 3`,
 //! then `python3 scripts/bench-table.py` for the Markdown table.
 
 use std::hint::black_box;

@@ -6,7 +6,7 @@
 //! The source is fixed per process, so these rows have a bench target of their
 //! own; `compare.rs` measures the same items on tokio's clock (the default).
 //!
-//! Run: `cargo bench -p resilience-benches --benches -- --warm-up-time 1
+//! Run: `cargo bench -p resilience-benches -- --warm-up-time 1
 //! --measurement-time 3`, then `python3 scripts/bench-table.py`.
 
 use std::num::NonZeroU32;
