@@ -557,12 +557,27 @@ impl Service {
         }
     }
 
+    /// A rejection: counted, reported, and converted to the caller's error. Inlined
+    /// where the caller's hooks are known, so the conversion is a direct call; the
+    /// report (a `tracing` event at `DEBUG`, the event listeners, the `metrics`
+    /// feature) is a function of its own, called only when something listens.
     #[inline(always)]
     fn reject<E>(&self, into: fn(ResilienceError) -> E, e: ResilienceError, by: RejectedBy) -> E {
         self.counters.add(Counter::Rejections);
+        if cfg!(feature = "metrics")
+            || events::active()
+            || tracing::level_enabled!(tracing::Level::DEBUG)
+        {
+            self.report_rejection(&e, by);
+        }
+        into(e)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn report_rejection(&self, e: &ResilienceError, by: RejectedBy) {
         tracing::debug!(service = %self.name, error = %e, "call rejected");
         self.emit(EventKind::Rejected { by });
-        into(e)
     }
 }
 
@@ -1110,9 +1125,9 @@ impl<'a, E> Call<'a, E> {
         match Self::swift(svc, p, hooks, &mut body) {
             Swift::Done(v) => Ok(v),
             Swift::After(ran) => Self::run_sync_after_swift(svc, p, hooks, single, ran, body),
-            Swift::NotClosed(_, b, ctl) => match b.forced_refusal(ctl) {
-                Some(r) => Self::refused_result(svc, hooks, r),
-                None => Self::run_sync_not_closed(svc, p, hooks, single, b, ctl, body),
+            Swift::NotClosed(_, b, ctl) => match b.refusal_from(ctl) {
+                Some(r) => Err(Self::refusal_error(svc, hooks, r)),
+                None => Self::run_sync_lanes(svc, p, hooks, single, body),
             },
             Swift::Off(_) => Self::run_sync_lanes(svc, p, hooks, single, body),
         }
@@ -1202,53 +1217,6 @@ impl<'a, E> Call<'a, E> {
             epoch,
             wake: wake.is_some(),
         })
-    }
-
-    /// [`Call::run_sync`]: [`Call::swift`] found the breaker `b` neither closed
-    /// nor forced open (its state word `ctl`). An open one with cooldown left
-    /// refuses here (it reads the clock), building the refusal in place rather
-    /// than through [`Call::refused_result`]: a tripped breaker's rejection is a
-    /// path of its own, measured against the peers. Any other call goes the way of
-    /// [`Call::run_sync_lanes`].
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)] // registers: the call is not built in memory
-    fn run_sync_not_closed<T>(
-        svc: &'a Service,
-        p: &'a Policies,
-        hooks: &'a Hooks<E>,
-        single: bool,
-        b: &Breaker,
-        ctl: u64,
-        body: impl FnMut() -> Result<T, E>,
-    ) -> Result<T, E> {
-        match b.cooling_refusal(ctl) {
-            Some(r) => Err(Self::refusal_error(svc, hooks, r)),
-            None => Self::run_sync_lanes(svc, p, hooks, single, body),
-        }
-    }
-
-    /// [`Call::attempt_once_sync`]: as [`Call::run_sync_not_closed`].
-    #[inline(never)]
-    fn once_not_closed<T>(
-        svc: &'a Service,
-        p: &'a Policies,
-        hooks: &'a Hooks<E>,
-        b: &Breaker,
-        ctl: u64,
-        body: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, E> {
-        match b.cooling_refusal(ctl) {
-            Some(r) => Err(Self::refusal_error(svc, hooks, r)),
-            None => Self::once_lanes_from(svc, p, hooks, body),
-        }
-    }
-
-    /// [`Call::refused`] as the call's result, so the ways off [`Call::swift`] end
-    /// in a jump to it.
-    #[cold]
-    #[inline(never)]
-    fn refused_result<T>(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> Result<T, E> {
-        Err(Self::refusal_error(svc, hooks, r))
     }
 
     /// [`Call::swift`] left the rest of a call to its caller: wake a bulkhead's
@@ -1348,7 +1316,8 @@ impl<'a, E> Call<'a, E> {
         Self::refusal_error(svc, hooks, r)
     }
 
-    /// What [`Call::refused`] and [`Call::refused_result`] do.
+    /// What [`Call::refused`] does, and the sync lanes' refusals of a breaker that
+    /// is not closed: inlined there, where the caller's hooks are known.
     #[inline(always)]
     fn refusal_error(svc: &Service, hooks: &Hooks<E>, r: Rejected) -> E {
         let into = hooks.into_error.expect("gate: into_error is set");
@@ -1418,9 +1387,9 @@ impl<'a, E> Call<'a, E> {
         match Self::swift(svc, p, hooks, body) {
             Swift::Done(v) => Ok(v),
             Swift::After(ran) => Self::once_after_swift(svc, p, hooks, ran),
-            Swift::NotClosed(body, b, ctl) => match b.forced_refusal(ctl) {
-                Some(r) => Self::refused_result(svc, hooks, r),
-                None => Self::once_not_closed(svc, p, hooks, b, ctl, body),
+            Swift::NotClosed(body, b, ctl) => match b.refusal_from(ctl) {
+                Some(r) => Err(Self::refusal_error(svc, hooks, r)),
+                None => Self::once_lanes_from(svc, p, hooks, body),
             },
             Swift::Off(body) => Self::once_lanes_from(svc, p, hooks, body),
         }

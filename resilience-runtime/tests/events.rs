@@ -192,3 +192,50 @@ fn a_blocked_listener_does_not_block_calls() {
     assert_eq!(delivered.load(SeqCst), 100);
     remove_listener(id);
 }
+
+#[test]
+fn sync_rejections_of_a_tripped_and_a_forced_open_breaker_are_counted_and_emitted() {
+    // Both refusals come off the sync lane, where the rejection is built inline:
+    // each is still counted, reported to listeners and converted with `From`.
+    let name = "ev-sync-rejections";
+    let (seen, id) = collect(name);
+    let p = Resilience::builder(name)
+        .no_retry()
+        .failure_threshold(1)
+        .cooldown(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let r: Result<u32, E> = p.call_sync(|| Err(E::Boom));
+    assert_eq!(r, Err(E::Boom), "the tripping call returns its own error");
+
+    let r: Result<u32, E> = p.call_sync(|| Ok(1));
+    match r {
+        Err(E::R(ResilienceError::CircuitOpen { retry_after, .. })) => assert!(
+            retry_after > Duration::from_secs(3500) && retry_after <= Duration::from_secs(3600),
+            "the cooldown left: {retry_after:?}"
+        ),
+        other => panic!("a tripped breaker refuses: {other:?}"),
+    }
+
+    breaker(name).unwrap().force_open();
+    let r: Result<u32, E> = p.call_sync(|| Ok(1));
+    assert!(
+        matches!(r, Err(E::R(ResilienceError::CircuitOpen { .. }))),
+        "forced open refuses: {r:?}"
+    );
+
+    flush_events();
+    let rejected = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|k| {
+            **k == EventKind::Rejected {
+                by: RejectedBy::CircuitBreaker,
+            }
+        })
+        .count();
+    assert_eq!(rejected, 2, "one event per refusal");
+    assert_eq!(resilience_runtime::status(name).unwrap().rejections, 2);
+    remove_listener(id);
+}

@@ -350,7 +350,12 @@ impl Breaker {
     /// half-open, or a cooldown just over).
     #[inline]
     pub(crate) fn refusal(&self) -> Option<Rejected> {
-        let ctl = self.ctl.load(Acquire);
+        self.refusal_from(self.ctl.load(Acquire))
+    }
+
+    /// [`Breaker::refusal`] from the state word `ctl` the caller loaded.
+    #[inline(always)]
+    pub(crate) fn refusal_from(&self, ctl: u64) -> Option<Rejected> {
         match state_of(ctl) {
             CircuitState::ForcedOpen => self.forced_refusal(ctl),
             _ => self.cooling_refusal(ctl),
