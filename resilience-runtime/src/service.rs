@@ -562,15 +562,27 @@ impl Service {
     /// report (a `tracing` event at `DEBUG`, the event listeners, the `metrics`
     /// feature) is a function of its own, called only when something listens.
     #[inline(always)]
-    fn reject<E>(&self, into: fn(ResilienceError) -> E, e: ResilienceError, by: RejectedBy) -> E {
+    ///
+    /// The error is made in the branch that converts it: the error a silent
+    /// rejection converts never has its address taken, so it is not written to the
+    /// stack and read back as one wide copy (which the CPU cannot forward from the
+    /// narrower stores that wrote it).
+    fn reject<E>(
+        &self,
+        into: fn(ResilienceError) -> E,
+        e: impl FnOnce() -> ResilienceError,
+        by: RejectedBy,
+    ) -> E {
         self.counters.add(Counter::Rejections);
         if cfg!(feature = "metrics")
             || events::active()
             || tracing::level_enabled!(tracing::Level::DEBUG)
         {
+            let e = e();
             self.report_rejection(&e, by);
+            return into(e);
         }
-        into(e)
+        into(e())
     }
 
     #[cold]
@@ -840,7 +852,7 @@ impl<'a, E> Call<'a, E> {
                 Err(r) => {
                     return Err(svc.reject(
                         into,
-                        ResilienceError::circuit_open(&svc.name, r.retry_after),
+                        || ResilienceError::circuit_open(&svc.name, r.retry_after),
                         RejectedBy::CircuitBreaker,
                     ))
                 }
@@ -855,7 +867,7 @@ impl<'a, E> Call<'a, E> {
                     admitted.ignore();
                     return Err(svc.reject(
                         into,
-                        ResilienceError::rate_limited(&svc.name, lim.retry_after),
+                        || ResilienceError::rate_limited(&svc.name, lim.retry_after),
                         RejectedBy::RateLimiter,
                     ));
                 }
@@ -875,7 +887,7 @@ impl<'a, E> Call<'a, E> {
         admitted.ignore();
         self.svc.reject(
             into,
-            ResilienceError::bulkhead_full(&self.svc.name),
+            || ResilienceError::bulkhead_full(&self.svc.name),
             RejectedBy::Bulkhead,
         )
     }
@@ -1323,7 +1335,7 @@ impl<'a, E> Call<'a, E> {
         let into = hooks.into_error.expect("gate: into_error is set");
         svc.reject(
             into,
-            ResilienceError::circuit_open(&svc.name, r.retry_after),
+            || ResilienceError::circuit_open(&svc.name, r.retry_after),
             RejectedBy::CircuitBreaker,
         )
     }
