@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -519,9 +520,57 @@ pin_project_lite::pin_project! {
         #[pin]
         body: Option<OwnBody<Fut>>,
         #[pin]
-        rest: Option<Rest<'a, E>>,
+        rest: RestSlot<'a, E>,
         _out: PhantomData<fn() -> T>,
     }
+}
+
+/// Where a [`CallFuture`] keeps its [`Rest`] once the call leaves the lane. Its
+/// drop is inlined down to the test of the slot, so a call that completed on the
+/// lane (the slot still empty) drops without entering the `Rest`'s drop glue, a
+/// function of its own that the compiler does not inline.
+struct RestSlot<'a, E>(ManuallyDrop<Option<Rest<'a, E>>>);
+
+impl<'a, E> RestSlot<'a, E> {
+    #[inline(always)]
+    fn empty() -> Self {
+        RestSlot(ManuallyDrop::new(None))
+    }
+
+    #[inline(always)]
+    fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
+    #[inline(always)]
+    fn as_pin_mut(self: Pin<&mut Self>) -> Option<Pin<&mut Rest<'a, E>>> {
+        // SAFETY: the slot pins its content structurally: it is never moved out,
+        // and `Drop` drops it in place.
+        unsafe { self.map_unchecked_mut(|s| &mut *s.0) }.as_pin_mut()
+    }
+
+    #[inline(always)]
+    fn set(self: Pin<&mut Self>, rest: Rest<'a, E>) {
+        // SAFETY: as in `as_pin_mut`; `Pin::set` drops the old content in place.
+        unsafe { self.map_unchecked_mut(|s| &mut *s.0) }.set(Some(rest));
+    }
+}
+
+impl<E> Drop for RestSlot<'_, E> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_rest(&mut self.0);
+        }
+    }
+}
+
+/// The [`Rest`] of a call that left the lane, dropped in place (as pinning
+/// requires) when its [`CallFuture`] is dropped.
+#[inline(never)]
+fn drop_rest<E>(rest: &mut ManuallyDrop<Option<Rest<'_, E>>>) {
+    // SAFETY: called once, from `RestSlot::drop`; the slot is not used again.
+    unsafe { ManuallyDrop::drop(rest) }
 }
 
 pin_project_lite::pin_project! {
@@ -583,7 +632,7 @@ where
             f: OneAttempt,
             phase: Phase::Start,
             body: Some(OwnBody { fut: body }),
-            rest: None,
+            rest: RestSlot::empty(),
             _out: PhantomData,
         }
     }
@@ -602,7 +651,7 @@ where
             f,
             phase: Phase::Start,
             body: None,
-            rest: None,
+            rest: RestSlot::empty(),
             _out: PhantomData,
         }
     }
@@ -618,7 +667,7 @@ where
         left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
-        let mut this = self.as_mut().project();
+        let this = self.as_mut().project();
         let mut call = Call::with(this.svc, p, this.hooks);
         if F::SINGLE {
             call = call.single_attempt();
@@ -627,12 +676,12 @@ where
             call.attempt = 1;
         }
         let total = this.svc.total_limit(this.hooks);
-        this.rest.set(Some(Rest {
+        this.rest.set(Rest {
             call,
             total,
             total_timer: None,
             slow: Slow::EMPTY,
-        }));
+        });
         Self::poll_rest(self.project(), left, cx)
     }
 
