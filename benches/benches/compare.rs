@@ -18,10 +18,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
-use resilience_runtime::{Rate, Resilience, ResilienceError};
+use resilience_runtime::{Resilience, ResilienceError};
 
 mod common;
-use common::{build, keep, ok_sync, poll_once, BenchError, Tight};
+use common::{
+    build, governor_direct, keep, ok_sync, poll_once, rate_limited, recloser_open, tripped,
+    BenchError, Tight,
+};
 
 // ---------------------------------------------------------------------------------
 // Shared helpers
@@ -292,35 +295,12 @@ fn open_rejection(c: &mut Criterion) {
     );
     g.bench_function("resilience", |b| b.tight(|| forced.call_sync(ok_sync)));
 
-    // A breaker that really tripped (Open with a cooldown, not ForcedOpen): the
-    // rejection reads the clock like recloser's.
-    let tripped = build(
-        Resilience::builder("bench.open.tripped")
-            .no_retry()
-            .failure_threshold(1)
-            .cooldown(Duration::from_secs(3600)),
-    );
-    let _ = tripped.call_sync(|| Err::<u32, _>(BenchError));
-    assert!(
-        tripped.call_sync(ok_sync).is_err(),
-        "tripped breaker must reject"
-    );
+    let tripped = tripped("bench.open.tripped");
     g.bench_function("resilience_tripped", |b| {
         b.tight(|| tripped.call_sync(ok_sync))
     });
 
-    let rc = recloser::Recloser::custom()
-        .error_rate(0.5)
-        .closed_len(2)
-        .open_wait(Duration::from_secs(3600))
-        .build();
-    for _ in 0..4 {
-        let _ = rc.call(|| Err::<u32, _>(BenchError));
-    }
-    assert!(
-        matches!(rc.call(ok_sync), Err(recloser::Error::Rejected)),
-        "recloser must be open"
-    );
+    let rc = recloser_open();
     g.bench_function("recloser", |b| b.tight(|| rc.call(ok_sync)));
     g.finish();
 }
@@ -424,19 +404,11 @@ fn bulkhead(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------
 
 fn rate_limiter(c: &mut Criterion) {
-    const PER_SECOND: u32 = 1_000_000_000; // one permit per nanosecond, burst 1e9
     let mut g = c.benchmark_group("rate_limiter");
-    let ours = build(
-        Resilience::builder("bench.rate_limit")
-            .no_circuit_breaker()
-            .no_retry()
-            .rate(Rate::new(PER_SECOND, Duration::from_secs(1))),
-    );
+    let ours = rate_limited("bench.rate_limit");
     g.bench_function("resilience", |b| b.tight(|| ours.call_sync(ok_sync)));
 
-    let gov = governor::RateLimiter::direct(governor::Quota::per_second(
-        NonZeroU32::new(PER_SECOND).unwrap(),
-    ));
+    let gov = governor_direct();
     g.bench_function("governor", |b| b.tight(|| gov.check()));
     g.finish();
 }

@@ -9,14 +9,11 @@
 //! Run: `cargo bench -p resilience-benches -- --warm-up-time 1
 //! --measurement-time 3`, then `python3 scripts/bench-table.py`.
 
-use std::num::NonZeroU32;
-use std::time::Duration;
-
 use criterion::{criterion_group, criterion_main, Criterion};
-use resilience_runtime::{ClockSource, Rate, Resilience};
+use resilience_runtime::ClockSource;
 
 mod common;
-use common::{build, ok_sync, BenchError, Tight};
+use common::{governor_direct, ok_sync, rate_limited, recloser_open, tripped, Tight};
 
 fn cpu_clock() {
     resilience_runtime::set_clock_source(ClockSource::Cpu)
@@ -25,20 +22,12 @@ fn cpu_clock() {
 
 fn rate_limiter(c: &mut Criterion) {
     cpu_clock();
-    const PER_SECOND: u32 = 1_000_000_000; // one permit per nanosecond, burst 1e9
     let mut g = c.benchmark_group("rate_limiter_cpu_clock");
-    let ours = build(
-        Resilience::builder("bench.cpu.rate_limit")
-            .no_circuit_breaker()
-            .no_retry()
-            .rate(Rate::new(PER_SECOND, Duration::from_secs(1))),
-    );
+    let ours = rate_limited("bench.cpu.rate_limit");
     assert!(ours.call_sync(ok_sync).is_ok(), "a permit is due");
     g.bench_function("resilience", |b| b.tight(|| ours.call_sync(ok_sync)));
 
-    let gov = governor::RateLimiter::direct(governor::Quota::per_second(
-        NonZeroU32::new(PER_SECOND).unwrap(),
-    ));
+    let gov = governor_direct();
     g.bench_function("governor", |b| b.tight(|| gov.check()));
     g.finish();
 }
@@ -46,35 +35,12 @@ fn rate_limiter(c: &mut Criterion) {
 fn open_rejection(c: &mut Criterion) {
     cpu_clock();
     let mut g = c.benchmark_group("open_rejection_cpu_clock");
-    // A breaker that really tripped (Open with a cooldown): the rejection reads the
-    // clock to know the cooldown is not over and to say when it will be.
-    let tripped = build(
-        Resilience::builder("bench.cpu.open.tripped")
-            .no_retry()
-            .failure_threshold(1)
-            .cooldown(Duration::from_secs(3600)),
-    );
-    let _ = tripped.call_sync(|| Err::<u32, _>(BenchError));
-    assert!(
-        tripped.call_sync(ok_sync).is_err(),
-        "tripped breaker must reject"
-    );
+    let tripped = tripped("bench.cpu.open.tripped");
     g.bench_function("resilience_tripped", |b| {
         b.tight(|| tripped.call_sync(ok_sync))
     });
 
-    let rc = recloser::Recloser::custom()
-        .error_rate(0.5)
-        .closed_len(2)
-        .open_wait(Duration::from_secs(3600))
-        .build();
-    for _ in 0..4 {
-        let _ = rc.call(|| Err::<u32, _>(BenchError));
-    }
-    assert!(
-        matches!(rc.call(ok_sync), Err(recloser::Error::Rejected)),
-        "recloser must be open"
-    );
+    let rc = recloser_open();
     g.bench_function("recloser", |b| b.tight(|| rc.call(ok_sync)));
     g.finish();
 }

@@ -85,3 +85,57 @@ pub fn ok_sync() -> Result<u32, BenchError> {
 pub fn build(b: resilience_runtime::ResilienceBuilder) -> Policy {
     b.build().expect("valid bench policy")
 }
+
+/// A breaker that really tripped (Open with an hour's cooldown, not ForcedOpen):
+/// its rejection reads the clock, as recloser's does.
+pub fn tripped(service: &'static str) -> Policy {
+    let p = build(
+        resilience_runtime::Resilience::builder(service)
+            .no_retry()
+            .failure_threshold(1)
+            .cooldown(std::time::Duration::from_secs(3600)),
+    );
+    let _ = p.call_sync(|| Err::<u32, _>(BenchError));
+    assert!(p.call_sync(ok_sync).is_err(), "tripped breaker must reject");
+    p
+}
+
+/// recloser, opened by failures, with an hour's wait.
+pub fn recloser_open() -> recloser::Recloser {
+    let rc = recloser::Recloser::custom()
+        .error_rate(0.5)
+        .closed_len(2)
+        .open_wait(std::time::Duration::from_secs(3600))
+        .build();
+    for _ in 0..4 {
+        let _ = rc.call(|| Err::<u32, _>(BenchError));
+    }
+    assert!(
+        matches!(rc.call(ok_sync), Err(recloser::Error::Rejected)),
+        "recloser must be open"
+    );
+    rc
+}
+
+/// One permit per nanosecond, burst 1e9: every permit in a bench is due now.
+pub const PERMITS_PER_SECOND: u32 = 1_000_000_000;
+
+/// A policy with only a rate limiter of [`PERMITS_PER_SECOND`].
+pub fn rate_limited(service: &'static str) -> Policy {
+    build(
+        resilience_runtime::Resilience::builder(service)
+            .no_circuit_breaker()
+            .no_retry()
+            .rate(resilience_runtime::Rate::new(
+                PERMITS_PER_SECOND,
+                std::time::Duration::from_secs(1),
+            )),
+    )
+}
+
+/// governor's direct limiter of [`PERMITS_PER_SECOND`].
+pub fn governor_direct() -> governor::DefaultDirectRateLimiter {
+    governor::RateLimiter::direct(governor::Quota::per_second(
+        std::num::NonZeroU32::new(PERMITS_PER_SECOND).expect("non-zero"),
+    ))
+}
