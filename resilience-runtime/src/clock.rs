@@ -75,9 +75,9 @@ const CPU: u8 = 2;
 struct Clock {
     /// The source, fixed by the first reading or by [`set_clock_source`].
     source: AtomicU8,
-    /// The counter at the origin of the shared scale. Written before `source`
-    /// says `CPU`.
-    origin: AtomicU64,
+    /// What a scaled counter reading is added to (see [`base`]). Written before
+    /// `source` says `CPU`.
+    base: AtomicU64,
     /// Nanoseconds per tick, 32.32 fixed point (see [`scale`]). Written before
     /// `source` says `CPU`.
     mult: AtomicU64,
@@ -85,7 +85,7 @@ struct Clock {
 
 static CLOCK: Clock = Clock {
     source: AtomicU8::new(UNSET),
-    origin: AtomicU64::new(0),
+    base: AtomicU64::new(0),
     mult: AtomicU64::new(0),
 };
 
@@ -129,7 +129,7 @@ pub fn set_clock_source(source: ClockSource) -> Result<(), ClockError> {
     if want == CPU {
         let (origin, mult) = cpu::calibrate()?;
         // Published by the compare-exchange below (release).
-        CLOCK.origin.store(origin, Relaxed);
+        CLOCK.base.store(base(origin, mult), Relaxed);
         CLOCK.mult.store(mult, Relaxed);
     } else {
         origin();
@@ -212,7 +212,7 @@ fn tokio_nanos() -> Nanos {
 fn cpu_nanos() -> Nanos {
     ticks_nanos(
         cpu::ticks(),
-        CLOCK.origin.load(Relaxed),
+        CLOCK.base.load(Relaxed),
         CLOCK.mult.load(Relaxed),
     )
 }
@@ -292,15 +292,27 @@ fn scale(elapsed: Duration, counted: u64) -> Result<u64, ClockError> {
     Ok(u64::try_from((nanos << 32) / counted).unwrap_or(u64::MAX))
 }
 
-/// `ticks` counted since `origin`, at `mult` (see [`scale`]), on the shared scale.
+/// The counter reading `ticks` on the shared scale: scaled at `mult` (see
+/// [`scale`]) and added to `base`, which [`base`] made so that the counter's
+/// origin is `OFFSET`.
 ///
-/// Plain arithmetic suffices: [`scale`] keeps `mult` at most 100 ns per tick, so
-/// the product shifted fits in 64 bits for 2^64 / 100 ticks (584 years at the
-/// slowest accepted counter, 10 MHz) and the sum with `OFFSET` for 146 years.
+/// Both terms are taken modulo 2^64, so their sum is exact while the reading is
+/// within 2^63 ns (292 years) of the origin, on either side: a reading a little
+/// behind it (another core's counter) comes out a little before `OFFSET`.
 #[inline(always)]
-fn ticks_nanos(ticks: u64, origin: u64, mult: u64) -> Nanos {
-    let ns = (u128::from(ticks.saturating_sub(origin)) * u128::from(mult)) >> 32;
-    OFFSET + ns as u64
+fn ticks_nanos(ticks: u64, base: u64, mult: u64) -> Nanos {
+    base.wrapping_add(scaled(ticks, mult))
+}
+
+/// `ticks` at `mult`, in nanoseconds modulo 2^64.
+#[inline(always)]
+fn scaled(ticks: u64, mult: u64) -> u64 {
+    ((u128::from(ticks) * u128::from(mult)) >> 32) as u64
+}
+
+/// The `base` of [`ticks_nanos`] that puts the counter reading `origin` at `OFFSET`.
+fn base(origin: u64, mult: u64) -> u64 {
+    OFFSET.wrapping_sub(scaled(origin, mult))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -364,18 +376,26 @@ mod tests {
     fn a_calibrated_counter_converts_ticks_to_nanoseconds() {
         // A 3 GHz counter: 60 million ticks in 20 ms.
         let mult = scale(Duration::from_millis(20), 60_000_000).expect("a sane rate");
-        let origin = 1_000;
-        assert_eq!(ticks_nanos(origin, origin, mult), OFFSET);
-        let second = ticks_nanos(origin + 3_000_000_000, origin, mult) - OFFSET;
+        // A counter that has run for a year, as on a machine up that long.
+        let origin = 365 * 86_400 * 3_000_000_000;
+        let b = base(origin, mult);
+        assert_eq!(ticks_nanos(origin, b, mult), OFFSET);
+        let second = ticks_nanos(origin + 3_000_000_000, b, mult) - OFFSET;
         assert!(second.abs_diff(1_000_000_000) <= 1, "{second}");
-        let hour = ticks_nanos(origin + 3_600 * 3_000_000_000, origin, mult) - OFFSET;
+        let hour = ticks_nanos(origin + 3_600 * 3_000_000_000, b, mult) - OFFSET;
         assert!(hour.abs_diff(3_600_000_000_000) <= 3_600, "{hour}");
-        // A reading behind the origin (another core's counter) is the origin.
-        assert_eq!(ticks_nanos(origin - 10, origin, mult), OFFSET);
-        // The slowest accepted counter, 10 MHz, a century on.
+        // A reading behind the origin (another core's counter) comes out before it,
+        // by as much.
+        let behind = OFFSET - ticks_nanos(origin - 30, b, mult);
+        assert!((9..=11).contains(&behind), "{behind}");
+        // The slowest accepted counter, 10 MHz, a century on, from a reading whose
+        // scaled value is just below 2^64: the scaled values wrap, their
+        // difference does not.
         let slowest = scale(Duration::from_millis(20), 200_000).expect("10 MHz");
         assert_eq!(slowest, 100 << 32);
-        let century = ticks_nanos(origin + 100 * 365 * 86_400 * 10_000_000, origin, slowest);
+        let origin = u64::MAX / 100 - 1_000;
+        let b = base(origin, slowest);
+        let century = ticks_nanos(origin + 100 * 365 * 86_400 * 10_000_000, b, slowest);
         assert_eq!(century - OFFSET, 100 * 365 * 86_400 * 1_000_000_000);
     }
 
