@@ -561,12 +561,12 @@ impl Service {
     /// where the caller's hooks are known, so the conversion is a direct call; the
     /// report (a `tracing` event at `DEBUG`, the event listeners, the `metrics`
     /// feature) is a function of its own, called only when something listens.
-    #[inline(always)]
     ///
     /// The error is made in the branch that converts it: the error a silent
     /// rejection converts never has its address taken, so it is not written to the
     /// stack and read back as one wide copy (which the CPU cannot forward from the
     /// narrower stores that wrote it).
+    #[inline(always)]
     fn reject<E>(
         &self,
         into: fn(ResilienceError) -> E,

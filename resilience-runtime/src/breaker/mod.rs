@@ -366,7 +366,7 @@ impl Breaker {
     /// cooldown lasts (one clock read); `None` in any other state, or once the
     /// cooldown is over (the next call may probe).
     #[inline(always)]
-    pub(crate) fn cooling_refusal(&self, ctl: u64) -> Option<Rejected> {
+    fn cooling_refusal(&self, ctl: u64) -> Option<Rejected> {
         if state_of(ctl) != CircuitState::Open {
             return None;
         }
