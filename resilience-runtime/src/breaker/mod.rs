@@ -325,7 +325,7 @@ impl Breaker {
     }
 
     /// The epoch of a closed breaker, or the state word of one in any other state
-    /// (for [`Breaker::forced_refusal`]): one load.
+    /// (for [`Breaker::refusal_from`]): one load.
     #[inline(always)]
     pub(crate) fn closed_epoch_or_ctl(&self) -> Result<u32, u64> {
         let ctl = self.ctl.load(Acquire);
@@ -336,15 +336,6 @@ impl Breaker {
         }
     }
 
-    /// The refusal of a breaker whose state word `ctl` says forced open (no clock
-    /// read); `None` in any other state.
-    #[inline(always)]
-    pub(crate) fn forced_refusal(&self, ctl: u64) -> Option<Rejected> {
-        (state_of(ctl) == CircuitState::ForcedOpen).then(|| Rejected {
-            retry_after: Duration::from_nanos(self.cooldown.load(Relaxed)),
-        })
-    }
-
     /// The refusal a call gets now without changing anything: forced open, or open
     /// with cooldown left. `None`: ask [`Breaker::admit`] (closed, disabled,
     /// half-open, or a cooldown just over).
@@ -353,28 +344,23 @@ impl Breaker {
         self.refusal_from(self.ctl.load(Acquire))
     }
 
-    /// [`Breaker::refusal`] from the state word `ctl` the caller loaded.
+    /// [`Breaker::refusal`] from the state word `ctl` the caller loaded: forced
+    /// open reads no clock; open reads it once, for the cooldown left.
     #[inline(always)]
     pub(crate) fn refusal_from(&self, ctl: u64) -> Option<Rejected> {
         match state_of(ctl) {
-            CircuitState::ForcedOpen => self.forced_refusal(ctl),
-            _ => self.cooling_refusal(ctl),
+            CircuitState::ForcedOpen => Some(Rejected {
+                retry_after: Duration::from_nanos(self.cooldown.load(Relaxed)),
+            }),
+            CircuitState::Open => {
+                let now = clock::now_nanos();
+                let until = self.open_until.load(Relaxed);
+                (now < until).then(|| Rejected {
+                    retry_after: Duration::from_nanos(until - now),
+                })
+            }
+            _ => None,
         }
-    }
-
-    /// The refusal of a breaker whose state word `ctl` says open, while its
-    /// cooldown lasts (one clock read); `None` in any other state, or once the
-    /// cooldown is over (the next call may probe).
-    #[inline(always)]
-    fn cooling_refusal(&self, ctl: u64) -> Option<Rejected> {
-        if state_of(ctl) != CircuitState::Open {
-            return None;
-        }
-        let now = clock::now_nanos();
-        let until = self.open_until.load(Relaxed);
-        (now < until).then(|| Rejected {
-            retry_after: Duration::from_nanos(until - now),
-        })
     }
 
     /// A success of a call admitted closed in `epoch`: most of the time there is
