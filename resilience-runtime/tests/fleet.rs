@@ -754,8 +754,15 @@ mod child {
                     .await
                     .to_string(),
                 "connected" => self.fleet.is_connected().to_string(),
-                "state" => resilience_runtime::status(w[1])
-                    .map_or("none".into(), |s| format!("{:?}", s.state)),
+                "state" => {
+                    let state = resilience_runtime::status(w[1])
+                        .map_or("none".into(), |s| format!("{:?}", s.state));
+                    // The transitions that led here are printed before the reply,
+                    // so a parent that saw this state has seen their events: a
+                    // listener hears of a transition after the state changed.
+                    resilience_runtime::events::flush_events();
+                    state
+                }
                 "ok" | "fail" => {
                     let p = self.policy(w[1]);
                     let fail = w[0] == "fail";
