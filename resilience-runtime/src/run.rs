@@ -14,12 +14,13 @@ use std::time::Duration;
 use tokio::time::Sleep;
 
 use crate::breaker::Rejected;
-use crate::bulkhead::{Full, Permit};
+use crate::bulkhead::{Bulkhead, Full, Permit};
 use crate::clock::Instant;
 use crate::events::EventKind;
 use crate::rate_limit::Reservation;
 use crate::service::{
-    Admitted, Call, Gate, Hooks, IntoError, Lane, LaneGuard, Next, OwnBody, Policies, Service,
+    swift_admit, swift_count, Admitted, Call, Gate, Hooks, IntoError, Lane, LaneGuard, Next,
+    OwnBody, Policies, PollGuard, Service, SwiftAdmit,
 };
 
 /// The permit of a bulkhead that had to be waited for (boxed: only a full bulkhead
@@ -255,11 +256,122 @@ enum LanePoll<'a, T, E> {
     Off,
 }
 
-/// A first attempt through the lane, shared by [`Attempt`] and [`CallFuture`]: admitted
-/// without bookkeeping and the body polled at once; a success at that poll is
-/// counted and done, without the attempt's [`Slow`] state.
+/// A first attempt through the lane, shared by [`Attempt`] and [`CallFuture`]: on
+/// the swift lane ([`swift_poll`]) when its admission allows, else through
+/// [`gate_lane_poll`].
 #[inline(always)]
 fn lane_poll<'a, T, E, F>(
+    call: &mut Call<'a, E>,
+    body: Pin<&mut Option<OwnBody<F>>>,
+    phase: &mut Phase,
+    cx: &mut Context<'_>,
+) -> LanePoll<'a, T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    if call.attempt != 0 {
+        return LanePoll::Off;
+    }
+    match swift_poll(&call.svc, call.p, call.hooks, body, phase, cx) {
+        Swifted::Polled(polled) => {
+            // The body ran: this was the first attempt.
+            if let LanePoll::Done(_) | LanePoll::Left(..) = polled {
+                call.attempt = 1;
+            }
+            polled
+        }
+        Swifted::Off(body) => gate_lane_poll(call, body, phase, cx),
+    }
+}
+
+/// What [`swift_poll`] did.
+enum Swifted<'a, 'b, T, E, F> {
+    /// The first attempt went through the swift lane (or was refused outright).
+    Polled(LanePoll<'a, T, E>),
+    /// The swift lane is closed to this call (nothing was done): the body back.
+    Off(Pin<&'b mut Option<OwnBody<F>>>),
+}
+
+/// A first attempt on the swift lane: admitted by [`swift_admit`] without
+/// bookkeeping, the body polled at once, and a success at that poll counted on
+/// this thread's own counter line ([`swift_count`]), without the attempt's
+/// [`Slow`] state. It takes the call's parts, so the caller builds nothing in
+/// memory for it.
+#[inline(always)]
+fn swift_poll<'a, 'b, T, E, F>(
+    svc: &&'a Service,
+    p: &'a Policies,
+    hooks: &Hooks<E>,
+    mut body: Pin<&'b mut Option<OwnBody<F>>>,
+    phase: &mut Phase,
+    cx: &mut Context<'_>,
+) -> Swifted<'a, 'b, T, E, F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    // The body first: a slot or permit taken for a call that cannot run would be
+    // spent for nothing.
+    if body.is_none() {
+        return Swifted::Polled(LanePoll::Off);
+    }
+    let (lane, permit) = match swift_admit(p, hooks) {
+        SwiftAdmit::In(lane, permit) => (lane, permit),
+        SwiftAdmit::NotClosed(b, ctl) => {
+            return Swifted::Polled(match b.refusal_from(ctl) {
+                Some(r) => LanePoll::Refused(r),
+                None => LanePoll::Off,
+            })
+        }
+        SwiftAdmit::Off => return Swifted::Off(body),
+    };
+    let Some(fut) = body.as_mut().as_pin_mut() else {
+        unreachable!("the body was checked above")
+    };
+    let guard = PollGuard {
+        svc,
+        epoch: lane.epoch,
+    };
+    let polled = fut.project().fut.poll(cx);
+    std::mem::forget(guard);
+    let svc: &Service = svc;
+    Swifted::Polled(match polled {
+        Poll::Ready(Ok(v)) => {
+            // The body goes first, then the slot is given back.
+            body.set(None);
+            *phase = Phase::Done;
+            swift_succeeded(svc, lane, permit);
+            LanePoll::Done(v)
+        }
+        polled => LanePoll::Left(lane, permit, polled),
+    })
+}
+
+/// A body succeeded at its first poll on the swift lane: its slot is given back
+/// and the success counted ([`swift_count`], or [`swift_success_rest`]).
+#[inline(always)]
+fn swift_succeeded(svc: &Service, lane: Lane<'_>, permit: Option<Permit<'_>>) {
+    let wake = permit.and_then(Permit::release_quiet);
+    if wake.is_some() || !swift_count(svc, lane.breaker) {
+        swift_success_rest(svc, wake, lane);
+    }
+}
+
+/// A swift-lane success that [`swift_count`] did not count: the bulkhead's
+/// waiter is woken (`wake`), and the success counted as [`Call::lane_success`] does.
+#[cold]
+#[inline(never)]
+fn swift_success_rest(svc: &Service, wake: Option<&Bulkhead>, lane: Lane<'_>) {
+    if let Some(b) = wake {
+        b.wake();
+    }
+    Call::<()>::lane_success_of(svc, lane);
+}
+
+/// The lane of [`Call::gate`] for a first attempt the swift lane is closed to (a
+/// listener for every call's events, policies [`swift_admit`] does not
+/// take): admitted without bookkeeping and the body polled at once.
+#[inline(never)]
+fn gate_lane_poll<'a, T, E, F>(
     call: &mut Call<'a, E>,
     mut body: Pin<&mut Option<OwnBody<F>>>,
     phase: &mut Phase,
@@ -656,6 +768,31 @@ where
         }
     }
 
+    /// A first poll the swift lane is closed to: the lane of [`Call::gate`], then,
+    /// unless the call ended there, its state is put in place ([`Self::settle`]).
+    #[inline(never)]
+    fn gate_lane(
+        mut self: Pin<&mut Self>,
+        p: &'a Policies,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, E>> {
+        let this = self.as_mut().project();
+        let (svc, hooks) = (*this.svc, *this.hooks);
+        let mut call = Call::with(svc, p, hooks);
+        let mut body = this.body;
+        let left = match gate_lane_poll(&mut call, body.as_mut(), this.phase, cx) {
+            LanePoll::Done(v) => return Poll::Ready(Ok(v)),
+            LanePoll::Refused(r) => {
+                body.set(None);
+                *this.phase = Phase::Done;
+                return Poll::Ready(Err(Call::refused(svc, hooks, r)));
+            }
+            LanePoll::Off => None,
+            LanePoll::Left(lane, permit, polled) => Some((lane, permit, polled)),
+        };
+        self.settle(p, left, cx)
+    }
+
     /// Puts the call's state in place: the call leaves the lane (`left`: what its
     /// attempt left to do), or never took it. The call is made again from its
     /// policies, so the lane never writes it to memory.
@@ -773,26 +910,28 @@ where
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if self.rest.is_none() && self.phase == Phase::Start {
-            // The first poll: a fresh body through the lane.
+            // The first poll: a fresh body through the swift lane.
             let this = self.as_mut().project();
             let (svc, hooks) = (*this.svc, *this.hooks);
-            let mut call = svc.call(hooks);
-            let p = call.p;
+            let p = svc.policies();
             let mut body = this.body;
             if body.is_none() {
                 if let Some(fresh) = this.f.next_body() {
                     body.set(Some(OwnBody { fut: fresh }));
                 }
             }
-            let left = match lane_poll(&mut call, body.as_mut(), this.phase, cx) {
-                LanePoll::Done(v) => return Poll::Ready(Ok(v)),
-                LanePoll::Refused(r) => {
+            let left = match swift_poll(this.svc, p, hooks, body.as_mut(), this.phase, cx) {
+                Swifted::Polled(LanePoll::Done(v)) => return Poll::Ready(Ok(v)),
+                Swifted::Polled(LanePoll::Refused(r)) => {
                     body.set(None);
                     *this.phase = Phase::Done;
                     return Poll::Ready(Err(Call::refused(svc, hooks, r)));
                 }
-                LanePoll::Off => None,
-                LanePoll::Left(lane, permit, polled) => Some((lane, permit, polled)),
+                Swifted::Polled(LanePoll::Off) => None,
+                Swifted::Polled(LanePoll::Left(lane, permit, polled)) => {
+                    Some((lane, permit, polled))
+                }
+                Swifted::Off(_) => return self.gate_lane(p, cx),
             };
             return self.settle(p, left, cx);
         }
@@ -950,6 +1089,62 @@ where
             let Some(make) = make.take() else {
                 panic!("`LeanFuture` polled after it panicked")
             };
+            let p = svc.policies();
+            // The swift lane: the body made and polled at once, a success counted
+            // on this thread's own line. Only when no policy needs a timer: a body
+            // that is not ready stays in this future.
+            if p.untimed {
+                match swift_admit(p, hooks) {
+                    SwiftAdmit::In(lane, permit) => {
+                        this.body.set(LeanBody::Run {
+                            fut: OwnBody { fut: make() },
+                        });
+                        let LeanBodyProj::Run { fut } = this.body.as_mut().project() else {
+                            unreachable!("the body was just made")
+                        };
+                        let guard = PollGuard {
+                            svc: this.svc,
+                            epoch: lane.epoch,
+                        };
+                        let polled = fut.poll(cx);
+                        std::mem::forget(guard);
+                        return match polled {
+                            Poll::Ready(result) => {
+                                // The body goes first, then the slot is given back,
+                                // then the outcome is recorded.
+                                this.body.set(LeanBody::Gone);
+                                match result {
+                                    Ok(v) => {
+                                        swift_succeeded(svc, lane, permit);
+                                        Poll::Ready(Ok(v))
+                                    }
+                                    Err(e) => {
+                                        drop(permit);
+                                        let admitted = lane.admitted(svc);
+                                        Poll::Ready(Self::finish_other(
+                                            svc,
+                                            hooks,
+                                            admitted,
+                                            Err(e),
+                                        ))
+                                    }
+                                }
+                            }
+                            Poll::Pending => {
+                                *this.held = Some((lane.admitted(svc), permit));
+                                Poll::Pending
+                            }
+                        };
+                    }
+                    SwiftAdmit::NotClosed(b, ctl) => {
+                        if let Some(r) = b.refusal_from(ctl) {
+                            this.body.set(LeanBody::Gone);
+                            return Poll::Ready(Err(Call::refused(svc, hooks, r)));
+                        }
+                    }
+                    SwiftAdmit::Off => {}
+                }
+            }
             let lean = match Self::admit(svc, hooks, this.held) {
                 Ok(lean) => lean,
                 Err(refused) => {

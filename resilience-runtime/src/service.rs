@@ -742,6 +742,36 @@ impl Drop for LaneGuard<'_> {
     }
 }
 
+/// [`LaneGuard`] for one poll of an async body on the swift lane, made to cost one
+/// store: it refers to the service where the call's future already holds it (an
+/// address the compiler recomputes rather than saves), and keeps only the epoch the
+/// call was let in at. The breaker is the service's (the one it was admitted by,
+/// unless live configuration replaced it during that poll, when the epoch no longer
+/// applies to it either).
+pub(crate) struct PollGuard<'f, 'a> {
+    pub(crate) svc: &'f &'a Service,
+    pub(crate) epoch: u32,
+}
+
+impl Drop for PollGuard<'_, '_> {
+    // Inlined into the unwinding path, so the guard's fields need not be written
+    // to memory for it: the unwinding path passes them to `poll_panicked`.
+    #[inline(always)]
+    fn drop(&mut self) {
+        poll_panicked(self.svc, self.epoch);
+    }
+}
+
+/// The body of a [`PollGuard`] panicked: recorded as a failure.
+#[cold]
+#[inline(never)]
+fn poll_panicked(svc: &Service, epoch: u32) {
+    if std::thread::panicking() {
+        let breaker = svc.policies().breaker.as_deref();
+        svc.body_panicked(breaker.map(|b| (b, Admission::closed(epoch))));
+    }
+}
+
 /// One call through a service's policies: the retry loop calls [`Call::attempt`]
 /// with a fresh body until it returns `Break`.
 pub struct Call<'a, E> {
@@ -778,6 +808,75 @@ enum Swift<'a, T, E, B> {
     NotClosed(B, &'a Breaker, u64),
     /// The swift lane is closed to this call; the body did not run.
     Off(B),
+}
+
+/// The admission of the swift lane ([`Call::swift`], and the first poll of an
+/// async call): the policies are of the common shapes, no global bar is up, the
+/// breaker is closed (or none), a bulkhead slot is free (or no bulkhead) and a
+/// rate-limit permit is due now (or no limiter). Nothing is taken unless it
+/// admits.
+#[inline(always)]
+pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmit<'a> {
+    if !p.lean || hooks.into_error.is_none() || lane_bars() != 0 {
+        return SwiftAdmit::Off;
+    }
+    let (breaker, epoch) = match p.breaker.as_deref() {
+        None => (None, 0),
+        Some(b) => match b.closed_epoch_or_ctl() {
+            Ok(epoch) => (Some(b), epoch),
+            Err(ctl) => return SwiftAdmit::NotClosed(b, ctl),
+        },
+    };
+    let permit = match p.bulkhead.as_deref() {
+        None => None,
+        Some(b) => match b.try_acquire() {
+            Some(permit) => Some(permit),
+            None => return SwiftAdmit::Off,
+        },
+    };
+    // A permit due now, after the slot as in `Call::lane_admit` (the slot is
+    // the cheaper to give back); one that must wait or be refused leaves the
+    // lane with nothing taken.
+    if let Some(l) = p.limiter.as_deref() {
+        if !l.take_now() {
+            drop(permit);
+            return SwiftAdmit::Off;
+        }
+    }
+    SwiftAdmit::In(Lane { breaker, epoch }, permit)
+}
+
+/// Counts a swift-lane success (its slot given back, no waiter to wake) on
+/// this thread's own counter line when nothing else is due for it. `false`:
+/// something is (a first count on this thread, `tracing` at `TRACE`, a success
+/// the breaker's window must record, the `metrics` feature's event), and the
+/// caller counts it as [`Call::lane_success`] does.
+#[inline(always)]
+pub(crate) fn swift_count(svc: &Service, breaker: Option<&Breaker>) -> bool {
+    // With the `metrics` feature every success is also a metrics event,
+    // counted where `Call::lane_success` emits it.
+    match svc.counters.own_line() {
+        Some(line)
+            if breaker.is_none_or(Breaker::success_changes_nothing)
+                && !trace_enabled()
+                && !cfg!(feature = "metrics") =>
+        {
+            line.add(Counter::Successes);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// What [`swift_admit`] did.
+pub(crate) enum SwiftAdmit<'a> {
+    /// Admitted: the breaker's closed epoch, and the bulkhead slot if there is a
+    /// bulkhead (a rate-limit permit, if any, is taken).
+    In(Lane<'a>, Option<Permit<'a>>),
+    /// The breaker is not closed (it may refuse outright): its state word.
+    NotClosed(&'a Breaker, u64),
+    /// The swift lane is closed to this call; nothing was taken.
+    Off,
 }
 
 /// A body that ran on the swift lane, and what is left to do after it.
@@ -1178,47 +1277,17 @@ impl<'a, E> Call<'a, E> {
         hooks: &Hooks<E>,
         body: B,
     ) -> Swift<'a, T, E, B> {
-        if !p.lean || hooks.into_error.is_none() || lane_bars() != 0 {
-            return Swift::Off(body);
-        }
-        let (breaker, epoch) = match p.breaker.as_deref() {
-            None => (None, 0),
-            Some(b) => match b.closed_epoch_or_ctl() {
-                Ok(epoch) => (Some(b), epoch),
-                Err(ctl) => return Swift::NotClosed(body, b, ctl),
-            },
+        let (lane, permit) = match swift_admit(p, hooks) {
+            SwiftAdmit::In(lane, permit) => (lane, permit),
+            SwiftAdmit::NotClosed(b, ctl) => return Swift::NotClosed(body, b, ctl),
+            SwiftAdmit::Off => return Swift::Off(body),
         };
-        let permit = match p.bulkhead.as_deref() {
-            None => None,
-            Some(b) => match b.try_acquire() {
-                Some(permit) => Some(permit),
-                None => return Swift::Off(body),
-            },
-        };
-        // A permit due now, after the slot as in `Call::lane_admit` (the slot is
-        // the cheaper to give back); one that must wait or be refused leaves the
-        // lane with nothing taken.
-        if let Some(l) = p.limiter.as_deref() {
-            if !l.take_now() {
-                drop(permit);
-                return Swift::Off(body);
-            }
-        }
-        let guard = LaneGuard {
-            svc,
-            lane: Lane { breaker, epoch },
-        };
+        let guard = LaneGuard { svc, lane };
         let result = body();
         std::mem::forget(guard);
         let wake = permit.and_then(Permit::release_quiet);
-        if let (Ok(_), None, Some(line)) = (&result, wake, svc.counters.own_line()) {
-            // With the `metrics` feature every success is also a metrics event,
-            // counted where `Call::lane_success` emits it.
-            if breaker.is_none_or(Breaker::success_changes_nothing)
-                && !trace_enabled()
-                && !cfg!(feature = "metrics")
-            {
-                line.add(Counter::Successes);
+        if let (Ok(_), None) = (&result, wake) {
+            if swift_count(svc, lane.breaker) {
                 if let Ok(v) = result {
                     return Swift::Done(v);
                 }
@@ -1226,7 +1295,7 @@ impl<'a, E> Call<'a, E> {
         }
         Swift::After(Ran {
             result,
-            epoch,
+            epoch: lane.epoch,
             wake: wake.is_some(),
         })
     }

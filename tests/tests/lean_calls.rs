@@ -212,3 +212,37 @@ async fn a_single_attempt_retry_site_counts_its_outcomes() {
     let s = st("lean.retry_once");
     assert_eq!((s.calls, s.successes, s.failures, s.retries), (2, 1, 1, 0));
 }
+
+// ---- a body that panics at its first poll (the swift lane) ----
+
+#[circuit_breaker(
+    service = "lean.panic_at_once",
+    failure_threshold = 1,
+    cooldown = "10s"
+)]
+#[bulkhead(max_concurrent = 2)]
+async fn panics_at_once(panic: bool) -> Result<u32, E> {
+    if panic {
+        panic!("lean body boom at its first poll");
+    }
+    Ok(5)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_panicking_at_its_first_poll_is_one_failure_and_frees_its_slot() {
+    let name = "lean.panic_at_once";
+    assert_eq!(panics_at_once(false).await, Ok(5));
+    let err = tokio::spawn(panics_at_once(true))
+        .await
+        .expect_err("the panic propagates");
+    assert!(err.is_panic());
+    let s = st(name);
+    assert_eq!(
+        (s.state, s.calls, s.successes, s.failures),
+        (CircuitState::Open, 2, 1, 1)
+    );
+    assert_eq!(bulkhead_available(name), Some(2));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(panics_at_once(false).await, Ok(5));
+    assert_eq!(st(name).state, CircuitState::Closed);
+}

@@ -519,3 +519,33 @@ async fn fallbacks_sync_async_with_and_without_the_error() {
     );
     assert_eq!(alone(4).await, Ok(40));
 }
+
+// ---- a retried call whose first attempt finds the breaker half-open ----
+
+static HALF_OPEN_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[with_resilience(
+    service = "e2e.half_open_retry",
+    circuit_breaker(failure_threshold = 1, cooldown = "1s"),
+    retry(max_attempts = 2, delay = "10ms", jitter = "none")
+)]
+async fn half_open_retry() -> Result<u32, E> {
+    HALF_OPEN_RUNS.fetch_add(1, SeqCst);
+    Err(E::Boom)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_attempt_that_finds_the_breaker_half_open_is_attempt_one() {
+    let name = "e2e.half_open_retry";
+    let retries = || status(name).map(|s| (s.retries, s.state));
+    // Attempt 1 fails and opens the breaker; the retry's attempt is refused.
+    assert!(is_open(&half_open_retry().await));
+    assert_eq!(HALF_OPEN_RUNS.load(SeqCst), 1);
+    assert_eq!(retries(), Some((1, CircuitState::Open)));
+    // After the cooldown the first attempt is a probe. It is attempt 1 of 2, so its
+    // failure is retried (and the retry refused by the reopened breaker).
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(is_open(&half_open_retry().await));
+    assert_eq!(HALF_OPEN_RUNS.load(SeqCst), 2);
+    assert_eq!(retries(), Some((2, CircuitState::Open)));
+}
