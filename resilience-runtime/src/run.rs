@@ -637,53 +637,73 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Where a [`CallFuture`] keeps its [`Rest`] once the call leaves the lane. Its
-/// drop is inlined down to the test of the slot, so a call that completed on the
-/// lane (the slot still empty) drops without entering the `Rest`'s drop glue, a
-/// function of its own that the compiler does not inline.
-struct RestSlot<'a, E>(ManuallyDrop<Option<Rest<'a, E>>>);
+/// A field of a call's future whose drop is inlined down to the test of whether it
+/// holds anything ([`Vacant`]), so a call that completed on the lane drops without
+/// entering the field's drop glue, a function of its own that the compiler does not
+/// inline. [`CallFuture`] keeps its [`Rest`] in one (empty until the call leaves the
+/// lane); [`LeanFuture`] its body and its admission.
+struct Slot<T: Vacant>(ManuallyDrop<T>);
 
-impl<'a, E> RestSlot<'a, E> {
-    #[inline(always)]
-    fn empty() -> Self {
-        RestSlot(ManuallyDrop::new(None))
-    }
+/// Whether a [`Slot`]'s content has nothing to drop.
+trait Vacant {
+    fn vacant(&self) -> bool;
+}
 
+impl<T> Vacant for Option<T> {
     #[inline(always)]
-    fn is_none(&self) -> bool {
-        self.0.is_none()
-    }
-
-    #[inline(always)]
-    fn as_pin_mut(self: Pin<&mut Self>) -> Option<Pin<&mut Rest<'a, E>>> {
-        // SAFETY: the slot pins its content structurally: it is never moved out,
-        // and `Drop` drops it in place.
-        unsafe { self.map_unchecked_mut(|s| &mut *s.0) }.as_pin_mut()
-    }
-
-    #[inline(always)]
-    fn set(self: Pin<&mut Self>, rest: Rest<'a, E>) {
-        // SAFETY: as in `as_pin_mut`; `Pin::set` drops the old content in place.
-        unsafe { self.map_unchecked_mut(|s| &mut *s.0) }.set(Some(rest));
+    fn vacant(&self) -> bool {
+        self.is_none()
     }
 }
 
-impl<E> Drop for RestSlot<'_, E> {
+impl<T: Vacant> Slot<T> {
+    #[inline(always)]
+    fn new(content: T) -> Self {
+        Slot(ManuallyDrop::new(content))
+    }
+
+    #[inline(always)]
+    fn pinned(self: Pin<&mut Self>) -> Pin<&mut T> {
+        // SAFETY: the slot pins its content structurally: it is never moved out,
+        // and `Drop` drops it in place.
+        unsafe { self.map_unchecked_mut(|s| &mut *s.0) }
+    }
+}
+
+impl<T: Vacant> std::ops::Deref for Slot<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Vacant + Unpin> std::ops::DerefMut for Slot<T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: Vacant> Drop for Slot<T> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.0.is_some() {
-            drop_rest(&mut self.0);
+        if !self.0.vacant() {
+            drop_slot(&mut self.0);
         }
     }
 }
 
-/// The [`Rest`] of a call that left the lane, dropped in place (as pinning
-/// requires) when its [`CallFuture`] is dropped.
+/// The content of a [`Slot`] that holds something, dropped in place (as pinning
+/// requires) when its future is dropped.
 #[inline(never)]
-fn drop_rest<E>(rest: &mut ManuallyDrop<Option<Rest<'_, E>>>) {
-    // SAFETY: called once, from `RestSlot::drop`; the slot is not used again.
-    unsafe { ManuallyDrop::drop(rest) }
+fn drop_slot<T>(content: &mut ManuallyDrop<T>) {
+    // SAFETY: called once, from `Slot::drop`; the slot is not used again.
+    unsafe { ManuallyDrop::drop(content) }
 }
+
+/// Where a [`CallFuture`] keeps its [`Rest`] once the call leaves the lane.
+type RestSlot<'a, E> = Slot<Option<Rest<'a, E>>>;
 
 pin_project_lite::pin_project! {
     /// A [`CallFuture`] off the lane: the call, its total timeout and the attempt's state.
@@ -744,7 +764,7 @@ where
             f: OneAttempt,
             phase: Phase::Start,
             body: Some(OwnBody { fut: body }),
-            rest: RestSlot::empty(),
+            rest: Slot::new(None),
             _out: PhantomData,
         }
     }
@@ -763,7 +783,7 @@ where
             f,
             phase: Phase::Start,
             body: None,
-            rest: RestSlot::empty(),
+            rest: Slot::new(None),
             _out: PhantomData,
         }
     }
@@ -813,12 +833,12 @@ where
             call.attempt = 1;
         }
         let total = this.svc.total_limit(this.hooks);
-        this.rest.set(Rest {
+        this.rest.pinned().set(Some(Rest {
             call,
             total,
             total_timer: None,
             slow: Slow::EMPTY,
-        });
+        }));
         Self::poll_rest(self.project(), left, cx)
     }
 
@@ -831,7 +851,7 @@ where
         left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
-        let Some(rest) = this.rest.as_pin_mut() else {
+        let Some(rest) = this.rest.pinned().as_pin_mut() else {
             panic!("`CallFuture` polled after it completed")
         };
         let rest = rest.project();
@@ -969,9 +989,16 @@ pin_project_lite::pin_project! {
         // Declared before `held`: a cancelled call drops its body first, then frees
         // its slot and probe.
         #[pin]
-        body: LeanBody<'a, T, E, M, Fut>,
+        body: Slot<LeanBody<'a, T, E, M, Fut>>,
         // Held while the body runs.
-        held: Option<(Admitted<'a>, Option<Permit<'a>>)>,
+        held: Slot<Option<(Admitted<'a>, Option<Permit<'a>>)>>,
+    }
+}
+
+impl<T, E, M, Fut> Vacant for LeanBody<'_, T, E, M, Fut> {
+    #[inline(always)]
+    fn vacant(&self) -> bool {
+        matches!(self, LeanBody::Gone)
     }
 }
 
@@ -985,8 +1012,8 @@ where
         Self {
             svc,
             hooks,
-            held: None,
-            body: LeanBody::Make { make: Some(make) },
+            held: Slot::new(None),
+            body: Slot::new(LeanBody::Make { make: Some(make) }),
         }
     }
 
@@ -1085,7 +1112,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let (svc, hooks) = (*this.svc, *this.hooks);
-        if let LeanBodyProj::Make { make } = this.body.as_mut().project() {
+        if let LeanBodyProj::Make { make } = this.body.as_mut().pinned().project() {
             let Some(make) = make.take() else {
                 panic!("`LeanFuture` polled after it panicked")
             };
@@ -1096,10 +1123,11 @@ where
             if p.untimed {
                 match swift_admit(p, hooks) {
                     SwiftAdmit::In(lane, permit) => {
-                        this.body.set(LeanBody::Run {
+                        this.body.as_mut().pinned().set(LeanBody::Run {
                             fut: OwnBody { fut: make() },
                         });
-                        let LeanBodyProj::Run { fut } = this.body.as_mut().project() else {
+                        let LeanBodyProj::Run { fut } = this.body.as_mut().pinned().project()
+                        else {
                             unreachable!("the body was just made")
                         };
                         let guard = PollGuard {
@@ -1112,7 +1140,7 @@ where
                             Poll::Ready(result) => {
                                 // The body goes first, then the slot is given back,
                                 // then the outcome is recorded.
-                                this.body.set(LeanBody::Gone);
+                                this.body.as_mut().pinned().set(LeanBody::Gone);
                                 match result {
                                     Ok(v) => {
                                         swift_succeeded(svc, lane, permit);
@@ -1131,14 +1159,14 @@ where
                                 }
                             }
                             Poll::Pending => {
-                                *this.held = Some((lane.admitted(svc), permit));
+                                **this.held = Some((lane.admitted(svc), permit));
                                 Poll::Pending
                             }
                         };
                     }
                     SwiftAdmit::NotClosed(b, ctl) => {
                         if let Some(r) = b.refusal_from(ctl) {
-                            this.body.set(LeanBody::Gone);
+                            this.body.as_mut().pinned().set(LeanBody::Gone);
                             return Poll::Ready(Err(Call::refused(svc, hooks, r)));
                         }
                     }
@@ -1148,31 +1176,31 @@ where
             let lean = match Self::admit(svc, hooks, this.held) {
                 Ok(lean) => lean,
                 Err(refused) => {
-                    this.body.set(LeanBody::Gone);
+                    this.body.as_mut().pinned().set(LeanBody::Gone);
                     return Poll::Ready(Err(refused));
                 }
             };
             if lean {
-                this.body.set(LeanBody::Run {
+                this.body.as_mut().pinned().set(LeanBody::Run {
                     fut: OwnBody { fut: make() },
                 });
             } else {
-                this.body.set(LeanBody::Boxed {
+                this.body.as_mut().pinned().set(LeanBody::Boxed {
                     fut: Box::pin(CallFuture::once(svc, hooks, make())),
                 });
             }
         }
-        match this.body.as_mut().project() {
+        match this.body.as_mut().pinned().project() {
             LeanBodyProj::Run { fut } => {
                 let result = ready!(fut.poll(cx));
                 // The body goes first, then the slot is given back, then the
                 // outcome is recorded.
-                this.body.set(LeanBody::Gone);
+                this.body.as_mut().pinned().set(LeanBody::Gone);
                 Poll::Ready(Self::finish(svc, hooks, this.held, result))
             }
             LeanBodyProj::Boxed { fut } => {
                 let r = ready!(fut.as_mut().poll(cx));
-                this.body.set(LeanBody::Gone);
+                this.body.as_mut().pinned().set(LeanBody::Gone);
                 Poll::Ready(r)
             }
             LeanBodyProj::Make { .. } | LeanBodyProj::Gone => {

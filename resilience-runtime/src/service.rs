@@ -605,6 +605,15 @@ thread_local! {
 /// only cancelled.
 struct Own;
 
+impl Own {
+    /// The call's own code returned: nothing to note (the drop runs only while a
+    /// panic unwinds, so the common path skips its test of the panic count).
+    #[inline(always)]
+    fn end(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Own {
     #[inline]
     fn drop(&mut self) {
@@ -636,8 +645,10 @@ impl<F: Future> Future for OwnBody<F> {
     type Output = F::Output;
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let _own = Own;
-        self.project().fut.poll(cx)
+        let own = Own;
+        let polled = self.project().fut.poll(cx);
+        own.end();
+        polled
     }
 }
 
@@ -1017,7 +1028,7 @@ impl<'a, E> Call<'a, E> {
             Err(e) => {
                 let own = Own;
                 if self.hooks.ignore_if.is_some_and(|f| f(e)) {
-                    drop(own);
+                    own.end();
                     c.add(Counter::Ignored);
                     tracing::trace!(service = %svc.name, "error ignored");
                     svc.emit(EventKind::Ignored);
@@ -1025,7 +1036,7 @@ impl<'a, E> Call<'a, E> {
                     return self.after_error(result);
                 }
                 let failure = self.hooks.record_if.is_none_or(|f| f(e));
-                drop(own);
+                own.end();
                 failure
             }
         };
@@ -1584,8 +1595,10 @@ impl<'a, E> Call<'a, E> {
         }
         let began = self.timing();
         let result = {
-            let _own = Own;
-            body()
+            let own = Own;
+            let result = body();
+            own.end();
+            result
         };
         drop(permit);
         match self.finish(admitted, result, false, began) {
