@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::sync::{AtomicU32, AtomicU64, AtomicU8};
+use crate::sync::{AtomicU64, AtomicU8};
 use std::time::Duration;
 
 use crate::clock::{self, Nanos};
@@ -72,49 +72,72 @@ pub(crate) struct Outcome {
     pub slow: bool,
 }
 
-pub(crate) enum Window {
-    Consecutive { threshold: u32, run: AtomicU32 },
+pub(crate) struct Window {
+    /// Zero exactly when recording a success would change nothing, so the call
+    /// path checks that with one load, whatever the mode: in consecutive mode the
+    /// run of failures; a count window's stats word (whose `NOT_FULL` bit is set
+    /// until every slot holds an outcome); 1 for a time window, which records every
+    /// outcome.
+    word: AtomicU64,
+    kind: Kind,
+}
+
+enum Kind {
+    Consecutive { threshold: u32 },
     Count(CountWindow),
     Time(TimeWindow),
 }
 
 impl Window {
     pub(crate) fn new(config: &BreakerConfig) -> Self {
-        match config.mode {
-            BreakerMode::Consecutive { failure_threshold } => Window::Consecutive {
-                threshold: failure_threshold,
-                run: AtomicU32::new(0),
-            },
+        let (word, kind) = match config.mode {
+            BreakerMode::Consecutive { failure_threshold } => (
+                0,
+                Kind::Consecutive {
+                    threshold: failure_threshold,
+                },
+            ),
             BreakerMode::Rate {
                 failure_rate,
                 window: WindowConfig::Calls(n),
                 min_calls,
-            } => Window::Count(CountWindow::new(
-                n,
-                min_calls,
-                failure_rate,
-                config.slow_call_rate,
-            )),
+            } => (
+                NOT_FULL,
+                Kind::Count(CountWindow::new(
+                    n,
+                    min_calls,
+                    failure_rate,
+                    config.slow_call_rate,
+                )),
+            ),
             BreakerMode::Rate {
                 failure_rate,
                 window: WindowConfig::Time(d),
                 min_calls,
-            } => Window::Time(TimeWindow::new(
-                d,
-                min_calls,
-                failure_rate,
-                config.slow_call_rate,
-            )),
+            } => (
+                1,
+                Kind::Time(TimeWindow::new(
+                    d,
+                    min_calls,
+                    failure_rate,
+                    config.slow_call_rate,
+                )),
+            ),
+        };
+        Self {
+            word: AtomicU64::new(word),
+            kind,
         }
     }
 
     /// Records one outcome; says whether the breaker should open.
     #[inline(always)]
     pub(crate) fn record(&self, o: Outcome) -> Option<Trip> {
-        match self {
-            Window::Consecutive { threshold, run } => {
+        match &self.kind {
+            Kind::Consecutive { threshold } => {
+                let run = &self.word;
                 if o.failure {
-                    (run.fetch_add(1, Relaxed) + 1 >= *threshold)
+                    (run.fetch_add(1, Relaxed) + 1 >= u64::from(*threshold))
                         .then_some(Trip::ConsecutiveFailures)
                 } else {
                     if run.load(Relaxed) != 0 {
@@ -123,26 +146,22 @@ impl Window {
                     None
                 }
             }
-            Window::Count(w) => w.record(o),
-            Window::Time(w) => w.record(o, clock::now_nanos()),
+            Kind::Count(w) => w.record(&self.word, o),
+            Kind::Time(w) => w.record(o, clock::now_nanos()),
         }
     }
 
     /// Whether recording a success now would write nothing.
     #[inline(always)]
     pub(crate) fn success_changes_nothing(&self) -> bool {
-        match self {
-            Window::Consecutive { run, .. } => run.load(Relaxed) == 0,
-            Window::Count(w) => w.stats.load(Relaxed) == FULL,
-            Window::Time(_) => false,
-        }
+        self.word.load(Relaxed) == 0
     }
 
     pub(crate) fn clear(&self) {
-        match self {
-            Window::Consecutive { run, .. } => run.store(0, Relaxed),
-            Window::Count(w) => w.clear(),
-            Window::Time(w) => w.clear(),
+        match &self.kind {
+            Kind::Consecutive { .. } => self.word.store(0, Relaxed),
+            Kind::Count(w) => w.clear(&self.word),
+            Kind::Time(w) => w.clear(),
         }
     }
 
@@ -157,23 +176,23 @@ impl Window {
     }
 
     fn rates(&self) -> Option<(f64, f64)> {
-        match self {
-            Window::Consecutive { .. } => None,
-            Window::Count(w) => w.rates(),
-            Window::Time(w) => w.rates(clock::now_nanos()),
+        match &self.kind {
+            Kind::Consecutive { .. } => None,
+            Kind::Count(w) => w.rates(&self.word),
+            Kind::Time(w) => w.rates(clock::now_nanos()),
         }
     }
 
     /// What the window holds now.
     pub(crate) fn snapshot(&self) -> WindowSnapshot {
-        match self {
-            Window::Consecutive { run, .. } => WindowSnapshot::Consecutive {
-                run: run.load(Relaxed),
+        match &self.kind {
+            Kind::Consecutive { .. } => WindowSnapshot::Consecutive {
+                run: u32::try_from(self.word.load(Relaxed)).unwrap_or(u32::MAX),
             },
-            Window::Count(w) => WindowSnapshot::Count {
+            Kind::Count(w) => WindowSnapshot::Count {
                 outcomes: w.outcomes(),
             },
-            Window::Time(w) => WindowSnapshot::Time {
+            Kind::Time(w) => WindowSnapshot::Time {
                 buckets: w.buckets(clock::now_nanos()),
             },
         }
@@ -185,16 +204,19 @@ impl Window {
     /// start empty: a time window's counts have no order, and a run of failures says
     /// nothing about the successes before it.
     pub(crate) fn restore(&self, snap: &WindowSnapshot) {
-        match (self, snap) {
-            (Window::Consecutive { run, .. }, WindowSnapshot::Consecutive { run: r }) => {
-                run.store(*r, Relaxed)
+        match (&self.kind, snap) {
+            (Kind::Consecutive { .. }, WindowSnapshot::Consecutive { run: r }) => {
+                self.word.store(u64::from(*r), Relaxed)
             }
-            (Window::Consecutive { run, .. }, WindowSnapshot::Count { outcomes }) => {
+            (Kind::Consecutive { .. }, WindowSnapshot::Count { outcomes }) => {
                 let trailing = outcomes.iter().rev().take_while(|o| *o & FAILURE != 0);
-                run.store(u32::try_from(trailing.count()).unwrap_or(u32::MAX), Relaxed)
+                self.word.store(
+                    u64::from(u32::try_from(trailing.count()).unwrap_or(u32::MAX)),
+                    Relaxed,
+                )
             }
-            (Window::Count(w), WindowSnapshot::Count { outcomes }) => w.restore(outcomes),
-            (Window::Time(w), WindowSnapshot::Time { buckets }) => {
+            (Kind::Count(w), WindowSnapshot::Count { outcomes }) => w.restore(&self.word, outcomes),
+            (Kind::Time(w), WindowSnapshot::Time { buckets }) => {
                 w.restore(buckets, clock::now_nanos())
             }
             _ => {}
@@ -229,17 +251,18 @@ const FAILURE: u8 = 1;
 const SLOW: u8 = 2;
 const FILLED: u8 = 4;
 
-/// Stats word of a count window: failures in bits 0..24, slow calls in bits 24..48,
-/// and `FULL` once every slot holds an outcome.
+/// Stats word of a count window (kept in its [`Window`]): failures in bits 0..24,
+/// slow calls in bits 24..48, and `NOT_FULL` until every slot holds an outcome. So
+/// it is zero exactly when the window is full of successes that were not slow.
 const SLOW_SHIFT: u32 = 24;
 const FIELD: u64 = (1 << SLOW_SHIFT) - 1;
-const FULL: u64 = 1 << 63;
+const NOT_FULL: u64 = 1 << 63;
 
-/// The last N outcomes, in a ring of one byte per slot.
+/// The last N outcomes, in a ring of one byte per slot (its stats word is the
+/// [`Window`]'s).
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     head: AtomicU64,
-    stats: AtomicU64,
     min_calls: u32,
     rate: f64,
     slow_rate: f64,
@@ -250,7 +273,6 @@ impl CountWindow {
         Self {
             slots: (0..n.max(1)).map(|_| AtomicU8::new(0)).collect(),
             head: AtomicU64::new(0),
-            stats: AtomicU64::new(0),
             min_calls,
             rate,
             slow_rate,
@@ -258,16 +280,16 @@ impl CountWindow {
     }
 
     #[inline(always)]
-    fn record(&self, o: Outcome) -> Option<Trip> {
-        if !o.failure && !o.slow && self.stats.load(Relaxed) == FULL {
+    fn record(&self, stats: &AtomicU64, o: Outcome) -> Option<Trip> {
+        if !o.failure && !o.slow && stats.load(Relaxed) == 0 {
             // A success replacing a success: nothing to write.
             return None;
         }
-        self.push(o)
+        self.push(stats, o)
     }
 
     #[cold]
-    fn push(&self, o: Outcome) -> Option<Trip> {
+    fn push(&self, stats_word: &AtomicU64, o: Outcome) -> Option<Trip> {
         let n = self.slots.len() as u64;
         let at = self.head.fetch_add(1, Relaxed);
         let new = FILLED | if o.failure { FAILURE } else { 0 } | if o.slow { SLOW } else { 0 };
@@ -281,18 +303,18 @@ impl CountWindow {
         };
         let (fa, fs) = delta(FAILURE, 0);
         let (sa, ss) = delta(SLOW, SLOW_SHIFT);
-        let mut add = fa + sa;
-        if at + 1 >= n && self.stats.load(Relaxed) & FULL == 0 {
-            add |= FULL;
+        let add = fa + sa;
+        let mut sub = fs + ss;
+        if at + 1 >= n && stats_word.load(Relaxed) & NOT_FULL != 0 {
+            sub |= NOT_FULL;
         }
-        let sub = fs + ss;
         let stats = if add != 0 {
-            self.stats.fetch_add(add, Relaxed) + add
+            stats_word.fetch_add(add, Relaxed).wrapping_add(add)
         } else {
-            self.stats.load(Relaxed)
+            stats_word.load(Relaxed)
         };
         let stats = if sub != 0 {
-            self.stats.fetch_sub(sub, Relaxed) - sub
+            stats_word.fetch_sub(sub, Relaxed).wrapping_sub(sub)
         } else {
             stats
         };
@@ -318,7 +340,7 @@ impl CountWindow {
     }
 
     /// Fills an empty window with the newest of `outcomes`.
-    fn restore(&self, outcomes: &[u8]) {
+    fn restore(&self, stats: &AtomicU64, outcomes: &[u8]) {
         let n = self.slots.len();
         let kept = &outcomes[outcomes.len().saturating_sub(n)..];
         let (mut failures, mut slow) = (0u64, 0u64);
@@ -328,16 +350,15 @@ impl CountWindow {
             slow += u64::from(o & SLOW != 0);
             slot.store(FILLED | o, Relaxed);
         }
-        let full = if kept.len() == n { FULL } else { 0 };
+        let not_full = if kept.len() == n { 0 } else { NOT_FULL };
         self.head.store(kept.len() as u64, Relaxed);
-        self.stats
-            .store(full | (slow << SLOW_SHIFT) | failures, Relaxed);
+        stats.store(not_full | (slow << SLOW_SHIFT) | failures, Relaxed);
     }
 
-    fn rates(&self) -> Option<(f64, f64)> {
+    fn rates(&self, stats: &AtomicU64) -> Option<(f64, f64)> {
         let n = self.slots.len() as u64;
         let calls = self.head.load(Relaxed).min(n);
-        let stats = self.stats.load(Relaxed);
+        let stats = stats.load(Relaxed);
         (calls > 0 && calls >= u64::from(self.min_calls)).then(|| {
             (
                 (stats & FIELD) as f64 / calls as f64,
@@ -346,12 +367,12 @@ impl CountWindow {
         })
     }
 
-    fn clear(&self) {
+    fn clear(&self, stats: &AtomicU64) {
         for s in self.slots.iter() {
             s.store(0, Relaxed);
         }
         self.head.store(0, Relaxed);
-        self.stats.store(0, Relaxed);
+        stats.store(NOT_FULL, Relaxed);
     }
 }
 
@@ -523,24 +544,83 @@ mod tests {
         slow: true,
     };
 
+    fn window(mode: BreakerMode) -> Window {
+        Window::new(&BreakerConfig {
+            mode,
+            slow_call: None,
+            slow_call_rate: 1.0,
+            cooldown: Duration::from_secs(1),
+            cooldown_max: None,
+            half_open_calls: 1,
+            success_threshold: 1,
+        })
+    }
+
+    #[test]
+    fn a_success_changes_nothing_exactly_when_the_window_is_quiet() {
+        let w = window(BreakerMode::Consecutive {
+            failure_threshold: 3,
+        });
+        assert!(w.success_changes_nothing());
+        assert_eq!(w.record(F), None);
+        assert!(!w.success_changes_nothing(), "a run of failures to reset");
+        assert_eq!(w.record(S), None);
+        assert!(w.success_changes_nothing());
+        assert_eq!(w.record(F), None);
+        assert_eq!(w.record(F), None);
+        assert_eq!(w.record(F), Some(Trip::ConsecutiveFailures), "3 in a row");
+
+        let w = window(BreakerMode::Rate {
+            failure_rate: 0.5,
+            window: WindowConfig::Calls(2),
+            min_calls: 2,
+        });
+        assert!(
+            !w.success_changes_nothing(),
+            "not full: a success is recorded"
+        );
+        assert_eq!(w.record(S), None);
+        assert_eq!(w.record(S), None);
+        assert!(w.success_changes_nothing(), "full of successes");
+        assert_eq!(w.record(SLOW_OK), None);
+        assert!(!w.success_changes_nothing(), "a slow call to slide out");
+        w.clear();
+        assert!(!w.success_changes_nothing(), "cleared: empty again");
+
+        let w = window(BreakerMode::Rate {
+            failure_rate: 0.5,
+            window: WindowConfig::Time(Duration::from_secs(10)),
+            min_calls: 2,
+        });
+        assert!(
+            !w.success_changes_nothing(),
+            "a time window records every call"
+        );
+        w.clear();
+        assert!(!w.success_changes_nothing());
+    }
+
     #[test]
     fn count_window_slides() {
-        let w = CountWindow::new(4, 4, 0.5, 1.0);
-        assert_eq!(w.record(F), None);
-        assert_eq!(w.record(S), None);
-        assert_eq!(w.record(S), None);
-        assert_eq!(w.record(S), None); // 1/4
-        assert_eq!(w.record(S), None); // the failure slid out: 0/4
-        assert_eq!(w.rates(), Some((0.0, 0.0)));
-        assert_eq!(w.record(F), None); // 1/4
-        assert_eq!(w.record(F), Some(Trip::FailureRate)); // 2/4
+        let (w, st) = (CountWindow::new(4, 4, 0.5, 1.0), AtomicU64::new(NOT_FULL));
+        assert_eq!(w.record(&st, F), None);
+        assert_eq!(w.record(&st, S), None);
+        assert_eq!(w.record(&st, S), None);
+        assert_ne!(st.load(Relaxed), 0, "not full: a success is recorded");
+        assert_eq!(w.record(&st, S), None); // 1/4
+        assert_eq!(w.record(&st, S), None); // the failure slid out: 0/4
+        assert_eq!(st.load(Relaxed), 0, "full of successes: the word is zero");
+        assert_eq!(w.rates(&st), Some((0.0, 0.0)));
+        assert_eq!(w.record(&st, F), None); // 1/4
+        assert_ne!(st.load(Relaxed), 0);
+        assert_eq!(w.record(&st, F), Some(Trip::FailureRate)); // 2/4
     }
 
     #[test]
     fn count_window_slow_rate() {
-        let w = CountWindow::new(2, 2, 1.0, 0.5);
-        assert_eq!(w.record(S), None);
-        assert_eq!(w.record(SLOW_OK), Some(Trip::SlowCallRate));
+        let (w, st) = (CountWindow::new(2, 2, 1.0, 0.5), AtomicU64::new(NOT_FULL));
+        assert_eq!(w.record(&st, S), None);
+        assert_eq!(w.record(&st, SLOW_OK), Some(Trip::SlowCallRate));
     }
 
     #[test]
