@@ -165,9 +165,13 @@ impl Counters {
     #[inline(always)]
     pub(crate) fn own_line(&self) -> Option<OwnLine<'_>> {
         let i = SLOT.with(Cell::get);
-        match self.lines.get(i) {
-            Some(line) if i != 0 => Some(OwnLine(line)),
-            _ => None,
+        // One test for both ways of having no own line here: 0 (none claimed yet)
+        // wraps to the top, as `NONE` is, and so do services without own lines.
+        if i.wrapping_sub(1) < self.lines.len().wrapping_sub(1) {
+            // SAFETY: 1 <= i < len (the test above, in wrapping arithmetic).
+            Some(OwnLine(unsafe { self.lines.get_unchecked(i) }))
+        } else {
+            None
         }
     }
 

@@ -68,6 +68,9 @@ pub(crate) struct Policies {
     /// Calls may take the lane (see [`Call::gate`]; sync ones the swift lane,
     /// [`Call::swift`]): attempts not timed, no `max_elapsed`.
     pub(crate) lean: bool,
+    /// `lean`, and no bulkhead and no rate limiter: the swift lane's admission is
+    /// the breaker's state word alone (see [`swift_admit`]).
+    pub(crate) bare: bool,
     /// A call needs no timer or clock: not timed, no timeout, no total timeout, no
     /// rate limiter (a bulkhead's wait is read from the bulkhead). See
     /// [`Service::once_lean`].
@@ -180,6 +183,7 @@ impl Policies {
     ) -> Self {
         let timed = timed(&config, extras);
         let lean = lean(&config, timed);
+        let bare = lean && bulkhead.is_none() && limiter.is_none();
         Self {
             untimed: !timed
                 && config.timeout.is_none()
@@ -191,6 +195,7 @@ impl Policies {
             critical: extras.critical,
             timed,
             record_latency: extras.record_latency,
+            bare,
             lean,
             config,
         }
@@ -828,7 +833,33 @@ enum Swift<'a, T, E, B> {
 /// admits.
 #[inline(always)]
 pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmit<'a> {
-    if !p.lean || hooks.into_error.is_none() || lane_bars() != 0 {
+    if hooks.into_error.is_none() {
+        return SwiftAdmit::Off;
+    }
+    let bars = lane_bars();
+    // The common shape first, in one test: no bulkhead or limiter, no bar up.
+    if bars | u8::from(!p.bare) == 0 {
+        return match p.breaker.as_deref() {
+            None => SwiftAdmit::In(
+                Lane {
+                    breaker: None,
+                    epoch: 0,
+                },
+                None,
+            ),
+            Some(b) => match b.closed_epoch_or_ctl() {
+                Ok(epoch) => SwiftAdmit::In(
+                    Lane {
+                        breaker: Some(b),
+                        epoch,
+                    },
+                    None,
+                ),
+                Err(ctl) => SwiftAdmit::NotClosed(b, ctl),
+            },
+        };
+    }
+    if !p.lean || bars != 0 {
         return SwiftAdmit::Off;
     }
     let (breaker, epoch) = match p.breaker.as_deref() {
@@ -1354,6 +1385,7 @@ impl<'a, E> Call<'a, E> {
 
     /// [`Call::run_sync`] when the swift lane is closed to the call: the lane of
     /// [`Call::gate`], or every policy.
+    #[cold]
     #[inline(never)]
     fn run_sync_lanes<T>(
         svc: &'a Service,
