@@ -77,13 +77,59 @@ pub(crate) struct Policies {
     pub(crate) untimed: bool,
 }
 
-/// Conditions that close every lane, one bit each, so a lane call reads one byte
-/// for all of them: the kill switch, and a listener that wants every call's events.
+/// Conditions that close the swift lane, one bit each, so a lane call reads one
+/// byte for all of them: the kill switch (which closes every lane), a listener that
+/// wants every call's events, and `tracing` at `TRACE` for the per-call events.
 static LANE_BARS: AtomicU8 = AtomicU8::new(0);
 /// [`LANE_BARS`]: the kill switch is on.
 pub(crate) const BAR_KILL_SWITCH: u8 = 1;
 /// [`LANE_BARS`]: a listener wants every event.
 pub(crate) const BAR_LISTENERS: u8 = 2;
+/// [`LANE_BARS`]: `tracing` may record the per-call `TRACE` events of this module
+/// (see [`LaneTrace`]).
+pub(crate) const BAR_TRACE: u8 = 4;
+
+/// A callsite standing for this module's per-call `TRACE` events ("call
+/// succeeded"). `tracing` tells a registered callsite whether its event may be
+/// enabled each time that can change (a subscriber set, a scoped one made, a
+/// filter reloaded); this one keeps the answer in [`BAR_TRACE`], so the lanes,
+/// which read the bars anyway, need no test of their own for `tracing`.
+struct LaneTrace;
+
+static LANE_TRACE: LaneTrace = LaneTrace;
+
+static LANE_TRACE_META: tracing_core::Metadata<'static> = tracing_core::Metadata::new(
+    "call succeeded",
+    module_path!(),
+    tracing_core::Level::TRACE,
+    Some(file!()),
+    Some(line!()),
+    Some(module_path!()),
+    tracing_core::field::FieldSet::new(
+        &["message", "service"],
+        tracing_core::callsite::Identifier(&LANE_TRACE),
+    ),
+    tracing_core::metadata::Kind::EVENT,
+);
+
+impl tracing_core::Callsite for LaneTrace {
+    fn set_interest(&self, interest: tracing_core::subscriber::Interest) {
+        set_lane_bar(BAR_TRACE, !interest.is_never());
+    }
+
+    fn metadata(&self) -> &tracing_core::Metadata<'_> {
+        &LANE_TRACE_META
+    }
+}
+
+/// Registers [`LaneTrace`] with `tracing` (once; from then on `tracing` keeps its
+/// bar current). Called before the first service exists, so before any lane call.
+fn register_lane_trace() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if tracing::Level::TRACE <= tracing::level_filters::STATIC_MAX_LEVEL {
+        ONCE.call_once(|| tracing_core::callsite::register(&LANE_TRACE));
+    }
+}
 
 /// The [`LANE_BARS`] now.
 #[inline(always)]
@@ -292,6 +338,7 @@ impl Service {
         random: fn() -> u64,
         pinned: bool,
     ) -> Self {
+        register_lane_trace();
         // A pinned service is never removed, so its name can live as long as the
         // process and rejections copy it without counting references.
         let name = if pinned {
@@ -890,9 +937,10 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
 
 /// Counts a swift-lane success (its slot given back, no waiter to wake) on
 /// this thread's own counter line when nothing else is due for it. `false`:
-/// something is (a first count on this thread, `tracing` at `TRACE`, a success
-/// the breaker's window must record, the `metrics` feature's event), and the
-/// caller counts it as [`Call::lane_success`] does.
+/// something is (a first count on this thread, a success the breaker's window must
+/// record, the `metrics` feature's event), and the caller counts it as
+/// [`Call::lane_success`] does. (`tracing` at `TRACE` closes the lane at
+/// admission: [`BAR_TRACE`].)
 #[inline(always)]
 pub(crate) fn swift_count(svc: &Service, breaker: Option<&Breaker>) -> bool {
     // With the `metrics` feature every success is also a metrics event,
@@ -900,7 +948,6 @@ pub(crate) fn swift_count(svc: &Service, breaker: Option<&Breaker>) -> bool {
     match svc.counters.own_line() {
         Some(line)
             if breaker.is_none_or(Breaker::success_changes_nothing)
-                && !trace_enabled()
                 && !cfg!(feature = "metrics") =>
         {
             line.add(Counter::Successes);
@@ -928,14 +975,6 @@ struct Ran<T, E> {
     epoch: u32,
     /// A bulkhead waiter is to be woken.
     wake: bool,
-}
-
-/// Whether `tracing` records `TRACE` events now (a global load; the per-call
-/// events are at that level).
-#[inline(always)]
-fn trace_enabled() -> bool {
-    tracing::Level::TRACE <= tracing::level_filters::STATIC_MAX_LEVEL
-        && tracing::Level::TRACE <= tracing::level_filters::LevelFilter::current()
 }
 
 /// What [`Call::sync_lane`] did.
@@ -1305,10 +1344,10 @@ impl<'a, E> Call<'a, E> {
 
     /// The swift lane of a first sync attempt: for the common shapes (breaker
     /// closed or none, a bulkhead slot free or no bulkhead, a rate-limit permit due
-    /// now or no limiter, attempts not timed, no kill switch and no listener for
-    /// every call) it reads the policies, runs the body and counts a success, and
-    /// everything else (a failure, a waiter to wake, a first count on this thread,
-    /// `tracing` at `TRACE`, a success the breaker's window must record, the
+    /// now or no limiter, attempts not timed, no bar up: kill switch, a listener
+    /// for every call, `tracing` at `TRACE`) it reads the policies, runs the body
+    /// and counts a success, and everything else (a failure, a waiter to wake, a
+    /// first count on this thread, a success the breaker's window must record, the
     /// `metrics` feature's event) is left to a function of its own
     /// ([`Swift::After`]). It holds nothing across the body but what the count
     /// needs, so it needs no stack frame of its own when the body is inlined.

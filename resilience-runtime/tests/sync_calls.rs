@@ -249,3 +249,40 @@ fn a_lane_success_is_traced_when_trace_is_on() {
     );
     assert_eq!(status("sync.lane.traced").expect("registered").successes, 2);
 }
+
+#[test]
+fn an_async_lane_success_is_traced_when_trace_is_on() {
+    let p = Resilience::builder("async.lane.traced")
+        .no_retry()
+        .failure_threshold(5)
+        .build()
+        .expect("valid policy");
+    let poll = |p: &resilience_runtime::Policy, v: u8| {
+        let fut = std::pin::pin!(p.call(|| async move { Ok::<u8, E>(v) }));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(fut, &mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => panic!("a ready body completes at its first poll"),
+        }
+    };
+    assert_eq!(poll(&p, 0), Ok(0));
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(poll(&p, 1), Ok(1));
+    });
+    let text = String::from_utf8(logs.0.lock().expect("not poisoned").clone()).expect("utf-8");
+    assert!(
+        text.contains("call succeeded") && text.contains("async.lane.traced"),
+        "{text}"
+    );
+    assert_eq!(
+        status("async.lane.traced").expect("registered").successes,
+        2
+    );
+}
