@@ -117,6 +117,8 @@ fn claim_line() -> usize {
 /// A service's counters.
 pub(crate) struct Counters {
     lines: Box<[Line]>,
+    /// Own lines: `lines.len() - 1` (line 0 is shared).
+    owned: usize,
     /// Serializes resets and restores (both adjust line 0 by what they read).
     adjust: Mutex<()>,
 }
@@ -143,9 +145,10 @@ impl Counters {
     /// `owned`: give threads their own lines (fixed-name services); without, every
     /// count is an atomic add on one shared line (computed keys: 128 bytes each).
     pub(crate) fn new(owned: bool) -> Self {
-        let n = 1 + if owned { owned_lines() } else { 0 };
+        let owned = if owned { owned_lines() } else { 0 };
         Self {
-            lines: (0..n).map(|_| Line::new()).collect(),
+            lines: (0..=owned).map(|_| Line::new()).collect(),
+            owned,
             adjust: Mutex::new(()),
         }
     }
@@ -167,8 +170,9 @@ impl Counters {
         let i = SLOT.with(Cell::get);
         // One test for both ways of having no own line here: 0 (none claimed yet)
         // wraps to the top, as `NONE` is, and so do services without own lines.
-        if i.wrapping_sub(1) < self.lines.len().wrapping_sub(1) {
-            // SAFETY: 1 <= i < len (the test above, in wrapping arithmetic).
+        if i.wrapping_sub(1) < self.owned {
+            // SAFETY: 1 <= i <= owned < len (the test above, in wrapping
+            // arithmetic; `lines` holds `owned + 1` lines).
             Some(OwnLine(unsafe { self.lines.get_unchecked(i) }))
         } else {
             None
