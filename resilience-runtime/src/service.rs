@@ -1559,6 +1559,7 @@ impl<'a, E> Call<'a, E> {
     }
 
     /// [`Call::attempt_once_sync`] when the swift lane is closed to the call.
+    #[cold]
     #[inline(never)]
     fn once_lanes_from<T>(
         svc: &'a Service,
