@@ -57,7 +57,7 @@ pin_project_lite::pin_project! {
         #[pin]
         body: Option<OwnBody<F>>,
         #[pin]
-        slow: Option<Slow<'a>>,
+        slow: Slot<Option<Slow<'a>>>,
         _out: PhantomData<fn() -> T>,
     }
 }
@@ -104,7 +104,7 @@ where
             call,
             phase: Phase::Start,
             body: Some(OwnBody { fut: body }),
-            slow: None,
+            slow: Slot::new(None),
             _out: PhantomData,
         }
     }
@@ -121,7 +121,7 @@ struct Steps<'p, 'a, E, F> {
 /// Puts the attempt's [`Slow`] state in place (once) and hands out its pieces.
 #[inline(always)]
 fn steps<'p, 'a, T, E, F>(this: AttemptProj<'p, '_, 'a, T, E, F>) -> Steps<'p, 'a, E, F> {
-    let mut slow = this.slow;
+    let mut slow = this.slow.pinned();
     if slow.is_none() {
         slow.set(Some(Slow::EMPTY));
     }
@@ -577,7 +577,7 @@ pin_project_lite::pin_project! {
         #[pin]
         fut: F,
         #[pin]
-        timer: Option<Sleep>,
+        timer: Slot<Option<Sleep>>,
     }
 }
 
@@ -587,7 +587,7 @@ impl<'a, E, F> Total<'a, E, F> {
             svc,
             limit,
             fut,
-            timer: None,
+            timer: Slot::new(None),
         }
     }
 }
@@ -600,17 +600,18 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(r) = this.fut.poll(cx) {
             return Poll::Ready(r);
         }
         let Some((limit, into)) = *this.limit else {
             return Poll::Pending;
         };
-        if this.timer.is_none() {
-            this.timer.set(Some(tokio::time::sleep(limit)));
+        let mut timer = this.timer.pinned();
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep(limit)));
         }
-        match this.timer.as_pin_mut().map(|t| t.poll(cx)) {
+        match timer.as_pin_mut().map(|t| t.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(Err(this.svc.total_timed_out(limit, into))),
             _ => Poll::Pending,
         }

@@ -1524,6 +1524,45 @@ impl<'a, E> Call<'a, E> {
         &mut self,
         body: impl FnOnce() -> Result<T, E>,
     ) -> ControlFlow<Result<T, E>> {
+        if !self.is_fresh() {
+            return self.attempt_sync_lanes(body);
+        }
+        match Self::swift(self.svc, self.p, self.hooks, body) {
+            Swift::Done(v) => {
+                self.attempt = 1;
+                ControlFlow::Break(Ok(v))
+            }
+            Swift::After(ran) => self.attempt_sync_after_swift(ran),
+            Swift::NotClosed(body, b, ctl) => match b.refusal_from(ctl) {
+                Some(r) => ControlFlow::Break(Err(self.refuse(r))),
+                None => self.attempt_sync_lanes(body),
+            },
+            Swift::Off(body) => self.attempt_sync_lanes(body),
+        }
+    }
+
+    /// [`Call::attempt_sync`] after [`Swift::After`]: the success counted, or the
+    /// failure recorded and the retry decided.
+    #[cold]
+    #[inline(never)]
+    fn attempt_sync_after_swift<T>(&mut self, ran: Ran<T, E>) -> ControlFlow<Result<T, E>> {
+        match self.after_swift(ran) {
+            Ok(v) => {
+                self.attempt = 1;
+                ControlFlow::Break(Ok(v))
+            }
+            Err((lane, e)) => self.after_lane_failure_sync(lane, e),
+        }
+    }
+
+    /// [`Call::attempt_sync`] when the swift lane is closed to it: the lane of
+    /// [`Call::gate`], or every policy.
+    #[cold]
+    #[inline(never)]
+    fn attempt_sync_lanes<T>(
+        &mut self,
+        body: impl FnOnce() -> Result<T, E>,
+    ) -> ControlFlow<Result<T, E>> {
         match self.sync_lane(body) {
             SyncLane::Done(v) => {
                 self.attempt = 1;

@@ -549,3 +549,29 @@ async fn a_first_attempt_that_finds_the_breaker_half_open_is_attempt_one() {
     assert_eq!(HALF_OPEN_RUNS.load(SeqCst), 2);
     assert_eq!(retries(), Some((2, CircuitState::Open)));
 }
+
+static HALF_OPEN_SYNC_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[with_resilience(
+    service = "e2e.half_open_retry_sync",
+    circuit_breaker(failure_threshold = 1, cooldown = "1s"),
+    retry(max_attempts = 2, delay = "0ms", jitter = "none")
+)]
+fn half_open_retry_sync() -> Result<u32, E> {
+    HALF_OPEN_SYNC_RUNS.fetch_add(1, SeqCst);
+    Err(E::Boom)
+}
+
+/// Sync calls made inside a runtime with a paused clock read that clock.
+#[tokio::test(start_paused = true)]
+async fn a_sync_first_attempt_that_finds_the_breaker_half_open_is_attempt_one() {
+    let name = "e2e.half_open_retry_sync";
+    let retries = || status(name).map(|s| (s.retries, s.state));
+    assert!(is_open(&half_open_retry_sync()));
+    assert_eq!(HALF_OPEN_SYNC_RUNS.load(SeqCst), 1);
+    assert_eq!(retries(), Some((1, CircuitState::Open)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(is_open(&half_open_retry_sync()));
+    assert_eq!(HALF_OPEN_SYNC_RUNS.load(SeqCst), 2);
+    assert_eq!(retries(), Some((2, CircuitState::Open)));
+}
