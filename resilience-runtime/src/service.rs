@@ -935,6 +935,14 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
     SwiftAdmit::In(Lane { breaker, epoch }, permit)
 }
 
+/// Whether a first attempt may take the swift lane in its commonest shape: a
+/// breaker or nothing (no bulkhead, no rate limiter, attempts not timed), and no
+/// bar up.
+#[inline(always)]
+fn bare_lane<E>(p: &Policies, hooks: &Hooks<E>) -> bool {
+    hooks.into_error.is_some() && lane_bars() | u8::from(!p.bare) == 0
+}
+
 /// Counts a swift-lane success (its slot given back, no waiter to wake) on
 /// this thread's own counter line when nothing else is due for it. `false`:
 /// something is (a first count on this thread, a success the breaker's window must
@@ -1586,14 +1594,76 @@ impl<'a, E> Call<'a, E> {
             return self.once_lanes(body);
         }
         let (svc, p, hooks) = (self.svc, self.p, self.hooks);
+        // The commonest shape (a breaker or nothing) inline; every other way leaves
+        // by a tail call to a function of its own, so the function this attribute
+        // wraps needs no stack frame for its lane (a frame costs it more than the
+        // lane when it is called, not inlined).
+        if !bare_lane(p, hooks) {
+            return Self::once_swift(svc, p, hooks, body);
+        }
+        let lane = match p.breaker.as_deref() {
+            None => Lane {
+                breaker: None,
+                epoch: 0,
+            },
+            Some(b) => match b.closed_epoch_or_ctl() {
+                Ok(epoch) => Lane {
+                    breaker: Some(b),
+                    epoch,
+                },
+                Err(ctl) => return Self::once_not_closed(svc, p, hooks, body, b, ctl),
+            },
+        };
+        let guard = LaneGuard { svc, lane };
+        let result = body();
+        std::mem::forget(guard);
+        if result.is_ok() && swift_count(svc, lane.breaker) {
+            return result;
+        }
+        Self::once_after_swift(
+            svc,
+            p,
+            hooks,
+            Ran {
+                result,
+                epoch: lane.epoch,
+                wake: false,
+            },
+        )
+    }
+
+    /// [`Call::attempt_once_sync`] for the shapes other than the commonest: the
+    /// swift lane with a bulkhead or a rate limiter, or the other lanes.
+    #[inline(never)]
+    fn once_swift<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        body: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         match Self::swift(svc, p, hooks, body) {
             Swift::Done(v) => Ok(v),
             Swift::After(ran) => Self::once_after_swift(svc, p, hooks, ran),
-            Swift::NotClosed(body, b, ctl) => match b.refusal_from(ctl) {
-                Some(r) => Err(Self::refusal_error(svc, hooks, r)),
-                None => Self::once_lanes_from(svc, p, hooks, body),
-            },
+            Swift::NotClosed(body, b, ctl) => Self::once_not_closed(svc, p, hooks, body, b, ctl),
             Swift::Off(body) => Self::once_lanes_from(svc, p, hooks, body),
+        }
+    }
+
+    /// [`Call::attempt_once_sync`] when the breaker is not closed: refused
+    /// outright, or through the other lanes (half-open, or a cooldown that ended).
+    #[cold]
+    #[inline(never)]
+    fn once_not_closed<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        body: impl FnOnce() -> Result<T, E>,
+        b: &'a Breaker,
+        ctl: u64,
+    ) -> Result<T, E> {
+        match b.refusal_from(ctl) {
+            Some(r) => Err(Self::refusal_error(svc, hooks, r)),
+            None => Self::once_lanes_from(svc, p, hooks, body),
         }
     }
 
