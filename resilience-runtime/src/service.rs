@@ -1334,10 +1334,17 @@ impl<'a, E> Call<'a, E> {
     }
 
     /// Nothing has happened to this call yet ([`Call::with`], perhaps made
-    /// single-attempt): what [`Call::from_parts`] rebuilds.
+    /// single-attempt): what [`Call::from_parts`] rebuilds. The attempt count
+    /// says it: the rest of the call's state is set only once an attempt has
+    /// begun ([`Call::begin`] counts the attempt first) or a retry is scheduled.
     #[inline(always)]
     fn is_fresh(&self) -> bool {
-        self.attempt == 0 && !self.bypass && self.started.is_none() && self.previous.is_zero()
+        let fresh = self.attempt == 0;
+        debug_assert!(
+            !fresh || (!self.bypass && self.started.is_none() && self.previous.is_zero()),
+            "a call with no attempt has state"
+        );
+        fresh
     }
 
     /// A call nothing has happened to, from its parts. The ways off the swift lane
