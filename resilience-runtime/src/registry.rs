@@ -6,7 +6,10 @@
 //! is known. Computed keys are bounded: past the cap, a sweep evicts keys that were
 //! not used since the previous sweep, are not in use and whose breaker is closed.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::{PolicyConfig, Spec};
@@ -327,6 +330,9 @@ pub struct Site {
     spec: Spec,
     config: OnceLock<PolicyConfig>,
     service: OnceLock<&'static Service>,
+    /// `service` once it is set, for the call path: one load and a test for null,
+    /// where the `OnceLock` reads its state and then its value.
+    resolved: AtomicPtr<Service>,
     warned: AtomicBool,
 }
 
@@ -346,6 +352,7 @@ impl Site {
             spec,
             config: OnceLock::new(),
             service: OnceLock::new(),
+            resolved: AtomicPtr::new(std::ptr::null_mut()),
             warned: AtomicBool::new(false),
         }
     }
@@ -366,10 +373,13 @@ impl Site {
     /// read from the site.
     #[inline]
     pub fn service(&'static self) -> &'static Service {
-        match self.service.get() {
-            Some(s) => s,
-            None => self.register(),
+        let s = self.resolved.load(Acquire);
+        if s.is_null() {
+            return self.register();
         }
+        // SAFETY: `resolved` is only ever set (in `register`) to the service the
+        // `OnceLock` holds, a `&'static Service`; Acquire pairs with its Release.
+        unsafe { &*s }
     }
 
     #[cold]
@@ -378,7 +388,7 @@ impl Site {
             SiteName::Fixed(n) => n,
             SiteName::Generated(f) => f(),
         };
-        self.service.get_or_init(|| {
+        let service = self.service.get_or_init(|| {
             let arc = registry().get_or_register(
                 name,
                 &self.spec,
@@ -391,7 +401,11 @@ impl Site {
             // one reference for the life of the program.
             let leaked: &'static Arc<Service> = Box::leak(Box::new(arc));
             leaked
-        })
+        });
+        let service: &'static Service = service;
+        self.resolved
+            .store(std::ptr::from_ref(service).cast_mut(), Release);
+        service
     }
 
     /// The service of a computed key: looked up per call (no allocation once the key
