@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::breaker::{Admission, Breaker, BreakerSnapshot, CircuitState, Outcome, Rejected};
+use crate::breaker::{
+    epoch_of, Admission, Breaker, BreakerSnapshot, CircuitState, Outcome, Rejected,
+};
 use crate::bulkhead::{Bulkhead, Permit};
 use crate::clock::{self, Instant};
 use crate::config::{PolicyConfig, Spec};
@@ -801,6 +803,24 @@ impl Drop for LaneGuard<'_> {
             let lane = self.lane;
             self.svc
                 .body_panicked(lane.breaker.map(|b| (b, Admission::closed(lane.epoch))));
+        }
+    }
+}
+
+/// [`LaneGuard`] that holds the breaker's state word as the lane read it (a
+/// closed breaker's; 0 without a breaker), so the epoch is taken from it only if
+/// the body panics.
+struct WordGuard<'a> {
+    svc: &'a Service,
+    breaker: Option<&'a Breaker>,
+    ctl: u64,
+}
+
+impl Drop for WordGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let adm = Admission::closed(epoch_of(self.ctl));
+            self.svc.body_panicked(self.breaker.map(|b| (b, adm)));
         }
     }
 }
@@ -1608,23 +1628,19 @@ impl<'a, E> Call<'a, E> {
         if !bare_lane(p, hooks) {
             return Self::once_swift(svc, p, hooks, body);
         }
-        let lane = match p.breaker.as_deref() {
-            None => Lane {
-                breaker: None,
-                epoch: 0,
-            },
-            Some(b) => match b.closed_epoch_or_ctl() {
-                Ok(epoch) => Lane {
-                    breaker: Some(b),
-                    epoch,
-                },
+        // The breaker's state word as read: its epoch is taken from it only on the
+        // ways that need it.
+        let (breaker, ctl) = match p.breaker.as_deref() {
+            None => (None, 0),
+            Some(b) => match b.closed_ctl() {
+                Ok(ctl) => (Some(b), ctl),
                 Err(ctl) => return Self::once_not_closed(svc, p, hooks, body, b, ctl),
             },
         };
-        let guard = LaneGuard { svc, lane };
+        let guard = WordGuard { svc, breaker, ctl };
         let result = body();
         std::mem::forget(guard);
-        if result.is_ok() && swift_count(svc, lane.breaker) {
+        if result.is_ok() && swift_count(svc, breaker) {
             return result;
         }
         Self::once_after_swift(
@@ -1633,7 +1649,7 @@ impl<'a, E> Call<'a, E> {
             hooks,
             Ran {
                 result,
-                epoch: lane.epoch,
+                epoch: epoch_of(ctl),
                 wake: false,
             },
         )

@@ -73,7 +73,7 @@ fn state_of(ctl: u64) -> CircuitState {
     CircuitState::from_code(ctl & STATE_MASK)
 }
 #[inline]
-fn epoch_of(ctl: u64) -> u32 {
+pub(crate) fn epoch_of(ctl: u64) -> u32 {
     (ctl >> EPOCH_SHIFT) as u32
 }
 #[inline]
@@ -328,9 +328,16 @@ impl Breaker {
     /// (for [`Breaker::refusal_from`]): one load.
     #[inline(always)]
     pub(crate) fn closed_epoch_or_ctl(&self) -> Result<u32, u64> {
+        self.closed_ctl().map(epoch_of)
+    }
+
+    /// [`Breaker::closed_epoch_or_ctl`] with the state word either way: the
+    /// epoch is taken from it ([`epoch_of`]) only where it is needed.
+    #[inline(always)]
+    pub(crate) fn closed_ctl(&self) -> Result<u64, u64> {
         let ctl = self.ctl.load(Acquire);
         if ctl & STATE_MASK == CircuitState::Closed.code() {
-            Ok(epoch_of(ctl))
+            Ok(ctl)
         } else {
             Err(ctl)
         }
