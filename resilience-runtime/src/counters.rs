@@ -59,11 +59,19 @@ fn owned_lines() -> usize {
 /// Line indices held by live threads (bit `i - 1` for line `i`).
 static CLAIMED: AtomicU64 = AtomicU64::new(0);
 
-/// This thread's line: 0 before its first count, `NONE` when it has none.
-const NONE: usize = usize::MAX;
+/// The size of a line: own lines are found by their byte offset.
+const LINE: usize = std::mem::size_of::<Line>();
+
+/// [`SLOT`] before this thread's first count.
+const UNCLAIMED: usize = usize::MAX;
+/// [`SLOT`] when this thread has no line of its own (all were taken).
+const NONE: usize = usize::MAX - 1;
 
 thread_local! {
-    static SLOT: Cell<usize> = const { Cell::new(0) };
+    /// This thread's own line, as the byte offset of line `i` from line 1 (line
+    /// `i` is bit `i - 1` of [`CLAIMED`]), or `UNCLAIMED` or `NONE`: both lie past
+    /// every service's own lines, so one comparison finds the line.
+    static SLOT: Cell<usize> = const { Cell::new(UNCLAIMED) };
     static RELEASE: SlotRelease = const { SlotRelease };
 }
 
@@ -73,20 +81,21 @@ struct SlotRelease;
 impl Drop for SlotRelease {
     fn drop(&mut self) {
         let _ = SLOT.try_with(|s| {
-            let i = s.replace(NONE);
-            if i != 0 && i != NONE {
+            let off = s.replace(NONE);
+            if off != UNCLAIMED && off != NONE {
                 // Release: the next owner sees this thread's last counts.
-                CLAIMED.fetch_and(!(1u64 << (i - 1)), Release);
+                CLAIMED.fetch_and(!(1u64 << (off / LINE)), Release);
             }
         });
     }
 }
 
+/// This thread's [`SLOT`], claimed on its first count.
 #[inline(always)]
 fn thread_line() -> usize {
-    let i = SLOT.with(Cell::get);
-    if i != 0 {
-        return i;
+    let off = SLOT.with(Cell::get);
+    if off != UNCLAIMED {
+        return off;
     }
     claim_line()
 }
@@ -100,13 +109,13 @@ fn claim_line() -> usize {
         let Some(b) = free else { break NONE };
         // Acquire: this thread sees the counts of the line's previous owner.
         match CLAIMED.compare_exchange_weak(claimed, claimed | (1u64 << b), AcqRel, Relaxed) {
-            Ok(_) => break b + 1,
+            Ok(_) => break b * LINE,
             Err(now) => claimed = now,
         }
     };
     // A thread being torn down has no thread locals left: it counts on line 0.
     if line != NONE && RELEASE.try_with(|_| ()).is_err() {
-        CLAIMED.fetch_and(!(1u64 << (line - 1)), Release);
+        CLAIMED.fetch_and(!(1u64 << (line / LINE)), Release);
         let _ = SLOT.try_with(|s| s.set(NONE));
         return NONE;
     }
@@ -117,8 +126,8 @@ fn claim_line() -> usize {
 /// A service's counters.
 pub(crate) struct Counters {
     lines: Box<[Line]>,
-    /// Own lines: `lines.len() - 1` (line 0 is shared).
-    owned: usize,
+    /// The bytes of the own lines (`lines.len() - 1` lines; line 0 is shared).
+    owned_bytes: usize,
     /// Serializes resets and restores (both adjust line 0 by what they read).
     adjust: Mutex<()>,
 }
@@ -148,7 +157,7 @@ impl Counters {
         let owned = if owned { owned_lines() } else { 0 };
         Self {
             lines: (0..=owned).map(|_| Line::new()).collect(),
-            owned,
+            owned_bytes: owned * LINE,
             adjust: Mutex::new(()),
         }
     }
@@ -156,10 +165,9 @@ impl Counters {
     /// Counts one `c`.
     #[inline(always)]
     pub(crate) fn add(&self, c: Counter) {
-        let i = thread_line();
-        match self.lines.get(i) {
-            Some(line) if i != 0 => OwnLine(line).add(c),
-            _ => self.add_shared(c, 1),
+        match self.line_at(thread_line()) {
+            Some(line) => line.add(c),
+            None => self.add_shared(c, 1),
         }
     }
 
@@ -167,13 +175,20 @@ impl Counters {
     /// [`Counters::add`], without its claim on a first count).
     #[inline(always)]
     pub(crate) fn own_line(&self) -> Option<OwnLine<'_>> {
-        let i = SLOT.with(Cell::get);
-        // One test for both ways of having no own line here: 0 (none claimed yet)
-        // wraps to the top, as `NONE` is, and so do services without own lines.
-        if i.wrapping_sub(1) < self.owned {
-            // SAFETY: 1 <= i <= owned < len (the test above, in wrapping
-            // arithmetic; `lines` holds `owned + 1` lines).
-            Some(OwnLine(unsafe { self.lines.get_unchecked(i) }))
+        self.line_at(SLOT.with(Cell::get))
+    }
+
+    /// The own line at byte offset `off` from line 1 (a [`SLOT`]), if this service
+    /// has it. One comparison: `UNCLAIMED` and `NONE` lie past every service's own
+    /// lines, as do all offsets for a service without own lines.
+    #[inline(always)]
+    fn line_at(&self, off: usize) -> Option<OwnLine<'_>> {
+        if off < self.owned_bytes {
+            // SAFETY: `off` is a multiple of `LINE` (set by `claim_line`) below the
+            // bytes of the `lines.len() - 1` lines after line 0, so it is the
+            // offset of one of them from line 1.
+            let line = unsafe { &*self.lines.as_ptr().add(1).byte_add(off) };
+            Some(OwnLine(line))
         } else {
             None
         }
