@@ -68,9 +68,9 @@ const UNCLAIMED: usize = usize::MAX;
 const NONE: usize = usize::MAX - 1;
 
 thread_local! {
-    /// This thread's own line, as the byte offset of line `i` from line 1 (line
-    /// `i` is bit `i - 1` of [`CLAIMED`]), or `UNCLAIMED` or `NONE`: both lie past
-    /// every service's own lines, so one comparison finds the line.
+    /// This thread's own line `i` (bit `i - 1` of [`CLAIMED`]), as its byte offset
+    /// in a service's lines, or `UNCLAIMED` or `NONE`: both lie past every
+    /// service's lines, so one comparison finds the line.
     static SLOT: Cell<usize> = const { Cell::new(UNCLAIMED) };
     static RELEASE: SlotRelease = const { SlotRelease };
 }
@@ -84,7 +84,7 @@ impl Drop for SlotRelease {
             let off = s.replace(NONE);
             if off != UNCLAIMED && off != NONE {
                 // Release: the next owner sees this thread's last counts.
-                CLAIMED.fetch_and(!(1u64 << (off / LINE)), Release);
+                CLAIMED.fetch_and(!(1u64 << (off / LINE - 1)), Release);
             }
         });
     }
@@ -109,13 +109,13 @@ fn claim_line() -> usize {
         let Some(b) = free else { break NONE };
         // Acquire: this thread sees the counts of the line's previous owner.
         match CLAIMED.compare_exchange_weak(claimed, claimed | (1u64 << b), AcqRel, Relaxed) {
-            Ok(_) => break b * LINE,
+            Ok(_) => break (b + 1) * LINE,
             Err(now) => claimed = now,
         }
     };
     // A thread being torn down has no thread locals left: it counts on line 0.
     if line != NONE && RELEASE.try_with(|_| ()).is_err() {
-        CLAIMED.fetch_and(!(1u64 << (line / LINE)), Release);
+        CLAIMED.fetch_and(!(1u64 << (line / LINE - 1)), Release);
         let _ = SLOT.try_with(|s| s.set(NONE));
         return NONE;
     }
@@ -126,8 +126,8 @@ fn claim_line() -> usize {
 /// A service's counters.
 pub(crate) struct Counters {
     lines: Box<[Line]>,
-    /// The bytes of the own lines (`lines.len() - 1` lines; line 0 is shared).
-    owned_bytes: usize,
+    /// The bytes of all lines (line 0 is shared, the others are own lines).
+    lines_bytes: usize,
     /// Serializes resets and restores (both adjust line 0 by what they read).
     adjust: Mutex<()>,
 }
@@ -157,7 +157,7 @@ impl Counters {
         let owned = if owned { owned_lines() } else { 0 };
         Self {
             lines: (0..=owned).map(|_| Line::new()).collect(),
-            owned_bytes: owned * LINE,
+            lines_bytes: (owned + 1) * LINE,
             adjust: Mutex::new(()),
         }
     }
@@ -178,16 +178,15 @@ impl Counters {
         self.line_at(SLOT.with(Cell::get))
     }
 
-    /// The own line at byte offset `off` from line 1 (a [`SLOT`]), if this service
-    /// has it. One comparison: `UNCLAIMED` and `NONE` lie past every service's own
-    /// lines, as do all offsets for a service without own lines.
+    /// The own line at byte offset `off` (a [`SLOT`]), if this service has it. One
+    /// comparison: a claimed offset is at least one line (line 0 is shared), and
+    /// `UNCLAIMED` and `NONE` lie past every service's lines.
     #[inline(always)]
     fn line_at(&self, off: usize) -> Option<OwnLine<'_>> {
-        if off < self.owned_bytes {
-            // SAFETY: `off` is a multiple of `LINE` (set by `claim_line`) below the
-            // bytes of the `lines.len() - 1` lines after line 0, so it is the
-            // offset of one of them from line 1.
-            let line = unsafe { &*self.lines.as_ptr().add(1).byte_add(off) };
+        if off < self.lines_bytes {
+            // SAFETY: `off` is a nonzero multiple of `LINE` (set by `claim_line`)
+            // below the bytes of `lines`, so it is the offset of an own line.
+            let line = unsafe { &*self.lines.as_ptr().byte_add(off) };
             Some(OwnLine(line))
         } else {
             None
