@@ -1060,6 +1060,39 @@ where
         Ok(true)
     }
 
+    /// The first poll off the swift lane: admission through every policy, then the
+    /// body made (or the call boxed as a [`CallFuture`] when live configuration
+    /// gave the service a timer). A function of its own, so the poll that the
+    /// attribute's `async fn` inlines stays small. `Err`: refused.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn start(
+        svc: &'a Service,
+        hooks: &'a Hooks<E>,
+        mut body: Pin<&mut Slot<LeanBody<'a, T, E, M, Fut>>>,
+        held: &mut Option<(Admitted<'a>, Option<Permit<'a>>)>,
+        make: M,
+    ) -> Result<(), E> {
+        let lean = match Self::admit(svc, hooks, held) {
+            Ok(lean) => lean,
+            Err(refused) => {
+                body.as_mut().pinned().set(LeanBody::Gone);
+                return Err(refused);
+            }
+        };
+        if lean {
+            body.as_mut().pinned().set(LeanBody::Run {
+                fut: OwnBody { fut: make() },
+            });
+        } else {
+            body.as_mut().pinned().set(LeanBody::Boxed {
+                fut: Box::pin(CallFuture::once(svc, hooks, make())),
+            });
+        }
+        Ok(())
+    }
+
     /// The body is done: recorded as a single attempt's outcome (its slot given
     /// back first).
     #[inline(always)]
@@ -1174,21 +1207,8 @@ where
                     SwiftAdmit::Off => {}
                 }
             }
-            let lean = match Self::admit(svc, hooks, this.held) {
-                Ok(lean) => lean,
-                Err(refused) => {
-                    this.body.as_mut().pinned().set(LeanBody::Gone);
-                    return Poll::Ready(Err(refused));
-                }
-            };
-            if lean {
-                this.body.as_mut().pinned().set(LeanBody::Run {
-                    fut: OwnBody { fut: make() },
-                });
-            } else {
-                this.body.as_mut().pinned().set(LeanBody::Boxed {
-                    fut: Box::pin(CallFuture::once(svc, hooks, make())),
-                });
+            if let Err(refused) = Self::start(svc, hooks, this.body.as_mut(), this.held, make) {
+                return Poll::Ready(Err(refused));
             }
         }
         match this.body.as_mut().pinned().project() {
