@@ -222,6 +222,20 @@ impl Write for Captured {
     }
 }
 
+/// Runs `f` under a subscriber that records every level; returns what it wrote.
+fn traced(f: impl FnOnce()) -> String {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = logs.0.lock().expect("not poisoned").clone();
+    String::from_utf8(text).expect("utf-8")
+}
+
 #[test]
 fn a_lane_success_is_traced_when_trace_is_on() {
     let p = Resilience::builder("sync.lane.traced")
@@ -232,17 +246,7 @@ fn a_lane_success_is_traced_when_trace_is_on() {
     // A first call on this thread outside the subscriber, so the traced one is a
     // lane call on a thread that has its counter line.
     assert_eq!(p.call_sync(|| Ok::<u8, E>(0)), Ok(0));
-    let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        assert_eq!(p.call_sync(|| Ok::<u8, E>(1)), Ok(1));
-    });
-    let text = String::from_utf8(logs.0.lock().expect("not poisoned").clone()).expect("utf-8");
+    let text = traced(|| assert_eq!(p.call_sync(|| Ok::<u8, E>(1)), Ok(1)));
     assert!(
         text.contains("call succeeded") && text.contains("sync.lane.traced"),
         "{text}"
@@ -266,17 +270,7 @@ fn an_async_lane_success_is_traced_when_trace_is_on() {
         }
     };
     assert_eq!(poll(&p, 0), Ok(0));
-    let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        assert_eq!(poll(&p, 1), Ok(1));
-    });
-    let text = String::from_utf8(logs.0.lock().expect("not poisoned").clone()).expect("utf-8");
+    let text = traced(|| assert_eq!(poll(&p, 1), Ok(1)));
     assert!(
         text.contains("call succeeded") && text.contains("async.lane.traced"),
         "{text}"
