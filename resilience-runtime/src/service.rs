@@ -1656,7 +1656,9 @@ impl<'a, E> Call<'a, E> {
     }
 
     /// [`Call::attempt_once_sync`] for the shapes other than the commonest: the
-    /// swift lane with a bulkhead or a rate limiter, or the other lanes.
+    /// swift lane with a bulkhead or a rate limiter, or the other lanes. Marked
+    /// cold so the commonest shape is laid out straight (a jump more for these).
+    #[cold]
     #[inline(never)]
     fn once_swift<T>(
         svc: &'a Service,
