@@ -906,35 +906,17 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
     let bars = lane_bars();
     // The common shape first, in one test: no bulkhead or limiter, no bar up.
     if bars | u8::from(!p.bare) == 0 {
-        return match p.breaker.as_deref() {
-            None => SwiftAdmit::In(
-                Lane {
-                    breaker: None,
-                    epoch: 0,
-                },
-                None,
-            ),
-            Some(b) => match b.closed_epoch_or_ctl() {
-                Ok(epoch) => SwiftAdmit::In(
-                    Lane {
-                        breaker: Some(b),
-                        epoch,
-                    },
-                    None,
-                ),
-                Err(ctl) => SwiftAdmit::NotClosed(b, ctl),
-            },
+        return match closed_lane(p) {
+            Ok(lane) => SwiftAdmit::In(lane, None),
+            Err((b, ctl)) => SwiftAdmit::NotClosed(b, ctl),
         };
     }
     if !p.lean || bars != 0 {
         return SwiftAdmit::Off;
     }
-    let (breaker, epoch) = match p.breaker.as_deref() {
-        None => (None, 0),
-        Some(b) => match b.closed_epoch_or_ctl() {
-            Ok(epoch) => (Some(b), epoch),
-            Err(ctl) => return SwiftAdmit::NotClosed(b, ctl),
-        },
+    let lane = match closed_lane(p) {
+        Ok(lane) => lane,
+        Err((b, ctl)) => return SwiftAdmit::NotClosed(b, ctl),
     };
     let permit = match p.bulkhead.as_deref() {
         None => None,
@@ -952,7 +934,26 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
             return SwiftAdmit::Off;
         }
     }
-    SwiftAdmit::In(Lane { breaker, epoch }, permit)
+    SwiftAdmit::In(lane, permit)
+}
+
+/// The lane of `p`'s breaker if it is closed (or of no breaker), else the
+/// breaker and its state word: one load.
+#[inline(always)]
+fn closed_lane(p: &Policies) -> Result<Lane<'_>, (&Breaker, u64)> {
+    match p.breaker.as_deref() {
+        None => Ok(Lane {
+            breaker: None,
+            epoch: 0,
+        }),
+        Some(b) => match b.closed_epoch_or_ctl() {
+            Ok(epoch) => Ok(Lane {
+                breaker: Some(b),
+                epoch,
+            }),
+            Err(ctl) => Err((b, ctl)),
+        },
+    }
 }
 
 /// Whether a first attempt may take the swift lane in its commonest shape: a
