@@ -70,9 +70,10 @@ pub(crate) struct Policies {
     /// Calls may take the lane (see [`Call::gate`]; sync ones the swift lane,
     /// [`Call::swift`]): attempts not timed, no `max_elapsed`.
     pub(crate) lean: bool,
-    /// `lean`, and no bulkhead and no rate limiter: the swift lane's admission is
-    /// the breaker's state word alone (see [`swift_admit`]).
-    pub(crate) bare: bool,
+    /// Zero when `lean` and there is no bulkhead and no rate limiter: the swift
+    /// lane's admission is the breaker's state word alone (see [`swift_admit`]).
+    /// Kept as "not bare" so the lane tests it with the global bars in one `or`.
+    pub(crate) not_bare: u8,
     /// A call needs no timer or clock: not timed, no timeout, no total timeout, no
     /// rate limiter (a bulkhead's wait is read from the bulkhead). See
     /// [`Service::once_lean`].
@@ -231,7 +232,7 @@ impl Policies {
     ) -> Self {
         let timed = timed(&config, extras);
         let lean = lean(&config, timed);
-        let bare = lean && bulkhead.is_none() && limiter.is_none();
+        let not_bare = u8::from(!(lean && bulkhead.is_none() && limiter.is_none()));
         Self {
             untimed: !timed
                 && config.timeout.is_none()
@@ -243,7 +244,7 @@ impl Policies {
             critical: extras.critical,
             timed,
             record_latency: extras.record_latency,
-            bare,
+            not_bare,
             lean,
             config,
         }
@@ -905,7 +906,7 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
     }
     let bars = lane_bars();
     // The common shape first, in one test: no bulkhead or limiter, no bar up.
-    if bars | u8::from(!p.bare) == 0 {
+    if bars | p.not_bare == 0 {
         return match closed_lane(p) {
             Ok(lane) => SwiftAdmit::In(lane, None),
             Err((b, ctl)) => SwiftAdmit::NotClosed(b, ctl),
@@ -961,7 +962,7 @@ fn closed_lane(p: &Policies) -> Result<Lane<'_>, (&Breaker, u64)> {
 /// bar up.
 #[inline(always)]
 fn bare_lane<E>(p: &Policies, hooks: &Hooks<E>) -> bool {
-    hooks.into_error.is_some() && lane_bars() | u8::from(!p.bare) == 0
+    hooks.into_error.is_some() && lane_bars() | p.not_bare == 0
 }
 
 /// Counts a swift-lane success (its slot given back, no waiter to wake) on
