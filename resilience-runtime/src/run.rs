@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -28,8 +28,20 @@ use crate::service::{
 type Acquire<'a> = Pin<Box<dyn Future<Output = Result<Permit<'a>, Full>> + Send + 'a>>;
 
 /// Where an attempt is.
+///
+/// A [`CallFuture`] keeps its body and its [`Rest`] without discriminants of their
+/// own ([`Held`]): its phase says what it holds. The first three phases are its
+/// alone, and only those hold no `Rest` ([`Phase::holds_rest`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 enum Phase {
+    /// A [`CallFuture`] not yet polled, its body not yet made: it holds nothing.
+    Fresh,
+    /// A [`CallFuture`] at its first poll, its body in place (or the one given
+    /// to [`CallFuture::once`]).
+    FreshBody,
+    /// A [`CallFuture`] that completed on the lane: its body slot is `None`.
+    Over,
     Start,
     /// The rate limiter granted a permit due later: `timer` sleeps until then.
     RateWait,
@@ -40,6 +52,22 @@ enum Phase {
     /// `timer` sleeps the backoff before the next attempt.
     Backoff,
     Done,
+}
+
+impl Phase {
+    /// Whether a [`CallFuture`] in this phase holds its [`Rest`] (every phase
+    /// after [`Phase::Over`], so one comparison).
+    #[inline(always)]
+    fn holds_rest(self) -> bool {
+        self as u8 > Phase::Over as u8
+    }
+
+    /// Whether a [`CallFuture`] in this phase is at its first poll (one
+    /// comparison).
+    #[inline(always)]
+    fn first_poll(self) -> bool {
+        (self as u8) < Phase::Over as u8
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -272,7 +300,7 @@ where
     if call.attempt != 0 {
         return LanePoll::Off;
     }
-    match swift_poll(&call.svc, call.p, call.hooks, body, phase, cx) {
+    match swift_poll(&call.svc, call.p, call.hooks, body, phase, Phase::Done, cx) {
         Swifted::Polled(polled) => {
             // The body ran: this was the first attempt.
             if let LanePoll::Done(_) | LanePoll::Left(..) = polled {
@@ -280,7 +308,23 @@ where
             }
             polled
         }
-        Swifted::Off(body) => gate_lane_poll(call, body, phase, cx),
+        Swifted::Off(body) => gate_lane_poll(call, body, phase, Phase::Done, cx),
+    }
+}
+
+/// A [`CallFuture`]'s body panicked at its first poll, before the future's
+/// phase said it holds the body (it says so only when the body did not complete
+/// there, to spare the common path a store): now it does, so the body is dropped
+/// with the future. Forgotten when the poll returns; its drop is inlined into the
+/// unwinding path, so it writes nothing on the common one.
+struct FreshGuard<'p>(&'p mut Phase);
+
+impl Drop for FreshGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if *self.0 == Phase::Fresh {
+            *self.0 = Phase::FreshBody;
+        }
     }
 }
 
@@ -304,6 +348,7 @@ fn swift_poll<'a, 'b, T, E, F>(
     hooks: &Hooks<E>,
     mut body: Pin<&'b mut Option<OwnBody<F>>>,
     phase: &mut Phase,
+    done: Phase,
     cx: &mut Context<'_>,
 ) -> Swifted<'a, 'b, T, E, F>
 where
@@ -331,14 +376,16 @@ where
         svc,
         epoch: lane.epoch,
     };
+    let held = FreshGuard(&mut *phase);
     let polled = fut.project().fut.poll(cx);
+    std::mem::forget(held);
     std::mem::forget(guard);
     let svc: &Service = svc;
     Swifted::Polled(match polled {
         Poll::Ready(Ok(v)) => {
             // The body goes first, then the slot is given back.
             body.set(None);
-            *phase = Phase::Done;
+            *phase = done;
             swift_succeeded(svc, lane, permit);
             LanePoll::Done(v)
         }
@@ -375,6 +422,7 @@ fn gate_lane_poll<'a, T, E, F>(
     call: &mut Call<'a, E>,
     mut body: Pin<&mut Option<OwnBody<F>>>,
     phase: &mut Phase,
+    done: Phase,
     cx: &mut Context<'_>,
 ) -> LanePoll<'a, T, E>
 where
@@ -408,7 +456,7 @@ where
             // The body goes first, then the slot is given back.
             body.set(None);
             drop(permit);
-            *phase = Phase::Done;
+            *phase = done;
             call.lane_success(lane);
             LanePoll::Done(v)
         }
@@ -564,6 +612,9 @@ where
                 return Poll::Ready(ControlFlow::Continue(()));
             }
             Phase::Done => panic!("`Attempt` polled after it completed"),
+            Phase::Fresh | Phase::FreshBody | Phase::Over => {
+                unreachable!("a `CallFuture`'s own phases are not an attempt's")
+            }
         }
     }
 }
@@ -629,13 +680,87 @@ pin_project_lite::pin_project! {
         svc: &'a Service,
         hooks: &'a Hooks<E>,
         f: F,
+        // Says what `body` and `rest` hold: a call through the lane writes no
+        // discriminant for either.
         phase: Phase,
+        // Declared before `rest`: a cancelled call drops its body first, then
+        // frees its slot and probe.
         #[pin]
-        body: Option<OwnBody<Fut>>,
+        body: Held<Option<OwnBody<Fut>>>,
         #[pin]
-        rest: RestSlot<'a, E>,
+        rest: Held<Rest<'a, E>>,
         _out: PhantomData<fn() -> T>,
     }
+
+    impl<'a, T, E, F, Fut> PinnedDrop for CallFuture<'a, T, E, F, Fut> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let phase = *this.phase;
+            if phase == Phase::Fresh {
+                return;
+            }
+            // SAFETY: past `Fresh` the body slot is in place (`None` once the
+            // body is gone), and `rest` is as `holds_rest` says; each is dropped
+            // once, here, in place.
+            unsafe {
+                let body = this.body.pinned();
+                if body.is_some() {
+                    drop_pinned(body);
+                }
+                if phase.holds_rest() {
+                    drop_pinned(this.rest.pinned());
+                }
+            }
+        }
+    }
+}
+
+/// A field of [`CallFuture`] that holds something or not as the future's
+/// [`Phase`] says, with no discriminant of its own to write.
+struct Held<T>(MaybeUninit<T>);
+
+impl<T> Held<T> {
+    #[inline(always)]
+    fn empty() -> Self {
+        Held(MaybeUninit::uninit())
+    }
+
+    #[inline(always)]
+    fn new(content: T) -> Self {
+        Held(MaybeUninit::new(content))
+    }
+
+    /// The content, pinned with its holder.
+    ///
+    /// # Safety
+    /// The content is in place.
+    #[inline(always)]
+    unsafe fn pinned(self: Pin<&mut Self>) -> Pin<&mut T> {
+        // SAFETY: in place (the caller's word), and pinned structurally: never
+        // moved out, dropped in place by `CallFuture`'s drop.
+        unsafe { self.map_unchecked_mut(|h| h.0.assume_init_mut()) }
+    }
+
+    /// Puts `content` in place, over nothing (what was there is not dropped).
+    #[inline(always)]
+    fn put(self: Pin<&mut Self>, content: T) -> Pin<&mut T> {
+        // SAFETY: written in place, never moved.
+        unsafe {
+            let h = self.get_unchecked_mut();
+            Pin::new_unchecked(h.0.write(content))
+        }
+    }
+}
+
+/// Drops pinned content in place (out of line: the drop glue of a body or a
+/// call's state is no part of a common path).
+///
+/// # Safety
+/// Called once; the content is not used again.
+#[inline(never)]
+unsafe fn drop_pinned<T>(content: Pin<&mut T>) {
+    // SAFETY: the caller's word; dropping in place keeps the pin's promise.
+    unsafe { std::ptr::drop_in_place(content.get_unchecked_mut()) }
 }
 
 /// A field of a call's future whose drop is inlined down to the test of whether it
@@ -703,9 +828,6 @@ fn drop_slot<T>(content: &mut ManuallyDrop<T>) {
     unsafe { ManuallyDrop::drop(content) }
 }
 
-/// Where a [`CallFuture`] keeps its [`Rest`] once the call leaves the lane.
-type RestSlot<'a, E> = Slot<Option<Rest<'a, E>>>;
-
 pin_project_lite::pin_project! {
     /// A [`CallFuture`] off the lane: the call, its total timeout and the attempt's state.
     #[project = RestProj]
@@ -763,9 +885,9 @@ where
             svc,
             hooks,
             f: OneAttempt,
-            phase: Phase::Start,
-            body: Some(OwnBody { fut: body }),
-            rest: Slot::new(None),
+            phase: Phase::FreshBody,
+            body: Held::new(Some(OwnBody { fut: body })),
+            rest: Held::empty(),
             _out: PhantomData,
         }
     }
@@ -782,9 +904,9 @@ where
             svc,
             hooks,
             f,
-            phase: Phase::Start,
-            body: None,
-            rest: Slot::new(None),
+            phase: Phase::Fresh,
+            body: Held::empty(),
+            rest: Held::empty(),
             _out: PhantomData,
         }
     }
@@ -800,12 +922,13 @@ where
         let this = self.as_mut().project();
         let (svc, hooks) = (*this.svc, *this.hooks);
         let mut call = Call::with(svc, p, hooks);
-        let mut body = this.body;
-        let left = match gate_lane_poll(&mut call, body.as_mut(), this.phase, cx) {
+        // SAFETY: the first poll put the body slot in place (`FreshBody`).
+        let mut body = unsafe { this.body.pinned() };
+        let left = match gate_lane_poll(&mut call, body.as_mut(), this.phase, Phase::Over, cx) {
             LanePoll::Done(v) => return Poll::Ready(Ok(v)),
             LanePoll::Refused(r) => {
                 body.set(None);
-                *this.phase = Phase::Done;
+                *this.phase = Phase::Over;
                 return Poll::Ready(Err(Call::refused(svc, hooks, r)));
             }
             LanePoll::Off => None,
@@ -834,12 +957,14 @@ where
             call.attempt = 1;
         }
         let total = this.svc.total_limit(this.hooks);
-        this.rest.pinned().set(Some(Rest {
+        this.rest.put(Rest {
             call,
             total,
             total_timer: None,
             slow: Slow::EMPTY,
-        }));
+        });
+        // Now the future holds its `Rest`.
+        *this.phase = Phase::Start;
         Self::poll_rest(self.project(), left, cx)
     }
 
@@ -852,14 +977,15 @@ where
         left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
-        let Some(rest) = this.rest.pinned().as_pin_mut() else {
+        if !this.phase.holds_rest() {
             panic!("`CallFuture` polled after it completed")
-        };
-        let rest = rest.project();
+        }
+        // SAFETY: a phase that holds the `Rest` is past `Fresh`, so both are in place.
+        let (rest, body) = unsafe { (this.rest.pinned().project(), this.body.pinned()) };
         let mut st = Steps {
             call: rest.call,
             phase: this.phase,
-            body: this.body,
+            body,
             s: rest.slow.project(),
         };
         let mut polled = match left {
@@ -930,30 +1056,44 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.rest.is_none() && self.phase == Phase::Start {
+        if self.phase.first_poll() {
             // The first poll: a fresh body through the swift lane.
             let this = self.as_mut().project();
             let (svc, hooks) = (*this.svc, *this.hooks);
             let p = svc.policies();
-            let mut body = this.body;
-            if body.is_none() {
-                if let Some(fresh) = this.f.next_body() {
-                    body.set(Some(OwnBody { fut: fresh }));
-                }
-            }
-            let left = match swift_poll(this.svc, p, hooks, body.as_mut(), this.phase, cx) {
+            let mut body = if *this.phase == Phase::Fresh {
+                // Still `Fresh` in memory: `swift_poll` says otherwise only on
+                // the ways that keep the body (see `FreshGuard`).
+                this.body.put(this.f.next_body().map(|fut| OwnBody { fut }))
+            } else {
+                // SAFETY: `FreshBody`: the body slot is in place.
+                unsafe { this.body.pinned() }
+            };
+            let left = match swift_poll(
+                this.svc,
+                p,
+                hooks,
+                body.as_mut(),
+                this.phase,
+                Phase::Over,
+                cx,
+            ) {
                 Swifted::Polled(LanePoll::Done(v)) => return Poll::Ready(Ok(v)),
                 Swifted::Polled(LanePoll::Refused(r)) => {
                     body.set(None);
-                    *this.phase = Phase::Done;
+                    *this.phase = Phase::Over;
                     return Poll::Ready(Err(Call::refused(svc, hooks, r)));
                 }
                 Swifted::Polled(LanePoll::Off) => None,
                 Swifted::Polled(LanePoll::Left(lane, permit, polled)) => {
                     Some((lane, permit, polled))
                 }
-                Swifted::Off(_) => return self.gate_lane(p, cx),
+                Swifted::Off(_) => {
+                    *this.phase = Phase::FreshBody;
+                    return self.gate_lane(p, cx);
+                }
             };
+            *this.phase = Phase::FreshBody;
             return self.settle(p, left, cx);
         }
         Self::poll_rest(self.project(), None, cx)

@@ -135,3 +135,137 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(
 ) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx))).await
 }
+
+/// A hand-written body that counts its drops, and panics when polled if told to.
+struct Counted {
+    drops: Arc<AtomicU32>,
+    panic: bool,
+}
+
+impl std::future::Future for Counted {
+    type Output = Result<u32, E>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if self.panic {
+            panic!("the body panics");
+        }
+        std::task::Poll::Ready(Ok(7))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, SeqCst);
+    }
+}
+
+fn poll_now<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+}
+
+#[test]
+fn a_call_dropped_before_its_first_poll_makes_no_body_and_holds_nothing() {
+    let p = Resilience::builder("call_future::never_polled")
+        .no_retry()
+        .max_concurrent(1)
+        .build()
+        .unwrap();
+    let (made, drops) = (AtomicU32::new(0), Arc::new(AtomicU32::new(0)));
+    let fut = p.call(|| {
+        made.fetch_add(1, SeqCst);
+        Counted {
+            drops: drops.clone(),
+            panic: false,
+        }
+    });
+    drop(fut);
+    assert_eq!(
+        made.load(SeqCst),
+        0,
+        "no body is made before the first poll"
+    );
+    assert_eq!(drops.load(SeqCst), 0);
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    assert_eq!(p.service().status().calls, 0);
+}
+
+#[test]
+fn a_body_completed_at_its_first_poll_is_dropped_once_before_the_future_is() {
+    let p = Resilience::builder("call_future::dropped_once")
+        .no_retry()
+        .max_concurrent(1)
+        .build()
+        .unwrap();
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut fut = Box::pin(p.call(|| Counted {
+        drops: drops.clone(),
+        panic: false,
+    }));
+    assert!(matches!(
+        poll_now(fut.as_mut()),
+        std::task::Poll::Ready(Ok(7))
+    ));
+    assert_eq!(
+        drops.load(SeqCst),
+        1,
+        "the body goes as soon as it completes"
+    );
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    drop(fut);
+    assert_eq!(
+        drops.load(SeqCst),
+        1,
+        "and is not dropped again with the future"
+    );
+}
+
+#[test]
+fn a_body_panicking_at_its_first_poll_is_dropped_with_the_future() {
+    let p = Resilience::builder("call_future::first_poll_panic")
+        .no_retry()
+        .max_concurrent(1)
+        .build()
+        .unwrap();
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut fut = Box::pin(p.call(|| Counted {
+        drops: drops.clone(),
+        panic: true,
+    }));
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
+    assert!(polled.is_err(), "the body's panic reaches the caller");
+    assert_eq!(drops.load(SeqCst), 0, "the future still holds the body");
+    assert_eq!(p.service().status().failures, 1, "the panic is one failure");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    drop(fut);
+    assert_eq!(drops.load(SeqCst), 1, "dropped with the future, not leaked");
+}
+
+#[test]
+fn a_call_polled_again_after_it_completed_panics_and_records_nothing() {
+    let p = Resilience::builder("call_future::polled_again")
+        .no_retry()
+        .build()
+        .unwrap();
+    let made = AtomicU32::new(0);
+    let mut fut = Box::pin(p.call(|| {
+        made.fetch_add(1, SeqCst);
+        async { Ok::<u32, E>(1) }
+    }));
+    assert!(matches!(
+        poll_now(fut.as_mut()),
+        std::task::Poll::Ready(Ok(1))
+    ));
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
+    let msg = again.expect_err("a second poll after completion panics");
+    let msg = msg
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| msg.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(msg.contains("polled after it completed"), "{msg}");
+    assert_eq!(made.load(SeqCst), 1, "no second body");
+    let st = p.service().status();
+    assert_eq!((st.calls, st.successes, st.failures), (1, 1, 0));
+}
