@@ -297,10 +297,13 @@ fn lane_poll<'a, T, E, F>(
 where
     F: Future<Output = Result<T, E>>,
 {
-    if call.attempt != 0 {
+    // The body first: a slot or permit taken for a call that cannot run would be
+    // spent for nothing.
+    if call.attempt != 0 || body.is_none() {
         return LanePoll::Off;
     }
-    match swift_poll(&call.svc, call.p, call.hooks, body, phase, Phase::Done, cx) {
+    // SAFETY: the body is there (checked above).
+    match unsafe { swift_poll(&call.svc, call.p, call.hooks, body, phase, Phase::Done, cx) } {
         Swifted::Polled(polled) => {
             // The body ran: this was the first attempt.
             if let LanePoll::Done(_) | LanePoll::Left(..) = polled {
@@ -341,8 +344,12 @@ enum Swifted<'a, 'b, T, E, F> {
 /// this thread's own counter line ([`swift_count`]), without the attempt's
 /// [`Slow`] state. It takes the call's parts, so the caller builds nothing in
 /// memory for it.
+///
+/// # Safety
+/// `body` holds a body: the caller checks, before it loads anything that orders
+/// memory (the policies), so the test is not made again after it.
 #[inline(always)]
-fn swift_poll<'a, 'b, T, E, F>(
+unsafe fn swift_poll<'a, 'b, T, E, F>(
     svc: &&'a Service,
     p: &'a Policies,
     hooks: &Hooks<E>,
@@ -354,11 +361,6 @@ fn swift_poll<'a, 'b, T, E, F>(
 where
     F: Future<Output = Result<T, E>>,
 {
-    // The body first: a slot or permit taken for a call that cannot run would be
-    // spent for nothing.
-    if body.is_none() {
-        return Swifted::Polled(LanePoll::Off);
-    }
     let (lane, permit) = match swift_admit(p, hooks) {
         SwiftAdmit::In(lane, permit) => (lane, permit),
         SwiftAdmit::NotClosed(b, ctl) => {
@@ -369,9 +371,8 @@ where
         }
         SwiftAdmit::Off => return Swifted::Off(body),
     };
-    let Some(fut) = body.as_mut().as_pin_mut() else {
-        unreachable!("the body was checked above")
-    };
+    // SAFETY: the caller's word; nothing here has touched the slot.
+    let fut = unsafe { body.as_mut().as_pin_mut().unwrap_unchecked() };
     let guard = PollGuard {
         svc,
         epoch: lane.epoch,
@@ -1060,7 +1061,6 @@ where
             // The first poll: a fresh body through the swift lane.
             let this = self.as_mut().project();
             let (svc, hooks) = (*this.svc, *this.hooks);
-            let p = svc.policies();
             let mut body = if *this.phase == Phase::Fresh {
                 // Still `Fresh` in memory: `swift_poll` says otherwise only on
                 // the ways that keep the body (see `FreshGuard`).
@@ -1069,15 +1069,28 @@ where
                 // SAFETY: `FreshBody`: the body slot is in place.
                 unsafe { this.body.pinned() }
             };
-            let left = match swift_poll(
-                this.svc,
-                p,
-                hooks,
-                body.as_mut(),
-                this.phase,
-                Phase::Over,
-                cx,
-            ) {
+            // The body first: a slot or permit taken for a call that cannot run
+            // would be spent for nothing. Tested before the policies are loaded
+            // (an ordered load), so the compiler knows the answer from above.
+            if body.is_none() {
+                *this.phase = Phase::FreshBody;
+                let p = svc.policies();
+                return self.settle(p, None, cx);
+            }
+            let p = svc.policies();
+            // SAFETY: the body is there (checked above).
+            let swifted = unsafe {
+                swift_poll(
+                    this.svc,
+                    p,
+                    hooks,
+                    body.as_mut(),
+                    this.phase,
+                    Phase::Over,
+                    cx,
+                )
+            };
+            let left = match swifted {
                 Swifted::Polled(LanePoll::Done(v)) => return Poll::Ready(Ok(v)),
                 Swifted::Polled(LanePoll::Refused(r)) => {
                     body.set(None);
