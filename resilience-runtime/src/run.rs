@@ -40,7 +40,8 @@ enum Phase {
     /// A [`CallFuture`] at its first poll, its body in place (or the one given
     /// to [`CallFuture::once`]).
     FreshBody,
-    /// A [`CallFuture`] that completed on the lane: its body slot is `None`.
+    /// A [`CallFuture`] that completed on the lane: its body slot holds nothing
+    /// to drop (the body was dropped in place, or the slot is `None`).
     Over,
     Start,
     /// The rate limiter granted a permit due later: `timer` sleeps until then.
@@ -378,15 +379,26 @@ where
         epoch: lane.epoch,
     };
     let held = FreshGuard(&mut *phase);
-    let polled = fut.project().fut.poll(cx);
+    let mut fut = fut;
+    let polled = fut.as_mut().project().fut.poll(cx);
     std::mem::forget(held);
     std::mem::forget(guard);
     let svc: &Service = svc;
     Swifted::Polled(match polled {
         Poll::Ready(Ok(v)) => {
             // The body goes first, then the slot is given back.
-            body.set(None);
-            *phase = done;
+            if done == Phase::Over {
+                // A `CallFuture`, whose `Over` says its body slot holds nothing
+                // to drop: the body is dropped in place and nothing written over
+                // it. The phase first, so a body whose drop panics is not
+                // dropped again with the future.
+                *phase = done;
+                // SAFETY: the body is not used again (`Over`); dropped in place.
+                unsafe { std::ptr::drop_in_place(fut.get_unchecked_mut()) };
+            } else {
+                body.set(None);
+                *phase = done;
+            }
             swift_succeeded(svc, lane, permit);
             LanePoll::Done(v)
         }
@@ -697,7 +709,9 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let phase = *this.phase;
-            if phase == Phase::Fresh {
+            if phase == Phase::Over || phase == Phase::Fresh {
+                // Nothing to drop: no body made yet, or a call done on the lane,
+                // whose body was dropped there (or its slot is `None`).
                 return;
             }
             // SAFETY: past `Fresh` the body slot is in place (`None` once the
