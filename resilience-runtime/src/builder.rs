@@ -10,7 +10,7 @@ use crate::config::{Backoff, Jitter, Rate, Spec, Strategy};
 use crate::error::ConfigError;
 use crate::registry::registry;
 use crate::retry::thread_random;
-use crate::service::{CallFuture, Hooks, Service};
+use crate::service::{CallFuture, DefaultHooks, Hooks, Service};
 use crate::ResilienceError;
 
 /// Entry point of the builder.
@@ -187,13 +187,15 @@ impl Policy {
 
     /// Runs `f` (once per attempt) under the policies. Errors convert from
     /// [`ResilienceError`] for rejections and timeouts.
-    pub fn call<T, E, F, Fut>(&self, f: F) -> CallFuture<'_, T, E, F, Fut>
+    pub fn call<T, E, F, Fut>(&self, f: F) -> CallFuture<'_, T, E, F, Fut, DefaultHooks<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
-        self.call_with(&const { Hooks::DEFAULT }, f)
+        // The default hooks are known from the type: the future keeps no word
+        // for them.
+        CallFuture::new(&self.service, DefaultHooks::NEW, f)
     }
 
     /// [`Policy::call`] with custom error classification.

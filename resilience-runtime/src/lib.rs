@@ -100,7 +100,8 @@ pub use registry::{
 };
 pub use retry::{backoff_delay, retry_delay, thread_random};
 pub use service::{
-    Bodies, Call, CallFuture, Hooks, LeanFuture, OneAttempt, Service, ServiceSnapshot,
+    Bodies, Call, CallFuture, CallHooks, DefaultHooks, Hooks, LeanFuture, OneAttempt, Service,
+    ServiceSnapshot,
 };
 pub use status::{breaker, reset_all, status, statuses, BreakerHandle, ServiceStatus};
 

@@ -410,8 +410,11 @@ where
 /// and the success counted ([`swift_count`], or [`swift_success_rest`]).
 #[inline(always)]
 fn swift_succeeded(svc: &Service, lane: Lane<'_>, permit: Option<Permit<'_>>) {
+    // Whether the breaker's window would take the success, read before the slot
+    // is given back: a load after the release's locked instruction waits for it.
+    let quiet = lane.reads.success_changes_nothing();
     let wake = permit.and_then(Permit::release_quiet);
-    if wake.is_some() || !swift_count(svc, lane.breaker) {
+    if wake.is_some() || !swift_count(svc, quiet) {
         swift_success_rest(svc, wake, lane);
     }
 }
@@ -689,9 +692,10 @@ pin_project_lite::pin_project! {
     /// only when the call leaves the lane.
     #[project = CallProj]
     #[must_use = "futures do nothing unless polled"]
-    pub struct CallFuture<'a, T, E, F, Fut> {
+    pub struct CallFuture<'a, T, E, F, Fut, H = &'a Hooks<E>> {
         svc: &'a Service,
-        hooks: &'a Hooks<E>,
+        // Nothing for `Policy::call`'s default hooks (`DefaultHooks`).
+        hooks: H,
         f: F,
         // Says what `body` and `rest` hold: a call through the lane writes no
         // discriminant for either.
@@ -705,7 +709,7 @@ pin_project_lite::pin_project! {
         _out: PhantomData<fn() -> T>,
     }
 
-    impl<'a, T, E, F, Fut> PinnedDrop for CallFuture<'a, T, E, F, Fut> {
+    impl<'a, T, E, F, Fut, H> PinnedDrop for CallFuture<'a, T, E, F, Fut, H> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let phase = *this.phase;
@@ -727,6 +731,50 @@ pin_project_lite::pin_project! {
                 }
             }
         }
+    }
+}
+
+/// Where a [`CallFuture`] finds its call's hooks: a reference to them, or
+/// [`DefaultHooks`], which the future holds no word for.
+pub trait CallHooks<'a, E>: Copy {
+    /// The hooks.
+    fn get(self) -> &'a Hooks<E>;
+}
+
+impl<'a, E> CallHooks<'a, E> for &'a Hooks<E> {
+    #[inline(always)]
+    fn get(self) -> &'a Hooks<E> {
+        self
+    }
+}
+
+/// [`Hooks::DEFAULT`], known from the type: what [`Policy::call`](crate::Policy::call)'s
+/// future uses, so that it keeps no pointer to them.
+pub struct DefaultHooks<E>(PhantomData<fn() -> E>);
+
+impl<E> DefaultHooks<E> {
+    /// The default hooks.
+    pub const NEW: Self = DefaultHooks(PhantomData);
+}
+
+impl<E> Clone for DefaultHooks<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for DefaultHooks<E> {}
+
+impl<E> std::fmt::Debug for DefaultHooks<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DefaultHooks")
+    }
+}
+
+impl<'a, E: From<crate::ResilienceError>> CallHooks<'a, E> for DefaultHooks<E> {
+    #[inline(always)]
+    fn get(self) -> &'a Hooks<E> {
+        &const { Hooks::DEFAULT }
     }
 }
 
@@ -908,13 +956,14 @@ where
     }
 }
 
-impl<'a, T, E, F, Fut> CallFuture<'a, T, E, F, Fut>
+impl<'a, T, E, F, Fut, H> CallFuture<'a, T, E, F, Fut, H>
 where
     F: Bodies<Fut>,
     Fut: Future<Output = Result<T, E>>,
+    H: CallHooks<'a, E>,
 {
     #[inline]
-    pub(crate) fn new(svc: &'a Service, hooks: &'a Hooks<E>, f: F) -> Self {
+    pub(crate) fn new(svc: &'a Service, hooks: H, f: F) -> Self {
         Self {
             svc,
             hooks,
@@ -935,7 +984,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
         let this = self.as_mut().project();
-        let (svc, hooks) = (*this.svc, *this.hooks);
+        let (svc, hooks) = (*this.svc, this.hooks.get());
         let mut call = Call::with(svc, p, hooks);
         // SAFETY: the first poll put the body slot in place (`FreshBody`).
         let mut body = unsafe { this.body.pinned() };
@@ -964,14 +1013,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
         let this = self.as_mut().project();
-        let mut call = Call::with(this.svc, p, this.hooks);
+        let hooks = this.hooks.get();
+        let mut call = Call::with(this.svc, p, hooks);
         if F::SINGLE {
             call = call.single_attempt();
         }
         if left.is_some() {
             call.attempt = 1;
         }
-        let total = this.svc.total_limit(this.hooks);
+        let total = this.svc.total_limit(hooks);
         this.rest.put(Rest {
             call,
             total,
@@ -988,7 +1038,7 @@ where
     #[inline(never)]
     #[allow(clippy::type_complexity)]
     fn poll_rest(
-        this: CallProj<'_, 'a, T, E, F, Fut>,
+        this: CallProj<'_, 'a, T, E, F, Fut, H>,
         left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
@@ -1062,10 +1112,11 @@ impl SlowProj<'_, '_> {
     }
 }
 
-impl<T, E, F, Fut> Future for CallFuture<'_, T, E, F, Fut>
+impl<'a, T, E, F, Fut, H> Future for CallFuture<'a, T, E, F, Fut, H>
 where
     F: Bodies<Fut>,
     Fut: Future<Output = Result<T, E>>,
+    H: CallHooks<'a, E>,
 {
     type Output = Result<T, E>;
 
@@ -1074,7 +1125,7 @@ where
         if self.phase.first_poll() {
             // The first poll: a fresh body through the swift lane.
             let this = self.as_mut().project();
-            let (svc, hooks) = (*this.svc, *this.hooks);
+            let (svc, hooks) = (*this.svc, this.hooks.get());
             let mut body = if *this.phase == Phase::Fresh {
                 // Still `Fresh` in memory: `swift_poll` says otherwise only on
                 // the ways that keep the body (see `FreshGuard`).
