@@ -410,11 +410,8 @@ where
 /// and the success counted ([`swift_count`], or [`swift_success_rest`]).
 #[inline(always)]
 fn swift_succeeded(svc: &Service, lane: Lane<'_>, permit: Option<Permit<'_>>) {
-    // Whether the breaker's window would take the success, read before the slot
-    // is given back: a load after the release's locked instruction waits for it.
-    let quiet = lane.reads.success_changes_nothing();
     let wake = permit.and_then(Permit::release_quiet);
-    if wake.is_some() || !swift_count(svc, quiet) {
+    if wake.is_some() || !swift_count(svc, lane.breaker) {
         swift_success_rest(svc, wake, lane);
     }
 }

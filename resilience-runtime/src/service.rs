@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::breaker::{
-    epoch_of, no_breaker, Admission, Breaker, BreakerSnapshot, CircuitState, Outcome, Rejected,
+    epoch_of, Admission, Breaker, BreakerSnapshot, CircuitState, Outcome, Rejected,
 };
 use crate::bulkhead::{Bulkhead, Permit};
 use crate::clock::{self, Instant};
@@ -80,27 +80,6 @@ pub(crate) struct Policies {
     /// rate limiter (a bulkhead's wait is read from the bulkhead). See
     /// [`Service::once_lean`].
     pub(crate) untimed: bool,
-    /// The breaker the lanes read: `breaker`'s, or [`no_breaker`] (see
-    /// [`Policies::lane_breaker`]).
-    lane_breaker: LaneBreaker,
-}
-
-/// Where [`Policies::lane_breaker`] points: into the policies' own breaker, or at
-/// the static [`no_breaker`].
-#[derive(Clone, Copy)]
-struct LaneBreaker(std::ptr::NonNull<Breaker>);
-
-// SAFETY: a shared reference to a `Breaker` (which is `Sync`) in all but name.
-unsafe impl Send for LaneBreaker {}
-// SAFETY: as above.
-unsafe impl Sync for LaneBreaker {}
-
-impl LaneBreaker {
-    fn of(breaker: Option<&Arc<Breaker>>) -> Self {
-        Self(std::ptr::NonNull::from(
-            breaker.map_or(no_breaker(), |b| &**b),
-        ))
-    }
 }
 
 /// Conditions that close the swift lane, one bit each, so a lane call reads one
@@ -202,23 +181,6 @@ fn timed(config: &PolicyConfig, extras: Extras) -> bool {
 }
 
 impl Policies {
-    /// The breaker the lanes read: this service's, or, when it has none,
-    /// [`no_breaker`] (always closed, its window quiet), so a lane reads the
-    /// state word and the window word without a test for "no breaker" first.
-    /// Anything recorded goes through [`Lane::breaker`] or `breaker`.
-    #[inline(always)]
-    pub(crate) fn lane_breaker(&self) -> &Breaker {
-        // SAFETY: points into `self.breaker`'s allocation, which `self` keeps
-        // alive and which `set_breaker` repoints it with, or at a static.
-        unsafe { self.lane_breaker.0.as_ref() }
-    }
-
-    /// Replaces the breaker, and what the lanes read with it.
-    fn set_breaker(&mut self, breaker: Arc<Breaker>) {
-        self.lane_breaker = LaneBreaker::of(Some(&breaker));
-        self.breaker = Some(breaker);
-    }
-
     fn new(name: &ServiceName, config: PolicyConfig, extras: Extras) -> Self {
         Self::assemble(
             config,
@@ -274,7 +236,6 @@ impl Policies {
         let lean = lean(&config, timed);
         let not_bare = u8::from(!(lean && bulkhead.is_none() && limiter.is_none()));
         Self {
-            lane_breaker: LaneBreaker::of(breaker.as_ref()),
             untimed: !timed
                 && config.timeout.is_none()
                 && config.total_timeout.is_none()
@@ -500,7 +461,7 @@ impl Service {
                 let state = fresh.state();
                 old.retire();
                 let mut next = cur.succeed(&self.name, cur.config, cur.extras());
-                next.set_breaker(Arc::new(fresh));
+                next.breaker = Some(Arc::new(fresh));
                 self.install(next, &mut retired);
                 tracing::info!(service = %self.name, ?state, "breaker state restored");
             }
@@ -762,8 +723,14 @@ impl<'a> Admitted<'a> {
     #[inline(always)]
     pub(crate) fn as_lane(&self) -> Option<Lane<'a>> {
         match (self.breaker, self.adm) {
-            (None, _) => Some(Lane::of(None, 0)),
-            (Some(b), Some(adm)) => adm.closed_epoch().map(|epoch| Lane::of(Some(b), epoch)),
+            (None, _) => Some(Lane {
+                breaker: None,
+                epoch: 0,
+            }),
+            (Some(b), Some(adm)) => adm.closed_epoch().map(|epoch| Lane {
+                breaker: Some(b),
+                epoch,
+            }),
             (Some(_), None) => None,
         }
     }
@@ -801,36 +768,18 @@ impl Drop for Admitted<'_> {
 /// before the body but an uncontended bulkhead.
 #[derive(Clone, Copy)]
 pub(crate) struct Lane<'a> {
-    /// The breaker the lane read: the service's, or [`no_breaker`].
-    pub(crate) reads: &'a Breaker,
+    pub(crate) breaker: Option<&'a Breaker>,
     pub(crate) epoch: u32,
 }
 
 impl<'a> Lane<'a> {
-    /// The lane of a call admitted by `breaker` in `epoch`, or of one with no
-    /// breaker.
-    #[inline(always)]
-    pub(crate) fn of(breaker: Option<&'a Breaker>, epoch: u32) -> Self {
-        Lane {
-            reads: breaker.unwrap_or(no_breaker()),
-            epoch,
-        }
-    }
-
-    /// The breaker that admitted the call, if the service has one.
-    #[inline(always)]
-    pub(crate) fn breaker(self) -> Option<&'a Breaker> {
-        (!std::ptr::eq(self.reads, no_breaker())).then_some(self.reads)
-    }
-
     /// The admission of a lane call, for the paths that record it as any other.
     #[inline]
     pub(crate) fn admitted(self, svc: &'a Service) -> Admitted<'a> {
-        let breaker = self.breaker();
         Admitted {
             svc,
-            breaker,
-            adm: breaker.map(|_| Admission::closed(self.epoch)),
+            breaker: self.breaker,
+            adm: self.breaker.map(|_| Admission::closed(self.epoch)),
         }
     }
 }
@@ -856,7 +805,7 @@ impl Drop for LaneGuard<'_> {
         if std::thread::panicking() {
             let lane = self.lane;
             self.svc
-                .body_panicked(lane.breaker().map(|b| (b, Admission::closed(lane.epoch))));
+                .body_panicked(lane.breaker.map(|b| (b, Admission::closed(lane.epoch))));
         }
     }
 }
@@ -866,20 +815,15 @@ impl Drop for LaneGuard<'_> {
 /// the body panics.
 struct WordGuard<'a> {
     svc: &'a Service,
-    /// The breaker the lane read (see [`Lane::reads`]).
-    reads: &'a Breaker,
+    breaker: Option<&'a Breaker>,
     ctl: u64,
 }
 
 impl Drop for WordGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let lane = Lane {
-                reads: self.reads,
-                epoch: epoch_of(self.ctl),
-            };
-            self.svc
-                .body_panicked(lane.breaker().map(|b| (b, Admission::closed(lane.epoch))));
+            let adm = Admission::closed(epoch_of(self.ctl));
+            self.svc.body_panicked(self.breaker.map(|b| (b, adm)));
         }
     }
 }
@@ -1000,11 +944,18 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
 /// breaker and its state word: one load.
 #[inline(always)]
 fn closed_lane(p: &Policies) -> Result<Lane<'_>, (&Breaker, u64)> {
-    // No test for "no breaker": the lane breaker is then one always closed.
-    let b = p.lane_breaker();
-    match b.closed_epoch_or_ctl() {
-        Ok(epoch) => Ok(Lane { reads: b, epoch }),
-        Err(ctl) => Err((b, ctl)),
+    match p.breaker.as_deref() {
+        None => Ok(Lane {
+            breaker: None,
+            epoch: 0,
+        }),
+        Some(b) => match b.closed_epoch_or_ctl() {
+            Ok(epoch) => Ok(Lane {
+                breaker: Some(b),
+                epoch,
+            }),
+            Err(ctl) => Err((b, ctl)),
+        },
     }
 }
 
@@ -1020,15 +971,17 @@ fn bare_lane<E>(p: &Policies, hooks: &Hooks<E>) -> bool {
 /// this thread's own counter line when nothing else is due for it. `false`:
 /// something is (a first count on this thread, a success the breaker's window must
 /// record, the `metrics` feature's event), and the caller counts it as
-/// [`Call::lane_success`] does. `quiet`: the lane's breaker says a success
-/// changes nothing in its window ([`Breaker::success_changes_nothing`]).
-/// (`tracing` at `TRACE` closes the lane at admission: [`BAR_TRACE`].)
+/// [`Call::lane_success`] does. (`tracing` at `TRACE` closes the lane at
+/// admission: [`BAR_TRACE`].)
 #[inline(always)]
-pub(crate) fn swift_count(svc: &Service, quiet: bool) -> bool {
+pub(crate) fn swift_count(svc: &Service, breaker: Option<&Breaker>) -> bool {
     // With the `metrics` feature every success is also a metrics event,
     // counted where `Call::lane_success` emits it.
     match svc.counters.own_line() {
-        Some(line) if quiet && !cfg!(feature = "metrics") => {
+        Some(line)
+            if breaker.is_none_or(Breaker::success_changes_nothing)
+                && !cfg!(feature = "metrics") =>
+        {
             line.add(Counter::Successes);
             true
         }
@@ -1292,10 +1245,16 @@ impl<'a, E> Call<'a, E> {
             return Gate::Full;
         }
         match self.p.breaker.as_deref() {
-            None if self.p.lean => Gate::Lane(Lane::of(None, 0)),
+            None if self.p.lean => Gate::Lane(Lane {
+                breaker: None,
+                epoch: 0,
+            }),
             None => Gate::Full,
             Some(b) => match b.closed_epoch() {
-                Some(epoch) if self.p.lean => Gate::Lane(Lane::of(Some(b), epoch)),
+                Some(epoch) if self.p.lean => Gate::Lane(Lane {
+                    breaker: Some(b),
+                    epoch,
+                }),
                 Some(_) => Gate::Full,
                 None => match b.refusal() {
                     Some(r) => Gate::Refused(r),
@@ -1343,7 +1302,7 @@ impl<'a, E> Call<'a, E> {
         svc.counters.add(Counter::Successes);
         tracing::trace!(service = %svc.name, "call succeeded");
         svc.emit(EventKind::Succeeded { latency: None });
-        if let Some(b) = lane.breaker() {
+        if let Some(b) = lane.breaker {
             b.closed_success(lane.epoch);
         }
     }
@@ -1446,11 +1405,9 @@ impl<'a, E> Call<'a, E> {
         let guard = LaneGuard { svc, lane };
         let result = body();
         std::mem::forget(guard);
-        // Read before the slot is given back (see `swift_succeeded`).
-        let quiet = lane.reads.success_changes_nothing();
         let wake = permit.and_then(Permit::release_quiet);
         if let (Ok(_), None) = (&result, wake) {
-            if swift_count(svc, quiet) {
+            if swift_count(svc, lane.breaker) {
                 if let Ok(v) = result {
                     return Swift::Done(v);
                 }
@@ -1474,7 +1431,7 @@ impl<'a, E> Call<'a, E> {
             }
         }
         let lane = Lane {
-            reads: self.p.lane_breaker(),
+            breaker: self.p.breaker.as_deref(),
             epoch: ran.epoch,
         };
         match ran.result {
@@ -1677,16 +1634,17 @@ impl<'a, E> Call<'a, E> {
         }
         // The breaker's state word as read: its epoch is taken from it only on the
         // ways that need it.
-        // (No test for "no breaker": see `Policies::lane_breaker`.)
-        let reads = p.lane_breaker();
-        let ctl = match reads.closed_ctl() {
-            Ok(ctl) => ctl,
-            Err(ctl) => return Self::once_not_closed(svc, p, hooks, body, reads, ctl),
+        let (breaker, ctl) = match p.breaker.as_deref() {
+            None => (None, 0),
+            Some(b) => match b.closed_ctl() {
+                Ok(ctl) => (Some(b), ctl),
+                Err(ctl) => return Self::once_not_closed(svc, p, hooks, body, b, ctl),
+            },
         };
-        let guard = WordGuard { svc, reads, ctl };
+        let guard = WordGuard { svc, breaker, ctl };
         let result = body();
         std::mem::forget(guard);
-        if result.is_ok() && swift_count(svc, reads.success_changes_nothing()) {
+        if result.is_ok() && swift_count(svc, breaker) {
             return result;
         }
         Self::once_after_swift(
@@ -1877,47 +1835,6 @@ mod swift_tests {
         fn from(_: ResilienceError) -> Self {
             E
         }
-    }
-
-    /// Services without a breaker read one shared stand-in on the lanes
-    /// (`no_breaker`): failures, a panicking body and live reconfiguration of
-    /// such services must leave it closed in epoch 0 with a quiet window, or
-    /// every breakerless service would see its state.
-    #[test]
-    fn calls_without_a_breaker_leave_the_shared_stand_in_untouched() {
-        let stand_in = crate::breaker::no_breaker();
-        let p = Resilience::builder("swift.no_breaker")
-            .no_retry()
-            .no_circuit_breaker()
-            .max_concurrent(2)
-            .build()
-            .expect("valid policy");
-        for _ in 0..10 {
-            assert_eq!(p.call_sync(|| Err::<u32, E>(E)), Err(E));
-        }
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            p.call_sync(|| -> Result<u32, E> { panic!("the body panics") })
-        }));
-        assert!(panicked.is_err());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        for _ in 0..10 {
-            assert_eq!(rt.block_on(p.call(|| async { Err::<u32, E>(E) })), Err(E));
-        }
-        assert_eq!(stand_in.state(), crate::CircuitState::Closed);
-        assert_eq!(stand_in.closed_epoch(), Some(0));
-        assert!(stand_in.success_changes_nothing());
-        assert!(crate::breaker("swift.no_breaker").is_none());
-        // Another breakerless service still takes its lane and counts.
-        let q = Resilience::builder("swift.no_breaker.other")
-            .no_retry()
-            .no_circuit_breaker()
-            .build()
-            .expect("valid policy");
-        assert_eq!(q.call_sync(|| Ok::<u32, E>(1)), Ok(1));
-        assert_eq!(status("swift.no_breaker.other").unwrap().successes, 1);
-        assert_eq!(status("swift.no_breaker").unwrap().failures, 21);
     }
 
     /// A swift-lane call gives its slot back without waking anyone on its fast

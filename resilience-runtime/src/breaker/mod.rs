@@ -174,31 +174,6 @@ pub struct BreakerSnapshot {
     pub window: WindowSnapshot,
 }
 
-/// The breaker the lanes read for a service that has none: closed in epoch 0, its
-/// window quiet, for good, since nothing records on it (a lane hands its breaker to
-/// the rest of the runtime through [`Lane::breaker`](crate::service::Lane::breaker),
-/// which leaves this one out). It spares the lanes a test for "no breaker" before
-/// each read of the state word and of the window.
-pub(crate) fn no_breaker() -> &'static Breaker {
-    static NONE: std::sync::LazyLock<Breaker> = std::sync::LazyLock::new(|| {
-        Breaker::new(
-            "".into(),
-            BreakerConfig {
-                mode: crate::config::BreakerMode::Consecutive {
-                    failure_threshold: 1,
-                },
-                slow_call: None,
-                slow_call_rate: 1.0,
-                cooldown: Duration::from_secs(1),
-                cooldown_max: None,
-                half_open_calls: 1,
-                success_threshold: 1,
-            },
-        )
-    });
-    &NONE
-}
-
 impl Breaker {
     pub(crate) fn new(service: ServiceName, config: BreakerConfig) -> Self {
         Self {
