@@ -470,17 +470,17 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
             }
         }
     } else if retries {
+        // Every attempt through one call taken by value (`retry_sync`): a first
+        // attempt that succeeds keeps the call's state in registers, and the
+        // function needs no stack frame for it. Each attempt makes its own copies of
+        // the arguments, then runs the body.
         quote_spanned! {mixed=>
             {
                 #(#scope)*
-                let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
-                loop {
+                __resilience_svc.call(__resilience_hooks).retry_sync::<#ok_ty>(|| {
                     #(#per_attempt)*
-                    match __resilience_call.attempt_sync::<#ok_ty>(move || #body) {
-                        #p::ControlFlow::Break(__resilience_result) => break __resilience_result,
-                        #p::ControlFlow::Continue(()) => {}
-                    }
-                }
+                    #p::attempt_body(move || #body)
+                })
             }
         }
     } else {

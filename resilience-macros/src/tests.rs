@@ -772,6 +772,6 @@ fn impl_trait_in_the_return_type_is_inferred() {
     );
     let (errors, out) = run(AttrKind::WithRetry, quote!(), item);
     assert!(errors.is_empty(), "{errors:#?}");
-    assert!(out.contains("attempt_sync :: < _ >"), "{out}");
+    assert!(out.contains("retry_sync :: < _ >"), "{out}");
     assert!(!out.contains("impl Display as"), "{out}");
 }

@@ -70,6 +70,14 @@ impl<T: Clone> RetryClone for T {
 }
 
 /// A fresh copy of an owned argument.
+/// Runs one attempt's body: the closure a sync expansion with a retry makes of the
+/// function's body, inside the closure it gives `Call::retry_sync`. The bound gives
+/// the body its expected `Result` type, so a type error points at the body.
+#[inline(always)]
+pub fn attempt_body<T, E>(body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    body()
+}
+
 #[inline]
 pub fn clone_arg<T: RetryClone>(t: &T) -> T {
     t.clone_arg()

@@ -989,6 +989,16 @@ pub(crate) fn swift_count(svc: &Service, breaker: Option<&Breaker>) -> bool {
     }
 }
 
+/// What [`Call::bare_sync`] did.
+enum BareSync<'a, T, E, B> {
+    /// The body ran and its success was counted.
+    Done(Result<T, E>),
+    /// The breaker is not closed: its state word; the body is handed back.
+    NotClosed(B, &'a Breaker, u64),
+    /// The body ran; the rest of its outcome is left to the caller.
+    After(Ran<T, E>),
+}
+
 /// What [`swift_admit`] did.
 pub(crate) enum SwiftAdmit<'a> {
     /// Admitted: the breaker's closed epoch, and the bulkhead slot if there is a
@@ -1341,11 +1351,59 @@ impl<'a, E> Call<'a, E> {
     /// registers: every path off the lane (a refusal, a failure, a full bulkhead,
     /// policies the lane does not cover) leaves through a function of its own.
     #[inline(always)]
-    pub fn run_sync<T>(self, mut body: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    pub fn run_sync<T>(self, body: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        if !self.is_fresh() {
+            return self.run_sync_full(body);
+        }
+        Self::run_sync_swift(self.svc, self.p, self.hooks, self.single, body)
+    }
+
+    /// [`Call::run_sync`] for a sync expansion with a retry: the commonest shape
+    /// (a breaker or nothing, no bar up) inline, as in [`Call::attempt_once_sync`],
+    /// and every other way by a tail call to a function of its own, so the
+    /// function the attribute wraps needs no stack frame for its lane.
+    /// (`run_sync` keeps every shape of the swift lane inline, for a caller that
+    /// inlines it into a loop or a larger function.)
+    #[inline(always)]
+    pub fn retry_sync<T>(self, mut body: impl FnMut() -> Result<T, E>) -> Result<T, E> {
         if !self.is_fresh() {
             return self.run_sync_full(body);
         }
         let (svc, p, hooks, single) = (self.svc, self.p, self.hooks, self.single);
+        if !bare_lane(p, hooks) {
+            return Self::run_sync_other(svc, p, hooks, single, body);
+        }
+        match Self::bare_sync(svc, p, &mut body) {
+            BareSync::Done(r) => r,
+            BareSync::NotClosed(_, b, ctl) => {
+                Self::run_sync_not_closed(svc, p, hooks, single, body, b, ctl)
+            }
+            BareSync::After(ran) => Self::run_sync_after_swift(svc, p, hooks, single, ran, body),
+        }
+    }
+
+    /// [`Call::retry_sync`] for the shapes other than the commonest.
+    #[cold]
+    #[inline(never)]
+    fn run_sync_other<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        single: bool,
+        body: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        Self::run_sync_swift(svc, p, hooks, single, body)
+    }
+
+    /// The swift lane of [`Call::run_sync`], every shape it covers inline.
+    #[inline(always)]
+    fn run_sync_swift<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        single: bool,
+        mut body: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
         match Self::swift(svc, p, hooks, &mut body) {
             Swift::Done(v) => Ok(v),
             Swift::After(ran) => Self::run_sync_after_swift(svc, p, hooks, single, ran, body),
@@ -1440,6 +1498,25 @@ impl<'a, E> Call<'a, E> {
                 Ok(v)
             }
             Err(e) => Err((lane, e)),
+        }
+    }
+
+    /// [`Call::retry_sync`] when the breaker is not closed: refused outright, or
+    /// through the other lanes.
+    #[cold]
+    #[inline(never)]
+    fn run_sync_not_closed<T>(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        single: bool,
+        body: impl FnMut() -> Result<T, E>,
+        b: &'a Breaker,
+        ctl: u64,
+    ) -> Result<T, E> {
+        match b.refusal_from(ctl) {
+            Some(r) => Err(Self::refusal_error(svc, hooks, r)),
+            None => Self::run_sync_lanes(svc, p, hooks, single, body),
         }
     }
 
@@ -1632,31 +1709,42 @@ impl<'a, E> Call<'a, E> {
         if !bare_lane(p, hooks) {
             return Self::once_swift(svc, p, hooks, body);
         }
+        match Self::bare_sync(svc, p, body) {
+            BareSync::Done(r) => r,
+            BareSync::NotClosed(body, b, ctl) => Self::once_not_closed(svc, p, hooks, body, b, ctl),
+            BareSync::After(ran) => Self::once_after_swift(svc, p, hooks, ran),
+        }
+    }
+
+    /// The sync swift lane in its commonest shape ([`bare_lane`]: a breaker or
+    /// nothing, no bar up), inline in [`Call::attempt_once_sync`] and
+    /// [`Call::run_sync`], which leave by tail calls on every other way.
+    #[inline(always)]
+    fn bare_sync<T, B: FnOnce() -> Result<T, E>>(
+        svc: &'a Service,
+        p: &'a Policies,
+        body: B,
+    ) -> BareSync<'a, T, E, B> {
         // The breaker's state word as read: its epoch is taken from it only on the
         // ways that need it.
         let (breaker, ctl) = match p.breaker.as_deref() {
             None => (None, 0),
             Some(b) => match b.closed_ctl() {
                 Ok(ctl) => (Some(b), ctl),
-                Err(ctl) => return Self::once_not_closed(svc, p, hooks, body, b, ctl),
+                Err(ctl) => return BareSync::NotClosed(body, b, ctl),
             },
         };
         let guard = WordGuard { svc, breaker, ctl };
         let result = body();
         std::mem::forget(guard);
         if result.is_ok() && swift_count(svc, breaker) {
-            return result;
+            return BareSync::Done(result);
         }
-        Self::once_after_swift(
-            svc,
-            p,
-            hooks,
-            Ran {
-                result,
-                epoch: epoch_of(ctl),
-                wake: false,
-            },
-        )
+        BareSync::After(Ran {
+            result,
+            epoch: epoch_of(ctl),
+            wake: false,
+        })
     }
 
     /// [`Call::attempt_once_sync`] for the shapes other than the commonest: the
