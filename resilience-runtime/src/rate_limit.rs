@@ -75,8 +75,9 @@ impl RateLimiter {
         self.reserve_at(now).map(|(grant, _)| grant)
     }
 
-    /// [`RateLimiter::acquire_at`], also returning the `tat` the permit found and the
-    /// one it left behind (what [`RateLimiter::refund`] needs).
+    /// Takes a permit at `now` as `acquire_at` (a test helper) does, also returning
+    /// the `tat` the permit found and the one it left behind (what
+    /// [`RateLimiter::refund`] needs).
     #[inline]
     fn reserve_at(&self, now: Nanos) -> Result<(Grant, Taken), Limited> {
         let mut tat = self.tat.load(Relaxed);
