@@ -161,17 +161,22 @@ impl Drop for Counted {
     }
 }
 
+/// A policy of one bulkhead slot, no retry (and the default breaker).
+fn one_slot(name: &str) -> resilience_runtime::Policy {
+    Resilience::builder(name)
+        .no_retry()
+        .max_concurrent(1)
+        .build()
+        .unwrap()
+}
+
 fn poll_now<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
     fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }
 
 #[test]
 fn a_call_dropped_before_its_first_poll_makes_no_body_and_holds_nothing() {
-    let p = Resilience::builder("call_future::never_polled")
-        .no_retry()
-        .max_concurrent(1)
-        .build()
-        .unwrap();
+    let p = one_slot("call_future::never_polled");
     let (made, drops) = (AtomicU32::new(0), Arc::new(AtomicU32::new(0)));
     let fut = p.call(|| {
         made.fetch_add(1, SeqCst);
@@ -193,11 +198,7 @@ fn a_call_dropped_before_its_first_poll_makes_no_body_and_holds_nothing() {
 
 #[test]
 fn a_body_completed_at_its_first_poll_is_dropped_once_before_the_future_is() {
-    let p = Resilience::builder("call_future::dropped_once")
-        .no_retry()
-        .max_concurrent(1)
-        .build()
-        .unwrap();
+    let p = one_slot("call_future::dropped_once");
     let drops = Arc::new(AtomicU32::new(0));
     let mut fut = Box::pin(p.call(|| Counted {
         drops: drops.clone(),
@@ -223,11 +224,7 @@ fn a_body_completed_at_its_first_poll_is_dropped_once_before_the_future_is() {
 
 #[test]
 fn a_body_panicking_at_its_first_poll_is_dropped_with_the_future() {
-    let p = Resilience::builder("call_future::first_poll_panic")
-        .no_retry()
-        .max_concurrent(1)
-        .build()
-        .unwrap();
+    let p = one_slot("call_future::first_poll_panic");
     let drops = Arc::new(AtomicU32::new(0));
     let mut fut = Box::pin(p.call(|| Counted {
         drops: drops.clone(),
