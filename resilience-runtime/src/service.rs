@@ -1407,6 +1407,8 @@ impl<'a, E> Call<'a, E> {
         match Self::swift(svc, p, hooks, &mut body) {
             Swift::Done(v) => Ok(v),
             Swift::After(ran) => Self::run_sync_after_swift(svc, p, hooks, single, ran, body),
+            // The refusal inline (not `run_sync_not_closed`'s call): an inlined
+            // `run_sync` refuses where the caller's hooks are known.
             Swift::NotClosed(_, b, ctl) => match b.refusal_from(ctl) {
                 Some(r) => Err(Self::refusal_error(svc, hooks, r)),
                 None => Self::run_sync_lanes(svc, p, hooks, single, body),
