@@ -298,3 +298,28 @@ async fn result_aliases_work() {
         "{e}"
     );
 }
+
+/// A sync function with a retry: each attempt gets its own copy of an owned
+/// argument (what one attempt did to its copy is not seen by the next), while a
+/// `&mut` argument is lent to each attempt in turn (its changes accumulate).
+#[with_retry(max_attempts = 3, delay = "1ms")]
+fn sync_args_per_attempt(mut owned: Vec<u32>, seen: &mut Vec<usize>) -> Result<usize, E> {
+    seen.push(owned.len());
+    owned.push(0);
+    if seen.len() < 3 {
+        Err(E::Boom)
+    } else {
+        Ok(owned.len())
+    }
+}
+
+#[test]
+fn sync_retry_copies_owned_arguments_per_attempt_and_lends_mut_ones() {
+    let mut seen = Vec::new();
+    assert_eq!(sync_args_per_attempt(vec![7, 7], &mut seen), Ok(3));
+    assert_eq!(
+        seen,
+        vec![2, 2, 2],
+        "every attempt starts from the caller's value"
+    );
+}
