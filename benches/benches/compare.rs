@@ -54,9 +54,10 @@ fn failsafe_consecutive() -> failsafe::StateMachine<
 
 // ---------------------------------------------------------------------------------
 // The attribute protocol by hand (docs/EXPANSION.md): a `static Site`, constant
-// hooks, `Service::total` around the retry loop of `Call::attempt`: what an
-// expansion with a retry runs (one without a retry takes a shorter way, measured
-// by the `#[circuit_breaker]` rows), here under a breaker alone.
+// hooks, and what an expansion with a retry runs (one without a retry takes a
+// shorter way, measured by the `#[circuit_breaker]` rows), here under a breaker
+// alone: `Service::retry`'s future, or, for a function lending an argument `&mut`
+// to each attempt, the loop of `Call::attempt` under `Service::total`.
 // ---------------------------------------------------------------------------------
 
 const SITE_HOOKS: Hooks<BenchError> = Hooks {
@@ -97,10 +98,28 @@ async fn site_closed_async() -> Result<u32, BenchError> {
     // (`&const { Hooks { .. } }`): nothing is copied per call.
     let hooks = &SITE_HOOKS;
     let svc = SITE.service();
+    // Each attempt's body from a closure, all attempts in one future.
+    svc.retry(hooks, move || async move { ok_sync() }).await
+}
+
+/// `#[circuit_breaker(failure_threshold = 5)] async fn f(n: &mut u32) -> Result<u32, BenchError>`,
+/// by hand: an argument lent `&mut` to each attempt keeps the attempts in a loop.
+async fn site_closed_async_lending(n: &mut u32) -> Result<u32, BenchError> {
+    static SITE: Site = Site::new(
+        SiteName::Fixed("bench.site.closed_async_lending"),
+        Spec {
+            breaker: true,
+            failure_threshold: Some(5),
+            ..Spec::EMPTY
+        },
+    );
+    let hooks = &SITE_HOOKS;
+    let svc = SITE.service();
     svc.total(hooks, async {
         let mut call = svc.call(hooks);
         loop {
-            match call.attempt(async { ok_sync() }).await {
+            let n = &mut *n;
+            match call.attempt(async move { ok_sync().map(|v| v + *n) }).await {
                 ControlFlow::Break(r) => break r,
                 ControlFlow::Continue(()) => {}
             }
@@ -128,16 +147,7 @@ async fn site_stack() -> Result<u32, BenchError> {
     // (`&const { Hooks { .. } }`): nothing is copied per call.
     let hooks = &SITE_HOOKS;
     let svc = SITE.service();
-    svc.total(hooks, async {
-        let mut call = svc.call(hooks);
-        loop {
-            match call.attempt(async { ok_sync() }).await {
-                ControlFlow::Break(r) => break r,
-                ControlFlow::Continue(()) => {}
-            }
-        }
-    })
-    .await
+    svc.retry(hooks, move || async move { ok_sync() }).await
 }
 
 // ---------------------------------------------------------------------------------
@@ -247,6 +257,10 @@ fn closed_breaker_async(c: &mut Criterion) {
 
     g.bench_function("resilience_site", |b| {
         b.tight(|| poll_once(site_closed_async()))
+    });
+    let mut lent = 0u32;
+    g.bench_function("resilience_site_lending", |b| {
+        b.tight(|| poll_once(site_closed_async_lending(&mut lent)))
     });
     g.bench_function("resilience_macro", |b| {
         b.tight(|| poll_once(macro_closed_async()))

@@ -431,6 +431,10 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
         },
     };
 
+    // An argument lent `&mut` to each attempt (`&mut self` included).
+    let lends_mut = args
+        .iter()
+        .any(|a| a.used && matches!(a.pass, Pass::RefMut));
     let run = if is_async && !retries && m.needs_no_timer() {
         // One attempt under policies that need no timer: the future holds the body,
         // the service and, while the body runs, its admission, nothing else. The
@@ -453,7 +457,23 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
                 __resilience_svc.once::<#ok_ty, _, _>(__resilience_hooks, async move #body).await
             }
         }
+    } else if is_async && !lends_mut {
+        // Every attempt, the backoff and the total timeout in one future written by
+        // hand: a closure makes each attempt's copies of the arguments and its
+        // body, and a first attempt through the lane builds nothing else.
+        quote_spanned! {mixed=>
+            {
+                #(#scope)*
+                __resilience_svc.retry::<#ok_ty, _, _, _>(__resilience_hooks, move || {
+                    #(#per_attempt)*
+                    async move #body
+                }).await
+            }
+        }
     } else if is_async {
+        // An argument lends each attempt a `&mut`: a closure called per attempt
+        // cannot return a body borrowing through it, so the attempts are a loop
+        // in the function's own future.
         quote_spanned! {mixed=>
             {
                 #(#scope)*

@@ -775,3 +775,54 @@ fn impl_trait_in_the_return_type_is_inferred() {
     assert!(out.contains("retry_sync :: < _ >"), "{out}");
     assert!(!out.contains("impl Display as"), "{out}");
 }
+
+#[test]
+fn async_retry_runs_as_one_future_unless_an_argument_is_lent_mut() {
+    // Owned and shared arguments: each attempt's copies and body from a closure,
+    // every attempt in `Service::retry`'s future.
+    let item = quote!(
+        async fn f(&self, text: String, n: &u32) -> Result<u32, E> {
+            Ok(self.0 + text.len() as u32 + *n)
+        }
+    );
+    let (errors, out) = run(AttrKind::WithRetry, quote!(), item);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(out.contains("__resilience_svc . retry :: <"), "{out}");
+    assert!(
+        out.contains(", _ , _ , _ > (__resilience_hooks , move | | {"),
+        "{out}"
+    );
+    assert!(!out.contains(". total ("), "{out}");
+
+    // A `&mut` argument (here the receiver) is lent to each attempt: the loop.
+    for item in [
+        quote!(
+            async fn f(&mut self) -> Result<u32, E> {
+                self.0 += 1;
+                Ok(self.0)
+            }
+        ),
+        quote!(
+            async fn f(out: &mut Vec<u32>) -> Result<u32, E> {
+                out.push(1);
+                Ok(1)
+            }
+        ),
+    ] {
+        let (errors, out) = run(AttrKind::WithRetry, quote!(), item);
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert!(out.contains("__resilience_svc . total ("), "{out}");
+        assert!(out.contains("__resilience_call . attempt :: <"), "{out}");
+        assert!(!out.contains(". retry ::"), "{out}");
+    }
+
+    // A `&mut` argument the body does not use lends nothing.
+    let item = quote!(
+        async fn f(_unused: &mut Vec<u32>, n: u32) -> Result<u32, E> {
+            Ok(n)
+        }
+    );
+    let (errors, out) = run(AttrKind::WithRetry, quote!(), item);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(out.contains("__resilience_svc . retry :: <"), "{out}");
+}

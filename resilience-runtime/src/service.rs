@@ -540,6 +540,31 @@ impl Service {
         CallFuture::once(self, hooks, body)
     }
 
+    /// A whole call with a retry (an async expansion with a retry whose arguments
+    /// lend nothing `&mut`): every attempt, the total timeout and the backoff sleeps
+    /// in one future, [`Policy::call`]'s, under `hooks`. `make` is called once per
+    /// attempt for that attempt's body. A first attempt through the lane builds
+    /// nothing but its body.
+    ///
+    /// An expansion whose arguments include a `&mut` (`&mut self` too) runs its
+    /// attempts as a loop of [`Call::attempt`] under [`Service::total`] instead:
+    /// a closure called once per attempt cannot return a body that borrows through
+    /// it.
+    ///
+    /// [`Policy::call`]: crate::Policy::call
+    #[inline]
+    pub fn retry<'a, T, E, F, Fut>(
+        &'a self,
+        hooks: &'a Hooks<E>,
+        make: F,
+    ) -> CallFuture<'a, T, E, F, Fut>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        CallFuture::new(self, hooks, make)
+    }
+
     /// A whole call of one attempt for an async expansion whose attribute declares
     /// no timer-driven policy (no timeout, total timeout, rate limit, bulkhead wait
     /// or slow-call threshold): the future holds the body, the service, the hooks
