@@ -826,8 +826,7 @@ unsafe fn drop_pinned<T>(content: Pin<&mut T>) {
 /// A field of a call's future whose drop is inlined down to the test of whether it
 /// holds anything ([`Vacant`]), so a call that completed on the lane drops without
 /// entering the field's drop glue, a function of its own that the compiler does not
-/// inline. [`CallFuture`] keeps its [`Rest`] in one (empty until the call leaves the
-/// lane); [`LeanFuture`] its body and its admission.
+/// inline. An [`Attempt`] keeps its off-lane state in one, [`Total`] its timer.
 struct Slot<T: Vacant>(ManuallyDrop<T>);
 
 /// Whether a [`Slot`]'s content has nothing to drop.
@@ -1175,21 +1174,97 @@ where
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The body of a [`LeanFuture`]: made at the first poll, after admission.
-    #[project = LeanBodyProj]
-    enum LeanBody<'a, T, E, M, Fut> {
-        Make { make: Option<M> },
-        Run {
-            #[pin]
-            fut: OwnBody<Fut>,
-        },
-        /// The service's policies need timers (configured live): the call runs as
-        /// [`CallFuture`] does, boxed so that the future keeps its size.
-        Boxed { fut: Pin<Box<CallFuture<'a, T, E, OneAttempt, Fut>>> },
-        Gone,
+/// Where a [`LeanFuture`] is, and so what its body slot ([`LeanSlot`]) and its
+/// admission slot hold: no discriminant of their own is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum LeanPhase {
+    /// Not polled yet: the slot holds the maker.
+    Make,
+    /// The body runs: the slot holds it, and the admission slot its admission.
+    Run,
+    /// The body panicked at its first poll, on the lane: the slot holds it (its
+    /// admission was recorded as a failure on the way out).
+    Panicked,
+    /// The service's policies need timers (configured live): the slot holds the
+    /// call as a boxed [`CallFuture`].
+    Boxed,
+    /// Done (or the maker panicked): nothing is held.
+    Gone,
+}
+
+/// The body slot of a [`LeanFuture`]: the maker, the body or the boxed call, as
+/// the future's [`LeanPhase`] says; none of them has a discriminant to write.
+union LeanSlot<M, Fut, B> {
+    make: ManuallyDrop<M>,
+    fut: ManuallyDrop<OwnBody<Fut>>,
+    boxed: ManuallyDrop<B>,
+}
+
+impl<M, Fut, B> LeanSlot<M, Fut, B> {
+    /// The maker, moved out (the slot is left holding nothing).
+    ///
+    /// # Safety
+    /// The slot holds the maker, and the caller's phase no longer says so before
+    /// anything that can unwind, or the maker is not used after it.
+    #[inline(always)]
+    unsafe fn take_make(self: Pin<&mut Self>) -> M {
+        // SAFETY: the maker is not pinned (it is never polled); read once.
+        unsafe { ManuallyDrop::take(&mut self.get_unchecked_mut().make) }
+    }
+
+    /// Puts the body in place, over nothing, pinned with the future.
+    #[inline(always)]
+    fn put_fut(self: Pin<&mut Self>, fut: Fut) -> Pin<&mut OwnBody<Fut>> {
+        // SAFETY: written in place and never moved out: dropped in place by
+        // `LeanFuture`'s drop or `drop_fut`.
+        unsafe {
+            let s = self.get_unchecked_mut();
+            s.fut = ManuallyDrop::new(OwnBody { fut });
+            Pin::new_unchecked(&mut *s.fut)
+        }
+    }
+
+    /// The body, pinned.
+    ///
+    /// # Safety
+    /// The slot holds the body.
+    #[inline(always)]
+    unsafe fn fut(self: Pin<&mut Self>) -> Pin<&mut OwnBody<Fut>> {
+        // SAFETY: pinned structurally (see `put_fut`); the caller's word.
+        unsafe { self.map_unchecked_mut(|s| &mut *s.fut) }
+    }
+
+    /// The boxed call.
+    ///
+    /// # Safety
+    /// The slot holds it.
+    #[inline(always)]
+    unsafe fn boxed(self: Pin<&mut Self>) -> &mut ManuallyDrop<B> {
+        // SAFETY: the caller's word; a box is not pinned by its holder.
+        unsafe { &mut self.get_unchecked_mut().boxed }
     }
 }
+
+/// A [`LeanFuture`]'s phase to write if what runs now unwinds (a maker or a
+/// body that panics), so that the future's drop drops what it holds and nothing
+/// twice. Forgotten when it returns; its drop is inlined into the unwinding path,
+/// so it writes nothing on the common one.
+struct LeanGuard<'p>(&'p mut LeanPhase, LeanPhase);
+
+impl Drop for LeanGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.0 = self.1;
+    }
+}
+
+/// The boxed call a [`LeanFuture`] runs as when live configuration gave its
+/// service a timer.
+type BoxedCall<'a, T, E, Fut> = Pin<Box<CallFuture<'a, T, E, OneAttempt, Fut>>>;
+
+/// An admission and the bulkhead slot it holds.
+type LeanHeld<'a> = (Admitted<'a>, Option<Permit<'a>>);
 
 pin_project_lite::pin_project! {
     /// One attempt of an async attribute whose policies need no timer (no timeout,
@@ -1198,23 +1273,57 @@ pin_project_lite::pin_project! {
     /// the hooks, and while the body runs its admission and bulkhead slot, so it
     /// adds a few words to the function's future, not the timers and retry state
     /// of a [`CallFuture`].
+    ///
+    /// The maker, the body and the boxed call share one slot, and a phase byte
+    /// says what the slots hold: a call through the lane writes the phase once,
+    /// when it is done, and no discriminant.
+    #[project = LeanProj]
     #[must_use = "futures do nothing unless polled"]
     pub struct LeanFuture<'a, T, E, M, Fut> {
         svc: &'a Service,
         hooks: &'a Hooks<E>,
-        // Declared before `held`: a cancelled call drops its body first, then frees
-        // its slot and probe.
+        phase: LeanPhase,
+        // Dropped before `held`: a cancelled call drops its body first, then
+        // frees its slot and probe.
         #[pin]
-        body: Slot<LeanBody<'a, T, E, M, Fut>>,
-        // Held while the body runs.
-        held: Slot<Option<(Admitted<'a>, Option<Permit<'a>>)>>,
+        body: LeanSlot<M, Fut, BoxedCall<'a, T, E, Fut>>,
+        // Held while the body runs (`Run`).
+        held: MaybeUninit<LeanHeld<'a>>,
+        _out: PhantomData<fn() -> T>,
+    }
+
+    impl<'a, T, E, M, Fut> PinnedDrop for LeanFuture<'a, T, E, M, Fut> {
+        fn drop(this: Pin<&mut Self>) {
+            // A call done holds nothing: one test, inlined where the future is
+            // dropped.
+            if this.phase != LeanPhase::Gone {
+                this.drop_held();
+            }
+        }
     }
 }
 
-impl<T, E, M, Fut> Vacant for LeanBody<'_, T, E, M, Fut> {
-    #[inline(always)]
-    fn vacant(&self) -> bool {
-        matches!(self, LeanBody::Gone)
+impl<'a, T, E, M, Fut> LeanFuture<'a, T, E, M, Fut> {
+    /// Drops what the slots hold, as the phase says: each once, in place, the
+    /// body before the admission.
+    #[inline(never)]
+    fn drop_held(self: Pin<&mut Self>) {
+        let this = self.project();
+        let body = this.body;
+        // SAFETY: each slot holds what the phase says; the future is being
+        // dropped, so nothing is used again.
+        unsafe {
+            match *this.phase {
+                LeanPhase::Gone => {}
+                LeanPhase::Make => drop(body.take_make()),
+                LeanPhase::Panicked => drop_pinned(body.fut()),
+                LeanPhase::Run => {
+                    drop_pinned(body.fut());
+                    this.held.assume_init_drop();
+                }
+                LeanPhase::Boxed => ManuallyDrop::drop(body.boxed()),
+            }
+        }
     }
 }
 
@@ -1228,22 +1337,21 @@ where
         Self {
             svc,
             hooks,
-            held: Slot::new(None),
-            body: Slot::new(LeanBody::Make { make: Some(make) }),
+            phase: LeanPhase::Make,
+            body: LeanSlot {
+                make: ManuallyDrop::new(make),
+            },
+            held: MaybeUninit::uninit(),
+            _out: PhantomData,
         }
     }
 
-    /// The first poll: admission through breaker and bulkhead, into `held`.
-    /// `Err`: the call ends here (refused). `Ok(false)`: the service's policies
-    /// need timers (live configuration gave it a timer-driven policy): the call
-    /// runs as a boxed [`CallFuture`].
+    /// The admission through breaker and bulkhead. `Err`: the call ends here
+    /// (refused). `Ok(None)`: the service's policies need timers (live
+    /// configuration gave it a timer-driven policy): the call runs as a boxed
+    /// [`CallFuture`].
     #[inline(always)]
-    #[allow(clippy::type_complexity)]
-    fn admit(
-        svc: &'a Service,
-        hooks: &'a Hooks<E>,
-        held: &mut Option<(Admitted<'a>, Option<Permit<'a>>)>,
-    ) -> Result<bool, E> {
+    fn admit(svc: &'a Service, hooks: &'a Hooks<E>) -> Result<Option<LeanHeld<'a>>, E> {
         let p = svc.policies();
         // Without `into_error` no policy but timing applies (see `Call::begin`).
         let timers = match hooks.into_error {
@@ -1251,7 +1359,7 @@ where
             None => p.timed,
         };
         if timers {
-            return Ok(false);
+            return Ok(None);
         }
         let mut call = Call::with(svc, p, hooks).single_attempt();
         let admitted = match call.gate() {
@@ -1271,39 +1379,36 @@ where
                 None => return Err(call.bulkhead_full(admitted, into)),
             },
         };
-        *held = Some((admitted, permit));
-        Ok(true)
+        Ok(Some((admitted, permit)))
     }
 
     /// The first poll off the swift lane: admission through every policy, then the
     /// body made (or the call boxed as a [`CallFuture`] when live configuration
-    /// gave the service a timer). A function of its own, so the poll that the
-    /// attribute's `async fn` inlines stays small. `Err`: refused.
-    #[cold]
-    #[inline(never)]
-    #[allow(clippy::type_complexity)]
-    fn start(
-        svc: &'a Service,
-        hooks: &'a Hooks<E>,
-        mut body: Pin<&mut Slot<LeanBody<'a, T, E, M, Fut>>>,
-        held: &mut Option<(Admitted<'a>, Option<Permit<'a>>)>,
-        make: M,
-    ) -> Result<(), E> {
-        let lean = match Self::admit(svc, hooks, held) {
-            Ok(lean) => lean,
-            Err(refused) => {
-                body.as_mut().pinned().set(LeanBody::Gone);
-                return Err(refused);
+    /// gave the service a timer). `Err`: refused.
+    #[inline(always)]
+    fn start(self: Pin<&mut Self>) -> Result<(), E> {
+        let mut this = self.project();
+        let (svc, hooks) = (*this.svc, *this.hooks);
+        // The maker leaves the slot: from here until the slot holds something
+        // again, the future holds nothing.
+        *this.phase = LeanPhase::Gone;
+        // SAFETY: `Make`: the slot holds the maker, and the phase says `Gone` now.
+        let make = unsafe { this.body.as_mut().take_make() };
+        match Self::admit(svc, hooks)? {
+            Some(held) => {
+                // Made before anything is put in place: a maker that panics drops
+                // the admission with its own frame.
+                let fut = make();
+                this.held.write(held);
+                this.body.as_mut().put_fut(fut);
+                *this.phase = LeanPhase::Run;
             }
-        };
-        if lean {
-            body.as_mut().pinned().set(LeanBody::Run {
-                fut: OwnBody { fut: make() },
-            });
-        } else {
-            body.as_mut().pinned().set(LeanBody::Boxed {
-                fut: Box::pin(CallFuture::once(svc, hooks, make())),
-            });
+            None => {
+                let boxed = Box::pin(CallFuture::once(svc, hooks, make()));
+                // SAFETY: the slot holds nothing (`Gone`); written in place.
+                unsafe { this.body.as_mut().get_unchecked_mut().boxed = ManuallyDrop::new(boxed) };
+                *this.phase = LeanPhase::Boxed;
+            }
         }
         Ok(())
     }
@@ -1311,25 +1416,19 @@ where
     /// The body is done: recorded as a single attempt's outcome (its slot given
     /// back first).
     #[inline(always)]
-    #[allow(clippy::type_complexity)]
     fn finish(
         svc: &'a Service,
         hooks: &'a Hooks<E>,
-        held: &mut Option<(Admitted<'a>, Option<Permit<'a>>)>,
+        (admitted, permit): LeanHeld<'a>,
         result: Result<T, E>,
     ) -> Result<T, E> {
-        if let Some((admitted, permit)) = held {
-            drop(permit.take());
-            if let (Ok(_), Some(lane)) = (&result, admitted.as_lane()) {
-                // A closed admission holds nothing to give back.
-                std::mem::forget(held.take());
-                Call::<E>::lane_success_of(svc, lane);
-                return result;
-            }
+        drop(permit);
+        if let (Ok(_), Some(lane)) = (&result, admitted.as_lane()) {
+            // A closed admission holds nothing to give back.
+            std::mem::forget(admitted);
+            Call::<E>::lane_success_of(svc, lane);
+            return result;
         }
-        let Some((admitted, _)) = held.take() else {
-            unreachable!("a running body was admitted")
-        };
         Self::finish_other(svc, hooks, admitted, result)
     }
 
@@ -1358,13 +1457,10 @@ where
     type Output = Result<T, E>;
 
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let (svc, hooks) = (*this.svc, *this.hooks);
-        if let LeanBodyProj::Make { make } = this.body.as_mut().pinned().project() {
-            let Some(make) = make.take() else {
-                panic!("`LeanFuture` polled after it panicked")
-            };
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (svc, hooks) = (self.svc, self.hooks);
+        if self.phase == LeanPhase::Make {
+            let mut this = self.as_mut().project();
             let p = svc.policies();
             // The swift lane: the body made and polled at once, a success counted
             // on this thread's own line. Only when no policy needs a timer: a body
@@ -1372,24 +1468,32 @@ where
             if p.untimed {
                 match swift_admit(p, hooks) {
                     SwiftAdmit::In(lane, permit) => {
-                        this.body.as_mut().pinned().set(LeanBody::Run {
-                            fut: OwnBody { fut: make() },
-                        });
-                        let LeanBodyProj::Run { fut } = this.body.as_mut().pinned().project()
-                        else {
-                            unreachable!("the body was just made")
-                        };
+                        // SAFETY: `Make`: the slot holds the maker. Until the
+                        // body is in place the guard says `Gone` if the maker
+                        // unwinds; the phase is written only then.
+                        let make = unsafe { this.body.as_mut().take_make() };
+                        let made = LeanGuard(&mut *this.phase, LeanPhase::Gone);
+                        let fut = make();
+                        std::mem::forget(made);
+                        let mut fut = this.body.as_mut().put_fut(fut);
                         let guard = PollGuard {
                             svc: this.svc,
                             epoch: lane.epoch,
                         };
-                        let polled = fut.poll(cx);
+                        // A body that unwinds here is dropped with the future.
+                        let running = LeanGuard(&mut *this.phase, LeanPhase::Panicked);
+                        let polled = fut.as_mut().poll(cx);
+                        std::mem::forget(running);
                         std::mem::forget(guard);
                         return match polled {
                             Poll::Ready(result) => {
-                                // The body goes first, then the slot is given back,
-                                // then the outcome is recorded.
-                                this.body.as_mut().pinned().set(LeanBody::Gone);
+                                // The body goes first (the phase before it, so a
+                                // body whose drop panics is not dropped again),
+                                // then the slot is given back, then the outcome
+                                // is recorded.
+                                *this.phase = LeanPhase::Gone;
+                                // SAFETY: the body is in place and not used again.
+                                unsafe { std::ptr::drop_in_place(fut.get_unchecked_mut()) };
                                 match result {
                                     Ok(v) => {
                                         swift_succeeded(svc, lane, permit);
@@ -1408,38 +1512,79 @@ where
                                 }
                             }
                             Poll::Pending => {
-                                **this.held = Some((lane.admitted(svc), permit));
+                                this.held.write((lane.admitted(svc), permit));
+                                *this.phase = LeanPhase::Run;
                                 Poll::Pending
                             }
                         };
                     }
                     SwiftAdmit::NotClosed(b, ctl) => {
                         if let Some(r) = b.refusal_from(ctl) {
-                            this.body.as_mut().pinned().set(LeanBody::Gone);
+                            *this.phase = LeanPhase::Gone;
+                            // SAFETY: `Make` until just now; dropped once.
+                            drop(unsafe { this.body.as_mut().take_make() });
                             return Poll::Ready(Err(Call::refused(svc, hooks, r)));
                         }
                     }
                     SwiftAdmit::Off => {}
                 }
             }
-            if let Err(refused) = Self::start(svc, hooks, this.body.as_mut(), this.held, make) {
-                return Poll::Ready(Err(refused));
-            }
+            return self.poll_off_lane(cx);
         }
-        match this.body.as_mut().pinned().project() {
-            LeanBodyProj::Run { fut } => {
-                let result = ready!(fut.poll(cx));
+        self.poll_held(cx)
+    }
+}
+
+impl<'a, T, E, M, Fut> LeanFuture<'a, T, E, M, Fut>
+where
+    M: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    /// A first poll the swift lane is closed to: every step of the admission
+    /// ([`Self::start`]), then the body's first poll.
+    #[cold]
+    #[inline(never)]
+    fn poll_off_lane(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        if let Err(refused) = self.as_mut().start() {
+            return Poll::Ready(Err(refused));
+        }
+        self.poll_held(cx)
+    }
+
+    /// A poll after the first, or the first off the lane: the body, or the boxed
+    /// call. Out of line, so the poll that the attribute's `async fn` inlines is
+    /// the swift lane and little else.
+    #[inline(never)]
+    fn poll_held(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let (svc, hooks) = (self.svc, self.hooks);
+        let mut this = self.project();
+        match *this.phase {
+            LeanPhase::Run => {
+                // SAFETY: `Run`: the slot holds the body.
+                let mut fut = unsafe { this.body.as_mut().fut() };
+                let result = ready!(fut.as_mut().poll(cx));
+                // SAFETY: `Run`: the admission is in place; read once (the phase
+                // says `Gone` from here).
+                let held = unsafe { this.held.assume_init_read() };
                 // The body goes first, then the slot is given back, then the
-                // outcome is recorded.
-                this.body.as_mut().pinned().set(LeanBody::Gone);
-                Poll::Ready(Self::finish(svc, hooks, this.held, result))
+                // outcome is recorded. A body whose drop panics is not dropped
+                // again, and the admission is dropped with this frame.
+                *this.phase = LeanPhase::Gone;
+                // SAFETY: the body is in place and not used again.
+                unsafe { std::ptr::drop_in_place(fut.get_unchecked_mut()) };
+                Poll::Ready(Self::finish(svc, hooks, held, result))
             }
-            LeanBodyProj::Boxed { fut } => {
-                let r = ready!(fut.as_mut().poll(cx));
-                this.body.as_mut().pinned().set(LeanBody::Gone);
+            LeanPhase::Boxed => {
+                // SAFETY: `Boxed`: the slot holds the boxed call.
+                let boxed = unsafe { this.body.as_mut().boxed() };
+                let r = ready!(boxed.as_mut().poll(cx));
+                *this.phase = LeanPhase::Gone;
+                // SAFETY: not used again (`Gone`); dropped once.
+                unsafe { ManuallyDrop::drop(boxed) };
                 Poll::Ready(r)
             }
-            LeanBodyProj::Make { .. } | LeanBodyProj::Gone => {
+            LeanPhase::Panicked => panic!("`LeanFuture` polled after it panicked"),
+            LeanPhase::Make | LeanPhase::Gone => {
                 panic!("`LeanFuture` polled after it completed")
             }
         }

@@ -1,6 +1,8 @@
 //! `Policy::call`'s future (`CallFuture`) past its lane: a body not ready at its first
 //! poll, a failure retried with a fresh body, a rate limiter on the lane, and the
-//! total timeout giving back what the pending attempt holds when it elapses.
+//! total timeout giving back what the pending attempt holds when it elapses. And
+//! what `CallFuture` and `Service::once_lean`'s future (`LeanFuture`) hold, and
+//! drop, at every phase of a call (these run under Miri too).
 //! Paused clock throughout.
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
@@ -136,22 +138,37 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx))).await
 }
 
-/// A hand-written body that counts its drops, and panics when polled if told to.
+/// A hand-written body that counts its drops, and panics when polled if told to,
+/// or is not ready at its first poll.
 struct Counted {
     drops: Arc<AtomicU32>,
     panic: bool,
+    pending: bool,
 }
 
 impl std::future::Future for Counted {
     type Output = Result<u32, E>;
     fn poll(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         if self.panic {
             panic!("the body panics");
         }
+        if std::mem::take(&mut self.pending) {
+            return std::task::Poll::Pending;
+        }
         std::task::Poll::Ready(Ok(7))
+    }
+}
+
+impl Counted {
+    fn new(drops: &Arc<AtomicU32>, panic: bool, pending: bool) -> Self {
+        Counted {
+            drops: drops.clone(),
+            panic,
+            pending,
+        }
     }
 }
 
@@ -180,10 +197,7 @@ fn a_call_dropped_before_its_first_poll_makes_no_body_and_holds_nothing() {
     let (made, drops) = (AtomicU32::new(0), Arc::new(AtomicU32::new(0)));
     let fut = p.call(|| {
         made.fetch_add(1, SeqCst);
-        Counted {
-            drops: drops.clone(),
-            panic: false,
-        }
+        Counted::new(&drops, false, false)
     });
     drop(fut);
     assert_eq!(
@@ -200,10 +214,7 @@ fn a_call_dropped_before_its_first_poll_makes_no_body_and_holds_nothing() {
 fn a_body_completed_at_its_first_poll_is_dropped_once_before_the_future_is() {
     let p = one_slot("call_future::dropped_once");
     let drops = Arc::new(AtomicU32::new(0));
-    let mut fut = Box::pin(p.call(|| Counted {
-        drops: drops.clone(),
-        panic: false,
-    }));
+    let mut fut = Box::pin(p.call(|| Counted::new(&drops, false, false)));
     assert!(matches!(
         poll_now(fut.as_mut()),
         std::task::Poll::Ready(Ok(7))
@@ -226,10 +237,7 @@ fn a_body_completed_at_its_first_poll_is_dropped_once_before_the_future_is() {
 fn a_body_panicking_at_its_first_poll_is_dropped_with_the_future() {
     let p = one_slot("call_future::first_poll_panic");
     let drops = Arc::new(AtomicU32::new(0));
-    let mut fut = Box::pin(p.call(|| Counted {
-        drops: drops.clone(),
-        panic: true,
-    }));
+    let mut fut = Box::pin(p.call(|| Counted::new(&drops, true, false)));
     let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
     assert!(polled.is_err(), "the body's panic reaches the caller");
     assert_eq!(drops.load(SeqCst), 0, "the future still holds the body");
@@ -265,4 +273,155 @@ fn a_call_polled_again_after_it_completed_panics_and_records_nothing() {
     assert_eq!(made.load(SeqCst), 1, "no second body");
     let st = p.service().status();
     assert_eq!((st.calls, st.successes, st.failures), (1, 1, 0));
+}
+
+/// The hooks an attribute writes for an error that converts from `ResilienceError`.
+static HOOKS: resilience_runtime::Hooks<E> = resilience_runtime::Hooks::DEFAULT;
+
+/// A panic's message.
+fn message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_lean_call_dropped_before_its_first_poll_drops_its_maker_once_and_makes_no_body() {
+    let p = one_slot("lean_future::never_polled");
+    let (made, drops) = (AtomicU32::new(0), Arc::new(AtomicU32::new(0)));
+    let captured = Counted::new(&drops, false, false);
+    let fut = p.service().once_lean(&HOOKS, || {
+        made.fetch_add(1, SeqCst);
+        captured
+    });
+    drop(fut);
+    assert_eq!(made.load(SeqCst), 0, "no body before the first poll");
+    assert_eq!(drops.load(SeqCst), 1, "the maker's capture is dropped once");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    assert_eq!(p.service().status().calls, 0);
+}
+
+#[test]
+fn a_lean_body_completed_at_its_first_poll_is_dropped_once_before_the_future_is() {
+    let p = one_slot("lean_future::dropped_once");
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut fut = Box::pin(
+        p.service()
+            .once_lean(&HOOKS, || Counted::new(&drops, false, false)),
+    );
+    assert!(matches!(
+        poll_now(fut.as_mut()),
+        std::task::Poll::Ready(Ok(7))
+    ));
+    assert_eq!(drops.load(SeqCst), 1, "the body goes as it completes");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    drop(fut);
+    assert_eq!(drops.load(SeqCst), 1, "and not again with the future");
+    let st = p.service().status();
+    assert_eq!((st.calls, st.successes), (1, 1));
+}
+
+#[test]
+fn a_lean_body_panicking_at_its_first_poll_is_one_failure_and_dropped_with_the_future() {
+    let p = one_slot("lean_future::first_poll_panic");
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut fut = Box::pin(
+        p.service()
+            .once_lean(&HOOKS, || Counted::new(&drops, true, false)),
+    );
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
+    assert!(polled.is_err(), "the body's panic reaches the caller");
+    assert_eq!(drops.load(SeqCst), 0, "the future still holds the body");
+    assert_eq!(p.service().status().failures, 1, "the panic is one failure");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
+    let msg = message(again.expect_err("polling it again panics"));
+    assert!(msg.contains("polled after it panicked"), "{msg}");
+    assert_eq!(drops.load(SeqCst), 0, "the body is not polled or dropped");
+    drop(fut);
+    assert_eq!(drops.load(SeqCst), 1, "dropped with the future, not leaked");
+    assert_eq!(p.service().status().calls, 1);
+}
+
+#[test]
+fn a_lean_maker_that_panics_drops_its_capture_once_and_frees_the_slot() {
+    let p = one_slot("lean_future::maker_panics");
+    let drops = Arc::new(AtomicU32::new(0));
+    let captured = Counted::new(&drops, false, false);
+    let mut fut = Box::pin(p.service().once_lean(&HOOKS, move || {
+        let _owned = captured;
+        if true {
+            panic!("the maker panics");
+        }
+        std::future::ready(Ok::<u32, E>(1))
+    }));
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
+    assert!(polled.is_err(), "the maker's panic reaches the caller");
+    assert_eq!(drops.load(SeqCst), 1, "its capture went with its frame");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    drop(fut);
+    assert_eq!(drops.load(SeqCst), 1, "and is not dropped again");
+}
+
+#[test]
+fn a_lean_body_pending_at_its_first_poll_holds_its_slot_until_it_completes_or_is_dropped() {
+    let p = one_slot("lean_future::pending");
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut fut = Box::pin(
+        p.service()
+            .once_lean(&HOOKS, || Counted::new(&drops, false, true)),
+    );
+    assert!(poll_now(fut.as_mut()).is_pending());
+    assert_eq!(p.service().bulkhead_available(), Some(0), "the body runs");
+    assert!(matches!(
+        poll_now(fut.as_mut()),
+        std::task::Poll::Ready(Ok(7))
+    ));
+    assert_eq!(drops.load(SeqCst), 1, "the body goes as it completes");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    drop(fut);
+    assert_eq!(drops.load(SeqCst), 1);
+
+    // Cancelled while pending: the body is dropped, then the slot is free; no
+    // outcome is recorded.
+    let mut fut = Box::pin(
+        p.service()
+            .once_lean(&HOOKS, || Counted::new(&drops, false, true)),
+    );
+    assert!(poll_now(fut.as_mut()).is_pending());
+    assert_eq!(p.service().bulkhead_available(), Some(0));
+    drop(fut);
+    assert_eq!(drops.load(SeqCst), 2);
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    let st = p.service().status();
+    assert_eq!((st.calls, st.successes, st.failures), (1, 1, 0));
+}
+
+#[test]
+fn a_lean_call_whose_service_needs_a_timer_runs_boxed_and_drops_its_body_once() {
+    // A per-attempt timeout: `once_lean` runs the call as `once`'s future, boxed.
+    let p = Resilience::builder("lean_future::boxed")
+        .no_retry()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut fut = Box::pin(
+        p.service()
+            .once_lean(&HOOKS, || Counted::new(&drops, false, false)),
+    );
+    assert!(matches!(
+        poll_now(fut.as_mut()),
+        std::task::Poll::Ready(Ok(7))
+    ));
+    assert_eq!(drops.load(SeqCst), 1);
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
+    let msg = message(again.expect_err("polling it again panics"));
+    assert!(msg.contains("polled after it completed"), "{msg}");
+    drop(fut);
+    assert_eq!(drops.load(SeqCst), 1, "dropped once");
+    let st = p.service().status();
+    assert_eq!((st.calls, st.successes), (1, 1));
 }
