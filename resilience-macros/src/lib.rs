@@ -41,20 +41,17 @@
 //!     match {
 //!         let __resilience_self = self;                       // `self` in BODY is renamed
 //!         let text = __private::clone_arg(&text);             // one copy kept for the fallback
-//!         __resilience_svc.total(__resilience_hooks, async move {
-//!             let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
-//!             loop {
-//!                 let text = __private::clone_arg(&text);     // a fresh copy per attempt
-//!                 match __resilience_call
-//!                     .attempt::<<Result<String, AiError> as __private::ResultLike>::Ok, _>(async move { BODY })
-//!                     .await
-//!                 {
-//!                     __private::ControlFlow::Break(r) => break r,
-//!                     __private::ControlFlow::Continue(()) => {}
-//!                 }
-//!             }
-//!         })
-//!         .await
+//!         // every attempt, the backoff and the timeouts in one future; the closure
+//!         // makes each attempt's body
+//!         __resilience_svc
+//!             .retry::<<Result<String, AiError> as __private::ResultLike>::Ok, _, _, _>(
+//!                 __resilience_hooks,
+//!                 move || {
+//!                     let text = __private::clone_arg(&text); // a fresh copy per attempt
+//!                     async move { BODY }
+//!                 },
+//!             )
+//!             .await
 //!     } {
 //!         Ok(v) => Ok(v),
 //!         Err(e) => {
@@ -74,9 +71,15 @@
 //!   (`SiteName::Generated(__resilience_name)`, the runtime strips the marker from its
 //!   type name); `service = <expr>` computes the name per call with
 //!   `__RESILIENCE_SITE.keyed(AsRef::<str>::as_ref(&(expr)))`.
-//! - A sync function runs each attempt as `attempt_sync(move || BODY)` (its only
-//!   attempt, without a retry, as `call(..).attempt_once_sync(move || BODY)`), without
-//!   `total`, and calls `SyncFallback::call_fallback`.
+//! - An async function that lends an argument `&mut` to each attempt (`&mut self`
+//!   included) runs its attempts as a loop of `call.attempt(async move { BODY })`
+//!   under `__resilience_svc.total(..)`: a closure called per attempt cannot return
+//!   a body that borrows through it. Without a retry, an async function makes one
+//!   attempt through `once` (or `once_lean` when no written policy needs a timer).
+//! - A sync function runs its attempts as
+//!   `call(..).retry_sync(|| { copies; __private::attempt_body(move || BODY) })` (its
+//!   only attempt, without a retry, as `call(..).attempt_once_sync(move || BODY)`),
+//!   and calls `SyncFallback::call_fallback`.
 //! - `&T` arguments are copied into each attempt, `&mut T` ones reborrowed, owned ones
 //!   cloned (only under a retry, or once for the fallback). Destructuring patterns
 //!   are bound to `__resilience_argN` in the signature and destructured inside.
