@@ -191,6 +191,66 @@ fn poll_now<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> std::task::Po
     fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }
 
+/// The hooks an attribute writes for an error that converts from `ResilienceError`.
+static HOOKS: resilience_runtime::Hooks<E> = resilience_runtime::Hooks::DEFAULT;
+
+/// A panic's message.
+fn message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// `fut`'s body (counting its drops in `drops`) completes at its first poll: it is
+/// dropped once, as it completes, its slot is free, and it is not dropped again with
+/// the future; the call is one success.
+fn check_done_at_first_poll<F>(p: &resilience_runtime::Policy, drops: &AtomicU32, fut: F)
+where
+    F: std::future::Future<Output = Result<u32, E>>,
+{
+    let mut fut = Box::pin(fut);
+    assert!(matches!(
+        poll_now(fut.as_mut()),
+        std::task::Poll::Ready(Ok(7))
+    ));
+    assert_eq!(
+        drops.load(SeqCst),
+        1,
+        "the body goes as soon as it completes"
+    );
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    drop(fut);
+    assert_eq!(
+        drops.load(SeqCst),
+        1,
+        "and is not dropped again with the future"
+    );
+    let st = p.service().status();
+    assert_eq!((st.calls, st.successes), (1, 1));
+}
+
+/// `fut`'s body panics at its first poll: the panic reaches the caller and is one
+/// failure, the slot is free, and the future still holds the body (returned, for
+/// the caller to drop).
+fn check_panicked_at_first_poll<F>(
+    p: &resilience_runtime::Policy,
+    drops: &AtomicU32,
+    fut: F,
+) -> std::pin::Pin<Box<F>>
+where
+    F: std::future::Future<Output = Result<u32, E>>,
+{
+    let mut fut = Box::pin(fut);
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
+    assert!(polled.is_err(), "the body's panic reaches the caller");
+    assert_eq!(drops.load(SeqCst), 0, "the future still holds the body");
+    assert_eq!(p.service().status().failures, 1, "the panic is one failure");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    fut
+}
+
 #[test]
 fn a_call_dropped_before_its_first_poll_makes_no_body_and_holds_nothing() {
     let p = one_slot("call_future::never_polled");
@@ -214,35 +274,15 @@ fn a_call_dropped_before_its_first_poll_makes_no_body_and_holds_nothing() {
 fn a_body_completed_at_its_first_poll_is_dropped_once_before_the_future_is() {
     let p = one_slot("call_future::dropped_once");
     let drops = Arc::new(AtomicU32::new(0));
-    let mut fut = Box::pin(p.call(|| Counted::new(&drops, false, false)));
-    assert!(matches!(
-        poll_now(fut.as_mut()),
-        std::task::Poll::Ready(Ok(7))
-    ));
-    assert_eq!(
-        drops.load(SeqCst),
-        1,
-        "the body goes as soon as it completes"
-    );
-    assert_eq!(p.service().bulkhead_available(), Some(1));
-    drop(fut);
-    assert_eq!(
-        drops.load(SeqCst),
-        1,
-        "and is not dropped again with the future"
-    );
+    check_done_at_first_poll(&p, &drops, p.call(|| Counted::new(&drops, false, false)));
 }
 
 #[test]
 fn a_body_panicking_at_its_first_poll_is_dropped_with_the_future() {
     let p = one_slot("call_future::first_poll_panic");
     let drops = Arc::new(AtomicU32::new(0));
-    let mut fut = Box::pin(p.call(|| Counted::new(&drops, true, false)));
-    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
-    assert!(polled.is_err(), "the body's panic reaches the caller");
-    assert_eq!(drops.load(SeqCst), 0, "the future still holds the body");
-    assert_eq!(p.service().status().failures, 1, "the panic is one failure");
-    assert_eq!(p.service().bulkhead_available(), Some(1));
+    let fut =
+        check_panicked_at_first_poll(&p, &drops, p.call(|| Counted::new(&drops, true, false)));
     drop(fut);
     assert_eq!(drops.load(SeqCst), 1, "dropped with the future, not leaked");
 }
@@ -263,28 +303,11 @@ fn a_call_polled_again_after_it_completed_panics_and_records_nothing() {
         std::task::Poll::Ready(Ok(1))
     ));
     let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
-    let msg = again.expect_err("a second poll after completion panics");
-    let msg = msg
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| msg.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
+    let msg = message(again.expect_err("a second poll after completion panics"));
     assert!(msg.contains("polled after it completed"), "{msg}");
     assert_eq!(made.load(SeqCst), 1, "no second body");
     let st = p.service().status();
     assert_eq!((st.calls, st.successes, st.failures), (1, 1, 0));
-}
-
-/// The hooks an attribute writes for an error that converts from `ResilienceError`.
-static HOOKS: resilience_runtime::Hooks<E> = resilience_runtime::Hooks::DEFAULT;
-
-/// A panic's message.
-fn message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
 }
 
 #[test]
@@ -307,35 +330,20 @@ fn a_lean_call_dropped_before_its_first_poll_drops_its_maker_once_and_makes_no_b
 fn a_lean_body_completed_at_its_first_poll_is_dropped_once_before_the_future_is() {
     let p = one_slot("lean_future::dropped_once");
     let drops = Arc::new(AtomicU32::new(0));
-    let mut fut = Box::pin(
-        p.service()
-            .once_lean(&HOOKS, || Counted::new(&drops, false, false)),
-    );
-    assert!(matches!(
-        poll_now(fut.as_mut()),
-        std::task::Poll::Ready(Ok(7))
-    ));
-    assert_eq!(drops.load(SeqCst), 1, "the body goes as it completes");
-    assert_eq!(p.service().bulkhead_available(), Some(1));
-    drop(fut);
-    assert_eq!(drops.load(SeqCst), 1, "and not again with the future");
-    let st = p.service().status();
-    assert_eq!((st.calls, st.successes), (1, 1));
+    let fut = p
+        .service()
+        .once_lean(&HOOKS, || Counted::new(&drops, false, false));
+    check_done_at_first_poll(&p, &drops, fut);
 }
 
 #[test]
 fn a_lean_body_panicking_at_its_first_poll_is_one_failure_and_dropped_with_the_future() {
     let p = one_slot("lean_future::first_poll_panic");
     let drops = Arc::new(AtomicU32::new(0));
-    let mut fut = Box::pin(
-        p.service()
-            .once_lean(&HOOKS, || Counted::new(&drops, true, false)),
-    );
-    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
-    assert!(polled.is_err(), "the body's panic reaches the caller");
-    assert_eq!(drops.load(SeqCst), 0, "the future still holds the body");
-    assert_eq!(p.service().status().failures, 1, "the panic is one failure");
-    assert_eq!(p.service().bulkhead_available(), Some(1));
+    let fut = p
+        .service()
+        .once_lean(&HOOKS, || Counted::new(&drops, true, false));
+    let mut fut = check_panicked_at_first_poll(&p, &drops, fut);
     let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
     let msg = message(again.expect_err("polling it again panics"));
     assert!(msg.contains("polled after it panicked"), "{msg}");
