@@ -386,6 +386,20 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
         Some(quote!(let #pat = #inner;))
     });
     let body = quote!({ #(#destructures)* #body });
+    // An async block's output type is inferred from its body, not from the bound
+    // it is passed to: written out (as `async_trait` does), a `return` or a tail of
+    // the wrong type is reported where it is, not at the attribute.
+    let async_body = {
+        let ret_var = Ident::new("__resilience_ret", mixed);
+        // A body that ends in `return` diverges inside the `let`: not the user's
+        // doing, so clippy's lint for it is off there (as `async_trait` does).
+        quote!({
+            #[allow(clippy::diverging_sub_expression)]
+            let #ret_var: #ret_infer = #body;
+            #[allow(unreachable_code)]
+            #ret_var
+        })
+    };
 
     // The site: name, settings, hooks, service.
     let (name_fn, site_name) = match m.service.as_ref().map(|s| &s.value) {
@@ -443,7 +457,7 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
             {
                 #(#scope)*
                 #(#per_attempt)*
-                __resilience_svc.once_lean::<#ok_ty, _, _, _>(__resilience_hooks, move || async move #body).await
+                __resilience_svc.once_lean::<#ok_ty, _, _, _>(__resilience_hooks, move || async move #async_body).await
             }
         }
     } else if is_async && !retries {
@@ -454,7 +468,7 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
             {
                 #(#scope)*
                 #(#per_attempt)*
-                __resilience_svc.once::<#ok_ty, _, _>(__resilience_hooks, async move #body).await
+                __resilience_svc.once::<#ok_ty, _, _>(__resilience_hooks, async move #async_body).await
             }
         }
     } else if is_async && !lends_mut {
@@ -466,7 +480,7 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
                 #(#scope)*
                 __resilience_svc.retry::<#ok_ty, _, _, _>(__resilience_hooks, move || {
                     #(#per_attempt)*
-                    async move #body
+                    async move #async_body
                 }).await
             }
         }
@@ -481,7 +495,7 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
                     let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
                     loop {
                         #(#per_attempt)*
-                        match __resilience_call.attempt::<#ok_ty, _>(async move #body).await {
+                        match __resilience_call.attempt::<#ok_ty, _>(async move #async_body).await {
                             #p::ControlFlow::Break(__resilience_result) => break __resilience_result,
                             #p::ControlFlow::Continue(()) => {}
                         }

@@ -223,6 +223,46 @@ fn early_return_and_question_mark_work() {
     assert_eq!(early_return_and_question_mark("x"), Err(E::Boom));
 }
 
+/// An async body that ends in a `return` (its value typed by the attribute's
+/// annotation of the body), with `?` and an early return before it.
+#[with_retry(max_attempts = 2, delay = "1ms")]
+async fn async_early_return(s: &str) -> Result<u32, E> {
+    if s == "zero" {
+        return Ok(0);
+    }
+    let n = parse(s)?;
+    #[allow(clippy::needless_return)]
+    return Ok(n * 2);
+}
+
+/// A body that is one `return` (clippy would call the attribute's `let` of it a
+/// diverging sub-expression, were the lint not off there).
+#[with_retry(max_attempts = 2, delay = "1ms")]
+async fn async_only_return(id: u32) -> Result<u32, E> {
+    #[allow(clippy::needless_return)]
+    return Ok(id);
+}
+
+/// The same without a retry (the lean future's body).
+#[circuit_breaker(failure_threshold = 5)]
+async fn async_diverging_tail(s: &str) -> Result<u32, E> {
+    match s {
+        "zero" => return Ok(0),
+        _ => return parse(s).map(|n| n * 2),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn async_early_return_and_question_mark_work() {
+    assert_eq!(async_early_return("zero").await, Ok(0));
+    assert_eq!(async_early_return("21").await, Ok(42));
+    assert_eq!(async_early_return("x").await, Err(E::Boom));
+    assert_eq!(async_only_return(3).await, Ok(3));
+    assert_eq!(async_diverging_tail("zero").await, Ok(0));
+    assert_eq!(async_diverging_tail("4").await, Ok(8));
+    assert_eq!(async_diverging_tail("x").await, Err(E::Boom));
+}
+
 #[tracing::instrument]
 #[with_retry(max_attempts = 2, delay = "1ms")]
 async fn instrumented(x: u32) -> Result<u32, E> {
