@@ -208,7 +208,8 @@ impl Policy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        CallFuture::new(&self.service, hooks, f)
+        // What an attribute with a retry runs.
+        self.service.retry(hooks, f)
     }
 
     /// Runs a sync `f` under the policies (timeouts do not apply to sync calls).
