@@ -10,7 +10,7 @@ use crate::config::{Backoff, Jitter, Rate, Spec, Strategy};
 use crate::error::ConfigError;
 use crate::registry::registry;
 use crate::retry::thread_random;
-use crate::service::{CallFuture, DefaultHooks, Hooks, Service};
+use crate::service::{CallFuture, DefaultHooks, Hooks, Registration, Service};
 use crate::ResilienceError;
 
 /// Entry point of the builder.
@@ -167,8 +167,13 @@ impl ResilienceBuilder {
     /// name wins). Nothing is registered when a setting is invalid.
     pub fn build(self) -> Result<Policy, ConfigError> {
         let config = self.spec.resolve()?;
-        let service =
-            registry().get_or_register(&self.name, &self.spec, &config, self.random, true, None);
+        let service = registry().get_or_register(
+            &self.name,
+            Registration::Copied(&self.spec, &config),
+            self.random,
+            true,
+            None,
+        );
         Ok(Policy { service })
     }
 }

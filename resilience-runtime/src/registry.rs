@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::{PolicyConfig, Spec};
 use crate::retry::thread_random;
-use crate::service::{Service, ServiceSnapshot};
+use crate::service::{Registration, Service, ServiceSnapshot};
 use crate::CircuitState;
 
 /// How many computed keys live at once, unless changed with [`set_key_capacity`].
@@ -114,12 +114,12 @@ impl Registry {
     pub(crate) fn get_or_register(
         &self,
         name: &str,
-        spec: &Spec,
-        config: &PolicyConfig,
+        first: Registration<'_>,
         random: fn() -> u64,
         pinned: bool,
         warned: Option<&AtomicBool>,
     ) -> Arc<Service> {
+        let (spec, config) = (first.spec(), first.config());
         let map = self.map.pin();
         if let Some(Slot { svc: s, .. }) = map.get(name) {
             check_conflict(s, config, warned);
@@ -132,9 +132,7 @@ impl Registry {
         // sees the service or is seen by it.
         let doc = crate::live::read();
         let (effective, extras) = crate::live::effective(doc.as_deref(), name, spec, config);
-        let fresh = Arc::new(Service::new(
-            name, spec, *config, effective, extras, random, pinned,
-        ));
+        let fresh = Arc::new(Service::new(name, first, effective, extras, random, pinned));
         let inserted = map
             .try_insert(name.into(), Slot::new(fresh))
             .map(|s| &s.svc);
@@ -151,7 +149,7 @@ impl Registry {
                         let s = self.map.pin().get(name).map(|s| s.svc.clone());
                         self.sweep();
                         return s.unwrap_or_else(|| {
-                            self.get_or_register(name, spec, config, random, pinned, warned)
+                            self.get_or_register(name, first, random, pinned, warned)
                         });
                     }
                 }
@@ -187,8 +185,7 @@ impl Registry {
     pub(crate) fn keyed(
         &self,
         key: &str,
-        spec: &Spec,
-        config: &PolicyConfig,
+        site: Registration<'_>,
         warned: &AtomicBool,
     ) -> Arc<Service> {
         if let Some(slot) = self.map.pin().get(key) {
@@ -196,7 +193,7 @@ impl Registry {
             touch(&slot.svc);
             return slot.svc.clone();
         }
-        self.get_or_register(key, spec, config, thread_random, false, Some(warned))
+        self.get_or_register(key, site, thread_random, false, Some(warned))
     }
 
     /// Evicts idle computed keys until the count is below 90% of the cap, in at most
@@ -391,8 +388,7 @@ impl Site {
         let service = self.service.get_or_init(|| {
             let arc = registry().get_or_register(
                 name,
-                &self.spec,
-                self.config(),
+                Registration::Site(&self.spec, self.config()),
                 thread_random,
                 true,
                 Some(&self.warned),
@@ -412,7 +408,11 @@ impl Site {
     /// exists), registered on first use.
     #[inline]
     pub fn keyed(&'static self, key: &str) -> ServiceRef {
-        ServiceRef(registry().keyed(key, &self.spec, self.config(), &self.warned))
+        ServiceRef(registry().keyed(
+            key,
+            Registration::Site(&self.spec, self.config()),
+            &self.warned,
+        ))
     }
 }
 

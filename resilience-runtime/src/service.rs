@@ -33,10 +33,21 @@ use crate::{ResilienceError, ServiceName};
 ///
 /// Services live in the global registry; attributes and [`crate::Resilience`] find
 /// them by name.
+// `repr(C)`, what a call reads first: with the `Arc`'s counts before it, the
+// policies pointer, the counters' line pointer and `touched` are in the first 58
+// bytes of the allocation, so a computed-key call, for which each is likely a cache
+// miss, finds them in one or two lines (they were 600-700 bytes into the service,
+// on three lines, after the first registration's settings, now held elsewhere).
+#[repr(C)]
 pub struct Service {
-    name: ServiceName,
     /// The policies in force; never null. Live configuration swaps in new ones.
     policies: AtomicPtr<Policies>,
+    pub(crate) counters: Counters,
+    /// Computed-key entries: set on use, cleared by the eviction sweep.
+    pub(crate) touched: AtomicBool,
+    /// Fixed and generated names are never evicted.
+    pub(crate) pinned: bool,
+    name: ServiceName,
     /// Policies replaced by live configuration. Calls that began before the change
     /// may still read them, so they live as long as the service (a few hundred bytes
     /// per change that actually altered this service).
@@ -44,23 +55,59 @@ pub struct Service {
     #[allow(clippy::vec_box)]
     retired: Mutex<Vec<Box<Policies>>>,
     /// The settings of the first registration, before live configuration.
-    base: Spec,
-    registered: PolicyConfig,
-    pub(crate) counters: Counters,
+    first: First,
     random: fn() -> u64,
-    /// Computed-key entries: set on use, cleared by the eviction sweep.
-    pub(crate) touched: AtomicBool,
-    /// Fixed and generated names are never evicted.
-    pub(crate) pinned: bool,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: crate::metrics::ServiceMetrics,
+}
+
+/// The settings a service is registered with: a call site's, which live as long as
+/// the program, or the builder's.
+#[derive(Clone, Copy)]
+pub(crate) enum Registration<'a> {
+    /// An attribute's call site: every key of a computed name shares its settings.
+    Site(&'static Spec, &'static PolicyConfig),
+    /// Settings the service keeps a copy of.
+    Copied(&'a Spec, &'a PolicyConfig),
+}
+
+impl Registration<'_> {
+    pub(crate) fn spec(&self) -> &Spec {
+        match self {
+            Registration::Site(s, _) | Registration::Copied(s, _) => s,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &PolicyConfig {
+        match self {
+            Registration::Site(_, c) | Registration::Copied(_, c) => c,
+        }
+    }
+
+    fn keep(self) -> First {
+        match self {
+            Registration::Site(s, c) => First::Site(s, c),
+            Registration::Copied(s, c) => First::Own(Box::new((*s, *c))),
+        }
+    }
+}
+
+/// A service's first registration (see [`Registration`]). A computed name may have
+/// very many keys: theirs point at the call site's settings (584 bytes less per key),
+/// which matters for how many keys' hot lines stay in cache.
+enum First {
+    Site(&'static Spec, &'static PolicyConfig),
+    Own(Box<(Spec, PolicyConfig)>),
 }
 
 /// The policies of a service at one time. Components whose settings did not change
 /// are shared with the previous policies (and bulkhead and limiter are changed in
 /// place), so calls on either side of a change count against the same limits.
+// `repr(C)`, what the lanes read first (the components and the flags), the
+// settings (264 bytes) after them: the lanes' reads share the first line rather
+// than straddle two after the settings.
+#[repr(C)]
 pub(crate) struct Policies {
-    pub(crate) config: PolicyConfig,
     pub(crate) breaker: Option<Arc<Breaker>>,
     pub(crate) bulkhead: Option<Arc<Bulkhead>>,
     pub(crate) limiter: Option<Arc<RateLimiter>>,
@@ -80,6 +127,7 @@ pub(crate) struct Policies {
     /// rate limiter (a bulkhead's wait is read from the bulkhead). See
     /// [`Service::once_lean`].
     pub(crate) untimed: bool,
+    pub(crate) config: PolicyConfig,
 }
 
 /// Conditions that close the swift lane, one bit each, so a lane call reads one
@@ -336,8 +384,7 @@ impl<E> std::fmt::Debug for Hooks<E> {
 impl Service {
     pub(crate) fn new(
         name: &str,
-        base: &Spec,
-        registered: PolicyConfig,
+        first: Registration<'_>,
         effective: PolicyConfig,
         extras: Extras,
         random: fn() -> u64,
@@ -355,8 +402,7 @@ impl Service {
         Self {
             policies: AtomicPtr::new(Box::into_raw(policies)),
             retired: Mutex::new(Vec::new()),
-            base: *base,
-            registered,
+            first: first.keep(),
             counters: Counters::new(pinned),
             random,
             touched: AtomicBool::new(true),
@@ -419,7 +465,10 @@ impl Service {
     /// The settings of the first registration (attribute or builder), before live
     /// configuration.
     pub(crate) fn base(&self) -> (&Spec, &PolicyConfig) {
-        (&self.base, &self.registered)
+        match &self.first {
+            First::Site(spec, config) => (spec, config),
+            First::Own(own) => (&own.0, &own.1),
+        }
     }
 
     /// The service's name.
@@ -1997,5 +2046,61 @@ mod swift_tests {
         assert_eq!(waiter.join().expect("no panic"), Ok(2));
         let s = status("swift.wake").expect("registered");
         assert_eq!((s.successes, s.rejections), (2, 0));
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::{Policies, Service};
+    use crate::__private::{Site, SiteName, Spec};
+
+    /// What a call reads of a service (the policies pointer, the counters' line
+    /// pointer and length, `touched`) lies within the first 64 bytes of the `Arc`'s
+    /// allocation (its two counts first), and what the lanes read of the policies
+    /// within their first 64 bytes.
+    #[test]
+    fn a_call_reads_the_first_line_of_the_service_and_of_its_policies() {
+        let arc_counts = 2 * size_of::<usize>();
+        for end in [
+            offset_of!(Service, policies) + 8,
+            offset_of!(Service, counters) + size_of::<crate::counters::Counters>(),
+            offset_of!(Service, touched) + 1,
+        ] {
+            assert!(
+                arc_counts + end <= 64,
+                "a call reads byte {end} of a {} B service",
+                size_of::<Service>()
+            );
+        }
+        for end in [
+            offset_of!(Policies, breaker) + 8,
+            offset_of!(Policies, bulkhead) + 8,
+            offset_of!(Policies, limiter) + 8,
+            offset_of!(Policies, not_bare) + 1,
+            offset_of!(Policies, lean) + 1,
+            offset_of!(Policies, untimed) + 1,
+        ] {
+            assert!(end <= 64, "the lanes read byte {end} of the policies");
+        }
+    }
+
+    /// Keys of a computed name keep no copy of their call site's settings: every key
+    /// points at the site's own.
+    #[test]
+    fn keys_of_a_computed_name_share_the_call_sites_settings() {
+        static SITE: Site = Site::new(
+            SiteName::Fixed("layout.keyed"),
+            Spec {
+                breaker: true,
+                ..Spec::EMPTY
+            },
+        );
+        let (a, b) = (SITE.keyed("layout.keyed.a"), SITE.keyed("layout.keyed.b"));
+        let (spec_a, config_a) = a.base();
+        let (spec_b, config_b) = b.base();
+        assert!(spec_a.breaker);
+        assert!(std::ptr::eq(spec_a, spec_b) && std::ptr::eq(config_a, config_b));
     }
 }
