@@ -422,16 +422,20 @@ impl Service {
     }
 
     /// Where a computed-key call reads and writes first, for prefetches (see the
-    /// registry's `Slot`): the service (the `Arc`'s count is just before it), its
-    /// `touched` flag, its policies, its breaker's state word and its shared counter
-    /// line. Addresses only: live configuration may move the policies and breaker
-    /// on, which makes a hint stale (a wasted prefetch), never wrong.
+    /// registry's `Slot`): the `Arc`'s counts and the service's fields a call reads
+    /// (the first 58 bytes of the allocation, on one line or two), its policies, its
+    /// breaker's state word and its shared counter line. Addresses only: live
+    /// configuration may move the policies and breaker on, which makes a hint stale
+    /// (a wasted prefetch), never wrong.
     pub(crate) fn hot_addresses(&self) -> [usize; 5] {
         let p = self.policies();
+        let service = std::ptr::from_ref(self) as usize;
         [
-            // Just after the `Arc`'s count, which a keyed call increments.
-            std::ptr::from_ref(self) as usize,
-            std::ptr::from_ref(&self.touched) as usize,
+            // The `Arc`'s two counts just before the service (which a keyed call
+            // increments and decrements): the start of the allocation.
+            service.wrapping_sub(2 * std::mem::size_of::<usize>()),
+            // The last of the fields a call reads (`repr(C)`, see `Service`).
+            std::ptr::from_ref(&self.pinned) as usize,
             std::ptr::from_ref(p) as usize,
             p.breaker.as_deref().map_or(0, Breaker::state_address),
             self.counters.shared_line_address(),
