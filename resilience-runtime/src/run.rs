@@ -312,6 +312,7 @@ where
             }
             polled
         }
+        Swifted::Unplaced(_) => LanePoll::Off,
         Swifted::Off(body) => gate_lane_poll(call, body, phase, Phase::Done, cx),
     }
 }
@@ -333,11 +334,70 @@ impl Drop for FreshGuard<'_> {
 }
 
 /// What [`swift_poll`] did.
-enum Swifted<'a, 'b, T, E, F> {
-    /// The first attempt went through the swift lane (or was refused outright).
+enum Swifted<'a, T, E, B> {
+    /// The first attempt went through the swift lane, was refused outright (its
+    /// body not made), or has no body (`Off`, the slot holding `None`).
     Polled(LanePoll<'a, T, E>),
-    /// The swift lane is closed to this call (nothing was done): the body back.
-    Off(Pin<&'b mut Option<OwnBody<F>>>),
+    /// The breaker is not closed but does not refuse outright (nothing was
+    /// taken): the body, not made yet, back for the call's full path.
+    Unplaced(B),
+    /// The swift lane is closed to this call (nothing was done): the body, not
+    /// made yet, back.
+    Off(B),
+}
+
+/// Where [`swift_poll`] finds the body of a first attempt: made only once the
+/// attempt is admitted, so that a refused call makes none and the slot is written
+/// after the lane's ordered loads (the compiler then knows, at the body's first
+/// poll, the state it was made in).
+trait FirstBody<'b, F> {
+    /// The slot is known to hold a body once placed.
+    const SOME: bool;
+    /// The body's slot, with the body in place (or `None`: there is no body).
+    fn place(self) -> Pin<&'b mut Option<OwnBody<F>>>;
+}
+
+/// A body in place already ([`Attempt`]'s), known to be there.
+impl<'b, F> FirstBody<'b, F> for Pin<&'b mut Option<OwnBody<F>>> {
+    const SOME: bool = true;
+    #[inline(always)]
+    fn place(self) -> Pin<&'b mut Option<OwnBody<F>>> {
+        self
+    }
+}
+
+/// A [`CallFuture`]'s first body: made by its [`Bodies`] into the slot when the
+/// future is `Fresh`, or given up front ([`CallFuture::once`], `FreshBody`).
+struct MakeFirst<'b, F, Fut> {
+    slot: Pin<&'b mut Held<Option<OwnBody<Fut>>>>,
+    bodies: &'b mut F,
+    fresh: bool,
+}
+
+impl<'b, F: Bodies<Fut>, Fut> FirstBody<'b, Fut> for MakeFirst<'b, F, Fut> {
+    const SOME: bool = false;
+    #[inline(always)]
+    fn place(self) -> Pin<&'b mut Option<OwnBody<Fut>>> {
+        if self.fresh {
+            self.slot
+                .put(self.bodies.next_body().map(|fut| OwnBody { fut }))
+        } else {
+            // SAFETY: `FreshBody`: the body slot is in place.
+            unsafe { self.slot.pinned() }
+        }
+    }
+}
+
+/// Says a [`CallFuture`] holds nothing to drop (`Over`) if its body's drop, or
+/// what follows it, unwinds: the body is not dropped a second time. Forgotten on
+/// the common path, whose single write of the phase then comes last.
+struct OverGuard<'p>(&'p mut Phase);
+
+impl Drop for OverGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.0 = Phase::Over;
+    }
 }
 
 /// A first attempt on the swift lane: admitted by [`swift_admit`] without
@@ -347,32 +407,40 @@ enum Swifted<'a, 'b, T, E, F> {
 /// memory for it.
 ///
 /// # Safety
-/// `body` holds a body: the caller checks, before it loads anything that orders
-/// memory (the policies), so the test is not made again after it.
+/// When `B::SOME`, `body` holds a body: the caller checks, before it loads
+/// anything that orders memory (the policies), so the test is not made again
+/// after it.
 #[inline(always)]
-unsafe fn swift_poll<'a, 'b, T, E, F>(
+unsafe fn swift_poll<'a, 'b, T, E, F, B>(
     svc: &&'a Service,
     p: &'a Policies,
     hooks: &Hooks<E>,
-    mut body: Pin<&'b mut Option<OwnBody<F>>>,
+    body: B,
     phase: &mut Phase,
     done: Phase,
     cx: &mut Context<'_>,
-) -> Swifted<'a, 'b, T, E, F>
+) -> Swifted<'a, T, E, B>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + 'b,
+    B: FirstBody<'b, F>,
 {
     let (lane, permit) = match swift_admit(p, hooks) {
         SwiftAdmit::In(lane, permit) => (lane, permit),
         SwiftAdmit::NotClosed(b, ctl) => {
-            return Swifted::Polled(match b.refusal_from(ctl) {
-                Some(r) => LanePoll::Refused(r),
-                None => LanePoll::Off,
-            })
+            return match b.refusal_from(ctl) {
+                Some(r) => Swifted::Polled(LanePoll::Refused(r)),
+                None => Swifted::Unplaced(body),
+            }
         }
         SwiftAdmit::Off => return Swifted::Off(body),
     };
-    // SAFETY: the caller's word; nothing here has touched the slot.
+    let mut body = body.place();
+    if !B::SOME && body.is_none() {
+        drop(permit);
+        return Swifted::Polled(LanePoll::Off);
+    }
+    // SAFETY: checked above, or the caller's word; nothing here has touched the
+    // slot since.
     let fut = unsafe { body.as_mut().as_pin_mut().unwrap_unchecked() };
     let guard = PollGuard {
         svc,
@@ -390,16 +458,21 @@ where
             if done == Phase::Over {
                 // A `CallFuture`, whose `Over` says its body slot holds nothing
                 // to drop: the body is dropped in place and nothing written over
-                // it. The phase first, so a body whose drop panics is not
+                // it. The phase is written last, when nothing that could read it
+                // follows before the future's own drop (which then knows it); if
+                // anything before unwinds, the guard writes it, so the body is not
                 // dropped again with the future.
-                *phase = done;
+                let over = OverGuard(&mut *phase);
                 // SAFETY: the body is not used again (`Over`); dropped in place.
                 unsafe { std::ptr::drop_in_place(fut.get_unchecked_mut()) };
+                swift_succeeded(svc, lane, permit);
+                std::mem::forget(over);
+                *phase = done;
             } else {
                 body.set(None);
                 *phase = done;
+                swift_succeeded(svc, lane, permit);
             }
-            swift_succeeded(svc, lane, permit);
             LanePoll::Done(v)
         }
         polled => LanePoll::Left(lane, permit, polled),
@@ -1122,39 +1195,29 @@ where
             // The first poll: a fresh body through the swift lane.
             let this = self.as_mut().project();
             let (svc, hooks) = (*this.svc, this.hooks.get());
-            let mut body = if *this.phase == Phase::Fresh {
-                // Still `Fresh` in memory: `swift_poll` says otherwise only on
-                // the ways that keep the body (see `FreshGuard`).
-                this.body.put(this.f.next_body().map(|fut| OwnBody { fut }))
-            } else {
-                // SAFETY: `FreshBody`: the body slot is in place.
-                unsafe { this.body.pinned() }
+            // Read before the policies are loaded (an ordered load), so the
+            // compiler knows it from the future's making.
+            let fresh = *this.phase == Phase::Fresh;
+            let first = MakeFirst {
+                slot: this.body,
+                bodies: this.f,
+                fresh,
             };
-            // The body first: a slot or permit taken for a call that cannot run
-            // would be spent for nothing. Tested before the policies are loaded
-            // (an ordered load), so the compiler knows the answer from above.
-            if body.is_none() {
-                *this.phase = Phase::FreshBody;
-                let p = svc.policies();
-                return self.settle(p, None, cx);
-            }
             let p = svc.policies();
-            // SAFETY: the body is there (checked above).
-            let swifted = unsafe {
-                swift_poll(
-                    this.svc,
-                    p,
-                    hooks,
-                    body.as_mut(),
-                    this.phase,
-                    Phase::Over,
-                    cx,
-                )
-            };
+            // SAFETY: `MakeFirst` is not `SOME`: `swift_poll` checks the slot.
+            // Still `Fresh` in memory when fresh: `swift_poll` says otherwise
+            // only on the ways that keep the body (see `FreshGuard`).
+            let swifted =
+                unsafe { swift_poll(this.svc, p, hooks, first, this.phase, Phase::Over, cx) };
             let left = match swifted {
                 Swifted::Polled(LanePoll::Done(v)) => return Poll::Ready(Ok(v)),
                 Swifted::Polled(LanePoll::Refused(r)) => {
-                    body.set(None);
+                    // A fresh future made no body; one given up front is dropped.
+                    let this = self.as_mut().project();
+                    if !fresh {
+                        // SAFETY: `FreshBody`: the body slot is in place.
+                        unsafe { this.body.pinned() }.set(None);
+                    }
                     *this.phase = Phase::Over;
                     return Poll::Ready(Err(Call::refused(svc, hooks, r)));
                 }
@@ -1162,12 +1225,17 @@ where
                 Swifted::Polled(LanePoll::Left(lane, permit, polled)) => {
                     Some((lane, permit, polled))
                 }
-                Swifted::Off(_) => {
-                    *this.phase = Phase::FreshBody;
+                Swifted::Unplaced(first) => {
+                    first.place();
+                    None
+                }
+                Swifted::Off(first) => {
+                    first.place();
+                    *self.as_mut().project().phase = Phase::FreshBody;
                     return self.gate_lane(p, cx);
                 }
             };
-            *this.phase = Phase::FreshBody;
+            *self.as_mut().project().phase = Phase::FreshBody;
             return self.settle(p, left, cx);
         }
         Self::poll_rest(self.project(), None, cx)

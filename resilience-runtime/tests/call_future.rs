@@ -139,11 +139,12 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(
 }
 
 /// A hand-written body that counts its drops, and panics when polled if told to,
-/// or is not ready at its first poll.
+/// or is not ready at its first poll, or panics when dropped.
 struct Counted {
     drops: Arc<AtomicU32>,
     panic: bool,
     pending: bool,
+    panic_on_drop: bool,
 }
 
 impl std::future::Future for Counted {
@@ -168,13 +169,24 @@ impl Counted {
             drops: drops.clone(),
             panic,
             pending,
+            panic_on_drop: false,
         }
+    }
+
+    /// A body that completes at its first poll and panics when dropped.
+    fn panicking_drop(drops: &Arc<AtomicU32>) -> Self {
+        let mut body = Counted::new(drops, false, false);
+        body.panic_on_drop = true;
+        body
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         self.drops.fetch_add(1, SeqCst);
+        if self.panic_on_drop {
+            panic!("the body's drop panics");
+        }
     }
 }
 
@@ -285,6 +297,81 @@ fn a_body_panicking_at_its_first_poll_is_dropped_with_the_future() {
         check_panicked_at_first_poll(&p, &drops, p.call(|| Counted::new(&drops, true, false)));
     drop(fut);
     assert_eq!(drops.load(SeqCst), 1, "dropped with the future, not leaked");
+}
+
+/// `fut`'s body completes at its first poll and its drop panics: the panic reaches
+/// the caller, the slot is given back, and the body is not dropped a second time
+/// with the future.
+fn check_drop_panicked_at_first_poll<F>(p: &resilience_runtime::Policy, drops: &AtomicU32, fut: F)
+where
+    F: std::future::Future<Output = Result<u32, E>>,
+{
+    let mut fut = Box::pin(fut);
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_now(fut.as_mut())));
+    let msg = message(polled.expect_err("the drop's panic reaches the caller"));
+    assert!(msg.contains("the body's drop panics"), "{msg}");
+    assert_eq!(drops.load(SeqCst), 1, "dropped as it completed");
+    assert_eq!(
+        p.service().bulkhead_available(),
+        Some(1),
+        "the slot is back"
+    );
+    drop(fut);
+    assert_eq!(
+        drops.load(SeqCst),
+        1,
+        "and not dropped again with the future"
+    );
+}
+
+#[test]
+fn a_body_whose_drop_panics_is_not_dropped_again_with_the_future() {
+    let p = one_slot("call_future::drop_panics");
+    let drops = Arc::new(AtomicU32::new(0));
+    check_drop_panicked_at_first_poll(&p, &drops, p.call(|| Counted::panicking_drop(&drops)));
+}
+
+#[test]
+fn a_body_given_up_front_whose_drop_panics_is_not_dropped_again_with_the_future() {
+    // `Service::once`'s future holds its body from the start (an expansion without
+    // a retry): the future's drop would drop it again unless the lane says it is gone.
+    let p = one_slot("call_future::once_drop_panics");
+    let drops = Arc::new(AtomicU32::new(0));
+    let svc = p.service();
+    check_drop_panicked_at_first_poll(
+        &p,
+        &drops,
+        svc.once(&HOOKS, Counted::panicking_drop(&drops)),
+    );
+}
+
+#[test]
+fn a_call_the_breaker_refuses_on_the_lane_makes_no_body() {
+    let name = "call_future::refused_makes_no_body";
+    let p = one_slot(name);
+    resilience_runtime::breaker(name).unwrap().force_open();
+    let (made, drops) = (AtomicU32::new(0), Arc::new(AtomicU32::new(0)));
+    let mut fut = Box::pin(p.call(|| {
+        made.fetch_add(1, SeqCst);
+        Counted::new(&drops, false, false)
+    }));
+    let r = poll_now(fut.as_mut());
+    assert!(
+        matches!(
+            r,
+            std::task::Poll::Ready(Err(E::Policy(ResilienceError::CircuitOpen { .. })))
+        ),
+        "{r:?}"
+    );
+    drop(fut);
+    assert_eq!(
+        made.load(SeqCst),
+        0,
+        "the body is made only once the call is admitted"
+    );
+    assert_eq!(drops.load(SeqCst), 0);
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    assert_eq!(p.service().status().rejections, 1);
 }
 
 #[test]
