@@ -388,15 +388,16 @@ impl<'b, F: Bodies<Fut>, Fut> FirstBody<'b, Fut> for MakeFirst<'b, F, Fut> {
     }
 }
 
-/// Says a [`CallFuture`] holds nothing to drop (`Over`) if its body's drop, or
-/// what follows it, unwinds: the body is not dropped a second time. Forgotten on
-/// the common path, whose single write of the phase then comes last.
-struct OverGuard<'p>(&'p mut Phase);
+/// A future's phase to write if what runs now unwinds (a maker, a body, or a
+/// body's drop that panics), so that the future's drop drops what it holds and
+/// nothing twice. Forgotten when it returns; its drop is inlined into the
+/// unwinding path, so it writes nothing on the common one.
+struct PhaseGuard<'p, P: Copy>(&'p mut P, P);
 
-impl Drop for OverGuard<'_> {
+impl<P: Copy> Drop for PhaseGuard<'_, P> {
     #[inline(always)]
     fn drop(&mut self) {
-        *self.0 = Phase::Over;
+        *self.0 = self.1;
     }
 }
 
@@ -462,7 +463,7 @@ where
                 // follows before the future's own drop (which then knows it); if
                 // anything before unwinds, the guard writes it, so the body is not
                 // dropped again with the future.
-                let over = OverGuard(&mut *phase);
+                let over = PhaseGuard(&mut *phase, Phase::Over);
                 // SAFETY: the body is not used again (`Over`); dropped in place.
                 unsafe { std::ptr::drop_in_place(fut.get_unchecked_mut()) };
                 swift_succeeded(svc, lane, permit);
@@ -1314,19 +1315,6 @@ impl<M, Fut, B> LeanSlot<M, Fut, B> {
     }
 }
 
-/// A [`LeanFuture`]'s phase to write if what runs now unwinds (a maker or a
-/// body that panics), so that the future's drop drops what it holds and nothing
-/// twice. Forgotten when it returns; its drop is inlined into the unwinding path,
-/// so it writes nothing on the common one.
-struct LeanGuard<'p>(&'p mut LeanPhase, LeanPhase);
-
-impl Drop for LeanGuard<'_> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        *self.0 = self.1;
-    }
-}
-
 /// The boxed call a [`LeanFuture`] runs as when live configuration gave its
 /// service a timer.
 type BoxedCall<'a, T, E, Fut> = Pin<Box<CallFuture<'a, T, E, OneAttempt, Fut>>>;
@@ -1540,7 +1528,7 @@ where
                         // body is in place the guard says `Gone` if the maker
                         // unwinds; the phase is written only then.
                         let make = unsafe { this.body.as_mut().take_make() };
-                        let made = LeanGuard(&mut *this.phase, LeanPhase::Gone);
+                        let made = PhaseGuard(&mut *this.phase, LeanPhase::Gone);
                         let fut = make();
                         std::mem::forget(made);
                         let mut fut = this.body.as_mut().put_fut(fut);
@@ -1549,7 +1537,7 @@ where
                             epoch: lane.epoch,
                         };
                         // A body that unwinds here is dropped with the future.
-                        let running = LeanGuard(&mut *this.phase, LeanPhase::Panicked);
+                        let running = PhaseGuard(&mut *this.phase, LeanPhase::Panicked);
                         let polled = fut.as_mut().poll(cx);
                         std::mem::forget(running);
                         std::mem::forget(guard);
