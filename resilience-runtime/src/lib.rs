@@ -57,6 +57,7 @@ mod live;
 pub mod metrics;
 #[cfg(feature = "sqlite")]
 pub mod persist;
+mod pool;
 mod rate_limit;
 mod registry;
 mod retry;

@@ -17,6 +17,7 @@ use crate::breaker::Rejected;
 use crate::bulkhead::{Bulkhead, Full, Permit};
 use crate::clock::Instant;
 use crate::events::EventKind;
+use crate::pool::PoolBox;
 use crate::rate_limit::Reservation;
 use crate::service::{
     swift_admit, swift_count, Admitted, Call, Gate, Hooks, IntoError, Lane, LaneGuard, Next,
@@ -85,8 +86,9 @@ pin_project_lite::pin_project! {
         phase: Phase,
         #[pin]
         body: Option<OwnBody<F>>,
+        // Out of line (see `PoolBox`): an attempt through the lane never uses it.
         #[pin]
-        slow: Slot<Option<Slow<'a>>>,
+        slow: Slot<Option<PoolBox<Slow<'a>>>>,
         _out: PhantomData<fn() -> T>,
     }
 }
@@ -150,18 +152,16 @@ struct Steps<'p, 'a, E, F> {
 /// Puts the attempt's [`Slow`] state in place (once) and hands out its pieces.
 #[inline(always)]
 fn steps<'p, 'a, T, E, F>(this: AttemptProj<'p, '_, 'a, T, E, F>) -> Steps<'p, 'a, E, F> {
-    let mut slow = this.slow.pinned();
-    if slow.is_none() {
-        slow.set(Some(Slow::EMPTY));
-    }
-    let Some(slow) = slow.as_pin_mut() else {
-        unreachable!("the slow state was just put in place")
-    };
+    let slow = this
+        .slow
+        .pinned()
+        .get_mut()
+        .get_or_insert_with(|| PoolBox::new(Slow::EMPTY));
     Steps {
         call: &mut **this.call,
         phase: this.phase,
         body: this.body,
-        s: slow.project(),
+        s: slow.pinned().project(),
     }
 }
 
@@ -714,8 +714,10 @@ pin_project_lite::pin_project! {
         limit: Option<(Duration, IntoError<E>)>,
         #[pin]
         fut: F,
+        // Out of line (see `PoolBox`): armed only for a call still running when
+        // its first poll returns.
         #[pin]
-        timer: Slot<Option<Sleep>>,
+        timer: Slot<Option<PoolBox<Sleep>>>,
     }
 }
 
@@ -745,13 +747,14 @@ where
         let Some((limit, into)) = *this.limit else {
             return Poll::Pending;
         };
-        let mut timer = this.timer.pinned();
-        if timer.is_none() {
-            timer.set(Some(tokio::time::sleep(limit)));
-        }
-        match timer.as_pin_mut().map(|t| t.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(this.svc.total_timed_out(limit, into))),
-            _ => Poll::Pending,
+        let timer = this
+            .timer
+            .pinned()
+            .get_mut()
+            .get_or_insert_with(|| PoolBox::new(tokio::time::sleep(limit)));
+        match timer.pinned().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(this.svc.total_timed_out(limit, into))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -775,8 +778,10 @@ pin_project_lite::pin_project! {
         // frees its slot and probe.
         #[pin]
         body: Held<Option<OwnBody<Fut>>>,
+        // Out of line, in a block of this thread's pool: a call done on the
+        // lane never touches it, and inline it was most of the future's size.
         #[pin]
-        rest: Held<Rest<'a, E>>,
+        rest: Held<PoolBox<Rest<'a, E>>>,
         _out: PhantomData<fn() -> T>,
     }
 
@@ -1092,12 +1097,12 @@ where
             call.attempt = 1;
         }
         let total = this.svc.total_limit(hooks);
-        this.rest.put(Rest {
+        this.rest.put(PoolBox::new(Rest {
             call,
             total,
             total_timer: None,
             slow: Slow::EMPTY,
-        });
+        }));
         // Now the future holds its `Rest`.
         *this.phase = Phase::Start;
         Self::poll_rest(self.project(), left, cx)
@@ -1116,7 +1121,10 @@ where
             panic!("`CallFuture` polled after it completed")
         }
         // SAFETY: a phase that holds the `Rest` is past `Fresh`, so both are in place.
-        let (rest, body) = unsafe { (this.rest.pinned().project(), this.body.pinned()) };
+        let (rest, body) = unsafe {
+            let rest = this.rest.pinned().get_mut().pinned().project();
+            (rest, this.body.pinned())
+        };
         let mut st = Steps {
             call: rest.call,
             phase: this.phase,
@@ -1316,8 +1324,9 @@ impl<M, Fut, B> LeanSlot<M, Fut, B> {
 }
 
 /// The boxed call a [`LeanFuture`] runs as when live configuration gave its
-/// service a timer.
-type BoxedCall<'a, T, E, Fut> = Pin<Box<CallFuture<'a, T, E, OneAttempt, Fut>>>;
+/// service a timer: in a block of this thread's pool when it fits one (a body
+/// of up to about 480 bytes), so such calls do not allocate once warm.
+type BoxedCall<'a, T, E, Fut> = PoolBox<CallFuture<'a, T, E, OneAttempt, Fut>>;
 
 /// An admission and the bulkhead slot it holds.
 type LeanHeld<'a> = (Admitted<'a>, Option<Permit<'a>>);
@@ -1460,7 +1469,7 @@ where
                 *this.phase = LeanPhase::Run;
             }
             None => {
-                let boxed = Box::pin(CallFuture::once(svc, hooks, make()));
+                let boxed = PoolBox::new(CallFuture::once(svc, hooks, make()));
                 // SAFETY: the slot holds nothing (`Gone`); written in place.
                 unsafe { this.body.as_mut().get_unchecked_mut().boxed = ManuallyDrop::new(boxed) };
                 *this.phase = LeanPhase::Boxed;
@@ -1633,7 +1642,7 @@ where
             LeanPhase::Boxed => {
                 // SAFETY: `Boxed`: the slot holds the boxed call.
                 let boxed = unsafe { this.body.as_mut().boxed() };
-                let r = ready!(boxed.as_mut().poll(cx));
+                let r = ready!(boxed.pinned().poll(cx));
                 *this.phase = LeanPhase::Gone;
                 // SAFETY: not used again (`Gone`); dropped once.
                 unsafe { ManuallyDrop::drop(boxed) };

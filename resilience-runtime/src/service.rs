@@ -626,7 +626,9 @@ impl Service {
     /// Outcomes, rejections, events and counters are those of [`Service::once`].
     /// If live configuration gives the service a timeout, total timeout, rate limit,
     /// bulkhead wait or timed attempts, the call runs as [`Service::once`]'s, boxed
-    /// (one allocation per call while that configuration is in force).
+    /// in a block of the thread's pool of call states (no allocation once the
+    /// thread has one free, unless the body's future is larger than about 480
+    /// bytes: then one allocation per call while that configuration is in force).
     #[inline]
     pub fn once_lean<'a, T, E, M, Fut>(
         &'a self,

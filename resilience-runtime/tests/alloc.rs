@@ -392,3 +392,110 @@ fn lean_attribute_rejections_allocate_nothing() {
     let (n, ()) = allocations(|| (0..N).for_each(|_| assert!(open())));
     assert_eq!(n, N * REJECTION_ALLOCATIONS);
 }
+
+// ---- calls through `CallFuture` that leave the lane (`Service::retry`, `Policy::call`) ----
+
+/// A counter of body runs, so a test can fail the first attempt of each call.
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[resilience_runtime::with_resilience(
+    service = "alloc::stack",
+    timeout = "1s",
+    total_timeout = "5s",
+    retry(max_attempts = 3, delay = "0ms"),
+    circuit_breaker(failure_threshold = 5),
+    bulkhead(max_concurrent = 4)
+)]
+async fn stack_call(pend: bool, fail_first: bool) -> Result<u32, E> {
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if pend {
+        PendingOnce(false).await;
+    }
+    if fail_first && run % 2 == 0 {
+        return Err(E::Boom);
+    }
+    Ok(1)
+}
+
+#[test]
+fn a_call_that_leaves_the_lane_allocates_nothing_once_warm() {
+    // A pending body arms the attempt's timer and the total timer: tokio's, so the
+    // calls run inside a runtime's context (entered, not driven: no timer fires).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _in = rt.enter();
+    // Pending then ready (the call's state put in place at the first poll), and a
+    // failing first attempt retried after a zero backoff (tokio's timer: driven by
+    // `block_on`), then both.
+    for (pend, fail_first) in [(true, false), (false, true), (true, true)] {
+        RUNS.store(0, std::sync::atomic::Ordering::Relaxed);
+        // Warm-up: the thread's first call off the lane takes a new block.
+        assert_eq!(rt.block_on(stack_call(pend, fail_first)), Ok(1));
+        RUNS.store(0, std::sync::atomic::Ordering::Relaxed);
+        let (n, ()) = allocations(|| {
+            for _ in 0..N {
+                assert_eq!(rt.block_on(stack_call(pend, fail_first)), Ok(1));
+            }
+        });
+        assert_eq!(n, 0, "pend {pend}, fail_first {fail_first}");
+    }
+    // Polled by hand, no runtime driving it: pending once, then ready.
+    let (n, ()) = allocations(|| {
+        for _ in 0..N {
+            assert_eq!(drive(stack_call(true, false)), (Ok(1), 2));
+        }
+    });
+    assert_eq!(n, 0);
+    // Through the builder, a pending body under a timeout.
+    let p = Resilience::builder("alloc::builder.pending")
+        .no_retry()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let call = || {
+        p.call(|| async {
+            PendingOnce(false).await;
+            Ok::<u32, E>(1)
+        })
+    };
+    assert_eq!(drive(call()), (Ok(1), 2));
+    let (n, ()) = allocations(|| {
+        for _ in 0..N {
+            assert_eq!(drive(call()), (Ok(1), 2));
+        }
+    });
+    assert_eq!(n, 0);
+    // Every call counted: the failed first attempts as failures and retries.
+    let s = resilience_runtime::status("alloc::stack").unwrap();
+    assert_eq!(s.successes, 4 * N + 3);
+    assert_eq!((s.failures, s.retries), (2 * (N + 1), 2 * (N + 1)));
+    assert_eq!(p.service().bulkhead_available(), None);
+}
+
+#[test]
+fn a_lean_call_whose_service_needs_a_timer_allocates_nothing_once_warm() {
+    use resilience_runtime::__private::Hooks;
+    static HOOKS: Hooks<E> = Hooks {
+        into_error: Some(<E as From<ResilienceError>>::from),
+        ..Hooks::NONE
+    };
+    // A timeout the attribute did not declare (as live configuration would give
+    // it): the lean future runs the call as `Service::once`'s future, boxed in a
+    // block of this thread's pool.
+    let p = Resilience::builder("alloc::lean.timer")
+        .no_retry()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let call = || drive(p.service().once_lean(&HOOKS, || async { Ok::<u32, E>(3) }));
+    assert_eq!(call(), (Ok(3), 1));
+    let (n, ()) = allocations(|| {
+        for _ in 0..N {
+            assert_eq!(call(), (Ok(3), 1));
+        }
+    });
+    assert_eq!(n, 0);
+    assert_eq!(p.service().status().successes, N + 1);
+}

@@ -1,0 +1,272 @@
+//! Recycled memory for the state an async call keeps only once it leaves the lane
+//! (its retry state, its admissions, its timers: a few hundred bytes, most of them
+//! tokio's `Sleep`s). Held inline, that state made every wrapped future that
+//! large, though a call done on the lane never touches it; held in a plain `Box`,
+//! every call that leaves the lane (a failure, a pending body, a rejection off the
+//! lane) would allocate. [`PoolBox`] holds it out of line in a block taken from
+//! this thread's free blocks and given back to the free blocks of the thread that
+//! drops it, so once a thread has had as many such calls at once as it keeps
+//! blocks for, the state costs no allocation.
+//!
+//! Blocks are plain memory of one layout ([`BLOCK`]): a value is written into a
+//! block when it is boxed and dropped in place when the box is, so a block carries
+//! nothing of a call (or of a tokio runtime) from one use to the next. A thread
+//! keeps at most [`KEEP`] free blocks; a block given back past that, or while the
+//! thread is exiting, goes back to the allocator.
+
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::pin::Pin;
+use std::ptr::{self, NonNull};
+
+/// The layout of a block: large enough for the state of a call's future that
+/// left the lane (`run::Rest`, 456 bytes with tokio 1.48 on x86-64); a value
+/// that does not fit is boxed by the allocator instead (see [`PoolBox::FITS`]).
+pub(crate) const BLOCK: Layout = match Layout::from_size_align(512, 16) {
+    Ok(layout) => layout,
+    Err(_) => panic!("the block layout is valid"),
+};
+
+/// How many free blocks a thread keeps (`KEEP * 512` bytes at most).
+pub(crate) const KEEP: usize = 256;
+
+/// A thread's free blocks: a stack linked through the blocks' first word.
+struct Free {
+    head: Cell<*mut u8>,
+    len: Cell<usize>,
+}
+
+impl Free {
+    fn pop(&self) -> Option<NonNull<u8>> {
+        let head = NonNull::new(self.head.get())?;
+        // SAFETY: a block on the stack holds the address of the next one in its
+        // first word (written by `push`), and is ours alone.
+        let next = unsafe { head.as_ptr().cast::<*mut u8>().read() };
+        self.head.set(next);
+        self.len.set(self.len.get() - 1);
+        Some(head)
+    }
+
+    /// Keeps `block` unless the thread keeps [`KEEP`] already.
+    fn push(&self, block: NonNull<u8>) -> bool {
+        if self.len.get() >= KEEP {
+            return false;
+        }
+        // SAFETY: `block` is a free block of `BLOCK`'s layout, given back by the
+        // box that held it: its first word is ours to write.
+        unsafe { block.as_ptr().cast::<*mut u8>().write(self.head.get()) };
+        self.head.set(block.as_ptr());
+        self.len.set(self.len.get() + 1);
+        true
+    }
+}
+
+impl Drop for Free {
+    fn drop(&mut self) {
+        while let Some(block) = self.pop() {
+            // SAFETY: every block on the stack was allocated with `BLOCK`.
+            unsafe { dealloc(block.as_ptr(), BLOCK) };
+        }
+    }
+}
+
+thread_local! {
+    static FREE: Free = const {
+        Free {
+            head: Cell::new(ptr::null_mut()),
+            len: Cell::new(0),
+        }
+    };
+}
+
+/// A block: one of this thread's free blocks, or a new one.
+fn take() -> NonNull<u8> {
+    if let Ok(Some(block)) = FREE.try_with(Free::pop) {
+        return block;
+    }
+    fresh(BLOCK)
+}
+
+/// Gives a block back: to this thread's free blocks, or to the allocator.
+fn give(block: NonNull<u8>) {
+    if FREE.try_with(|f| f.push(block)) != Ok(true) {
+        // SAFETY: allocated with `BLOCK` (by `take`), and no longer used.
+        unsafe { dealloc(block.as_ptr(), BLOCK) };
+    }
+}
+
+/// Memory of `layout` (not zero-sized) from the allocator.
+fn fresh(layout: Layout) -> NonNull<u8> {
+    // SAFETY: `layout` is not zero-sized (the callers' word).
+    let raw = unsafe { alloc(layout) };
+    NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout))
+}
+
+/// A pinned box whose memory is a block of this thread's pool: its content never
+/// moves (nothing hands out `&mut T` but pinned) and is dropped in place.
+pub(crate) struct PoolBox<T> {
+    ptr: NonNull<T>,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: a `PoolBox` owns its content as a `Box` does; the block it came from is
+// plain memory, tied to no thread.
+unsafe impl<T: Send> Send for PoolBox<T> {}
+// SAFETY: as above; `&PoolBox<T>` gives no access to its content.
+unsafe impl<T: Sync> Sync for PoolBox<T> {}
+// Moving the box moves a pointer, not its content (as `Box`).
+impl<T> Unpin for PoolBox<T> {}
+
+impl<T> PoolBox<T> {
+    /// Whether a `T` fits a block. A zero-sized `T` is boxed without memory;
+    /// one too large for a block, by the allocator with its own layout.
+    const FITS: bool = size_of::<T>() <= BLOCK.size() && align_of::<T>() <= BLOCK.align();
+
+    /// Boxes `value`, in a block when it fits one.
+    pub(crate) fn new(value: T) -> Self {
+        let ptr = if size_of::<T>() == 0 {
+            NonNull::dangling()
+        } else if Self::FITS {
+            take().cast::<T>()
+        } else {
+            fresh(Layout::new::<T>()).cast::<T>()
+        };
+        // SAFETY: `ptr` is valid for writes of a `T` and aligned for one (a block's
+        // alignment is at least `T`'s when it fits), and holds nothing yet.
+        unsafe { ptr.as_ptr().write(value) };
+        PoolBox {
+            ptr,
+            _owns: PhantomData,
+        }
+    }
+
+    /// The content, pinned: it stays where it was written until dropped.
+    #[inline(always)]
+    pub(crate) fn pinned(&mut self) -> Pin<&mut T> {
+        // SAFETY: the content is in place until `drop`, never moved out, and no
+        // unpinned `&mut T` is handed out.
+        unsafe { Pin::new_unchecked(self.ptr.as_mut()) }
+    }
+}
+
+impl<T> Drop for PoolBox<T> {
+    fn drop(&mut self) {
+        /// Gives the block back even if the content's drop unwinds.
+        struct Back<T>(NonNull<T>);
+        impl<T> Drop for Back<T> {
+            fn drop(&mut self) {
+                if size_of::<T>() == 0 {
+                } else if PoolBox::<T>::FITS {
+                    give(self.0.cast());
+                } else {
+                    // SAFETY: allocated with `T`'s own layout (`PoolBox::new`).
+                    unsafe { dealloc(self.0.as_ptr().cast(), Layout::new::<T>()) };
+                }
+            }
+        }
+        let back = Back(self.ptr);
+        // SAFETY: the content is in place (written by `new`) and dropped once, here.
+        unsafe { ptr::drop_in_place(back.0.as_ptr()) };
+    }
+}
+
+impl<T> std::fmt::Debug for PoolBox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolBox")
+    }
+}
+
+/// How many free blocks this thread keeps now (tests).
+#[cfg(test)]
+pub(crate) fn free_blocks() -> usize {
+    FREE.with(|f| f.len.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counted<'a>(&'a AtomicUsize, [u64; 8]);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_block_given_back_is_taken_again() {
+        let drops = AtomicUsize::new(0);
+        let mut a = PoolBox::new(Counted(&drops, [7; 8]));
+        let first = a.pinned().1.as_ptr();
+        assert_eq!(a.pinned().1, [7; 8]);
+        let before = free_blocks();
+        drop(a);
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            1,
+            "the content is dropped once"
+        );
+        assert_eq!(free_blocks(), before + 1);
+        let mut b = PoolBox::new(Counted(&drops, [9; 8]));
+        assert_eq!(b.pinned().1.as_ptr(), first, "the same block, reused");
+        assert_eq!(b.pinned().1, [9; 8]);
+        assert_eq!(free_blocks(), before);
+        drop(b);
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_thread_keeps_at_most_keep_blocks() {
+        std::thread::spawn(|| {
+            let boxes: Vec<_> = (0..KEEP + 10).map(PoolBox::new).collect();
+            assert_eq!(free_blocks(), 0);
+            drop(boxes);
+            assert_eq!(free_blocks(), KEEP);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_value_too_large_for_a_block_is_boxed_by_the_allocator() {
+        const { assert!(!PoolBox::<[u8; 1024]>::FITS) };
+        let mut big = PoolBox::new([3u8; 1024]);
+        assert!(big.pinned().iter().all(|&b| b == 3));
+        let before = free_blocks();
+        drop(big);
+        assert_eq!(free_blocks(), before, "not kept as a block");
+    }
+
+    #[test]
+    fn a_block_dropped_on_another_thread_is_kept_there() {
+        let b = PoolBox::new([1u64; 4]);
+        std::thread::spawn(move || {
+            assert_eq!(free_blocks(), 0);
+            drop(b);
+            assert_eq!(free_blocks(), 1);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_content_whose_drop_panics_still_gives_its_block_back() {
+        struct Boom;
+        impl Drop for Boom {
+            fn drop(&mut self) {
+                panic!("boom");
+            }
+        }
+        std::thread::spawn(|| {
+            let b = PoolBox::new((Boom, [0u64; 4]));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(b)));
+            assert!(r.is_err());
+            assert_eq!(free_blocks(), 1);
+        })
+        .join()
+        .unwrap();
+    }
+}
