@@ -5,14 +5,20 @@
 //! every call that leaves the lane (a failure, a pending body, a rejection off the
 //! lane) would allocate. [`PoolBox`] holds it out of line in a block taken from
 //! this thread's free blocks and given back to the free blocks of the thread that
-//! drops it, so once a thread has had as many such calls at once as it keeps
-//! blocks for, the state costs no allocation.
+//! drops it.
 //!
 //! Blocks are plain memory of one layout ([`BLOCK`]): a value is written into a
 //! block when it is boxed and dropped in place when the box is, so a block carries
-//! nothing of a call (or of a tokio runtime) from one use to the next. A thread
-//! keeps at most [`KEEP`] free blocks; a block given back past that, or while the
-//! thread is exiting, goes back to the allocator.
+//! nothing of a call (or of a tokio runtime) from one use to the next.
+//!
+//! Two levels, so that a block dropped on another thread than the one that took
+//! it (a task moved between a runtime's workers) comes back: a thread keeps up to
+//! [`KEEP`] free blocks of its own, without a lock; past that it hands a chain of
+//! [`BATCH`] of them to a shared stock (one lock per `BATCH` blocks), and a thread
+//! with none left takes a chain from the stock before it asks the allocator. The
+//! stock keeps at most [`STOCK`] chains; a block past every limit, or given back
+//! while its thread exits, goes back to the allocator. Once the threads have had
+//! as many calls off the lane at once as these hold, such calls allocate nothing.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::cell::Cell;
@@ -20,6 +26,7 @@ use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
+use std::sync::{Mutex, PoisonError};
 
 /// The layout of a block: large enough for the state of a call's future that
 /// left the lane (`run::Rest`, 456 bytes with tokio 1.48 on x86-64); a value
@@ -29,56 +36,148 @@ pub(crate) const BLOCK: Layout = match Layout::from_size_align(512, 16) {
     Err(_) => panic!("the block layout is valid"),
 };
 
-/// How many free blocks a thread keeps (`KEEP * 512` bytes at most).
-pub(crate) const KEEP: usize = 256;
+/// How many free blocks a thread keeps of its own (32 KiB).
+pub(crate) const KEEP: usize = 64;
 
-/// A thread's free blocks: a stack linked through the blocks' first word.
-struct Free {
-    head: Cell<*mut u8>,
-    len: Cell<usize>,
+/// How many blocks move between a thread and the shared stock at once.
+pub(crate) const BATCH: usize = KEEP / 2;
+
+/// How many chains of [`BATCH`] blocks the shared stock keeps (1 MiB).
+pub(crate) const STOCK: usize = 64;
+
+/// Free blocks linked through their first word.
+#[derive(Clone, Copy)]
+struct Chain {
+    head: *mut u8,
+    len: usize,
 }
 
-impl Free {
-    fn pop(&self) -> Option<NonNull<u8>> {
-        let head = NonNull::new(self.head.get())?;
-        // SAFETY: a block on the stack holds the address of the next one in its
-        // first word (written by `push`), and is ours alone.
-        let next = unsafe { head.as_ptr().cast::<*mut u8>().read() };
-        self.head.set(next);
-        self.len.set(self.len.get() - 1);
+impl Chain {
+    const EMPTY: Chain = Chain {
+        head: ptr::null_mut(),
+        len: 0,
+    };
+
+    fn pop(&mut self) -> Option<NonNull<u8>> {
+        let head = NonNull::new(self.head)?;
+        // SAFETY: a block on a chain holds the address of the next one in its
+        // first word (written by `push`), and is the chain's alone.
+        self.head = unsafe { head.as_ptr().cast::<*mut u8>().read() };
+        self.len -= 1;
         Some(head)
     }
 
-    /// Keeps `block` unless the thread keeps [`KEEP`] already.
-    fn push(&self, block: NonNull<u8>) -> bool {
-        if self.len.get() >= KEEP {
-            return false;
-        }
-        // SAFETY: `block` is a free block of `BLOCK`'s layout, given back by the
-        // box that held it: its first word is ours to write.
-        unsafe { block.as_ptr().cast::<*mut u8>().write(self.head.get()) };
-        self.head.set(block.as_ptr());
-        self.len.set(self.len.get() + 1);
-        true
+    fn push(&mut self, block: NonNull<u8>) {
+        // SAFETY: `block` is a free block of `BLOCK`'s layout, no longer used by
+        // anything else: its first word is the chain's to write.
+        unsafe { block.as_ptr().cast::<*mut u8>().write(self.head) };
+        self.head = block.as_ptr();
+        self.len += 1;
     }
-}
 
-impl Drop for Free {
-    fn drop(&mut self) {
+    /// Takes up to `n` blocks off the front.
+    fn split(&mut self, n: usize) -> Chain {
+        let mut out = Chain::EMPTY;
+        while out.len < n {
+            match self.pop() {
+                Some(block) => out.push(block),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Gives every block back to the allocator.
+    fn release(mut self) {
         while let Some(block) = self.pop() {
-            // SAFETY: every block on the stack was allocated with `BLOCK`.
+            // SAFETY: every block on a chain was allocated with `BLOCK`.
             unsafe { dealloc(block.as_ptr(), BLOCK) };
         }
     }
 }
 
-thread_local! {
-    static FREE: Free = const {
-        Free {
-            head: Cell::new(ptr::null_mut()),
-            len: Cell::new(0),
+/// Chains of free blocks any thread may take.
+struct Stock {
+    chains: [Chain; STOCK],
+    len: usize,
+}
+
+// SAFETY: the blocks on a chain are plain memory owned by the chain, tied to no
+// thread.
+unsafe impl Send for Stock {}
+
+static SHARED: Mutex<Stock> = Mutex::new(Stock {
+    chains: [Chain::EMPTY; STOCK],
+    len: 0,
+});
+
+/// Puts `chain` in the shared stock, or gives it back to the allocator when the
+/// stock is full.
+fn to_stock(chain: Chain) {
+    if chain.len == 0 {
+        return;
+    }
+    let mut stock = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if stock.len < STOCK {
+        let at = stock.len;
+        stock.chains[at] = chain;
+        stock.len += 1;
+    } else {
+        drop(stock);
+        chain.release();
+    }
+}
+
+/// A chain from the shared stock, if it has one.
+fn from_stock() -> Option<Chain> {
+    let mut stock = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if stock.len == 0 {
+        return None;
+    }
+    stock.len -= 1;
+    let at = stock.len;
+    Some(std::mem::replace(&mut stock.chains[at], Chain::EMPTY))
+}
+
+/// A thread's own free blocks.
+struct Free(Cell<Chain>);
+
+impl Free {
+    fn pop(&self) -> Option<NonNull<u8>> {
+        let mut own = self.0.get();
+        let block = match own.pop() {
+            Some(block) => Some(block),
+            None => {
+                own = from_stock()?;
+                own.pop()
+            }
+        };
+        self.0.set(own);
+        block
+    }
+
+    fn push(&self, block: NonNull<u8>) {
+        let mut own = self.0.get();
+        if own.len >= KEEP {
+            to_stock(own.split(BATCH));
         }
-    };
+        own.push(block);
+        self.0.set(own);
+    }
+}
+
+impl Drop for Free {
+    fn drop(&mut self) {
+        // The thread exits: its blocks go to the stock for the threads that stay.
+        let mut own = self.0.replace(Chain::EMPTY);
+        while own.len > 0 {
+            to_stock(own.split(BATCH));
+        }
+    }
+}
+
+thread_local! {
+    static FREE: Free = const { Free(Cell::new(Chain::EMPTY)) };
 }
 
 /// A block: one of this thread's free blocks, or a new one.
@@ -89,11 +188,13 @@ fn take() -> NonNull<u8> {
     fresh(BLOCK)
 }
 
-/// Gives a block back: to this thread's free blocks, or to the allocator.
+/// Gives a block back: to this thread's free blocks, or (while the thread exits)
+/// to the shared stock.
 fn give(block: NonNull<u8>) {
-    if FREE.try_with(|f| f.push(block)) != Ok(true) {
-        // SAFETY: allocated with `BLOCK` (by `take`), and no longer used.
-        unsafe { dealloc(block.as_ptr(), BLOCK) };
+    if FREE.try_with(|f| f.push(block)).is_err() {
+        let mut one = Chain::EMPTY;
+        one.push(block);
+        to_stock(one);
     }
 }
 
@@ -181,7 +282,7 @@ impl<T> std::fmt::Debug for PoolBox<T> {
 /// How many free blocks this thread keeps now (tests).
 #[cfg(test)]
 pub(crate) fn free_blocks() -> usize {
-    FREE.with(|f| f.len.get())
+    FREE.with(|f| f.0.get().len)
 }
 
 #[cfg(test)]
@@ -221,10 +322,12 @@ mod tests {
     #[test]
     fn a_thread_keeps_at_most_keep_blocks() {
         std::thread::spawn(|| {
-            let boxes: Vec<_> = (0..KEEP + 10).map(PoolBox::new).collect();
-            assert_eq!(free_blocks(), 0);
+            let boxes: Vec<_> = (0..KEEP + BATCH + 10).map(PoolBox::new).collect();
             drop(boxes);
-            assert_eq!(free_blocks(), KEEP);
+            // Each time its own blocks reached `KEEP`, `BATCH` of them went to the
+            // shared stock.
+            assert!(free_blocks() <= KEEP, "{} kept", free_blocks());
+            assert!(free_blocks() > KEEP - BATCH, "{} kept", free_blocks());
         })
         .join()
         .unwrap();
@@ -253,6 +356,21 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_splits_and_releases_its_blocks() {
+        let mut chain = Chain::EMPTY;
+        for _ in 0..5 {
+            chain.push(fresh(BLOCK));
+        }
+        let front = chain.split(3);
+        assert_eq!((front.len, chain.len), (3, 2));
+        let rest = chain.split(10);
+        assert_eq!((rest.len, chain.len), (2, 0));
+        assert!(chain.head.is_null());
+        front.release();
+        rest.release();
+    }
+
+    #[test]
     fn a_content_whose_drop_panics_still_gives_its_block_back() {
         struct Boom;
         impl Drop for Boom {
@@ -262,9 +380,10 @@ mod tests {
         }
         std::thread::spawn(|| {
             let b = PoolBox::new((Boom, [0u64; 4]));
+            let before = free_blocks();
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(b)));
             assert!(r.is_err());
-            assert_eq!(free_blocks(), 1);
+            assert_eq!(free_blocks(), before + 1);
         })
         .join()
         .unwrap();
