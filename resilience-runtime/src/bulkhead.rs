@@ -10,7 +10,13 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use crate::sync::{AtomicU32, AtomicU64, Condvar, Mutex};
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use crate::config::BulkheadConfig;
 
@@ -133,23 +139,15 @@ impl Bulkhead {
     }
 
     /// Waits up to `max_wait` for a slot (after [`Bulkhead::try_acquire`] found none).
-    pub(crate) async fn acquire_slow(&self) -> Result<Permit<'_>, Full> {
-        let _waiting = Waiting::new(&self.waiters);
-        // `sleep` (not `now + max_wait`): a `max_wait` of centuries must not overflow.
-        let sleep = tokio::time::sleep(self.max_wait());
-        let mut sleep = std::pin::pin!(sleep);
-        loop {
-            let notified = self.notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(p) = self.try_acquire() {
-                return Ok(p);
-            }
-            tokio::select! {
-                biased;
-                () = &mut notified => {}
-                () = &mut sleep => return self.try_acquire().ok_or(Full),
-            }
+    pub(crate) fn acquire_slow(&self) -> AcquireSlow<'_> {
+        AcquireSlow {
+            bulkhead: self,
+            _waiting: Waiting::new(&self.waiters),
+            // `sleep` (not `now + max_wait`): a `max_wait` of centuries must not
+            // overflow.
+            sleep: tokio::time::sleep(self.max_wait()),
+            notified: self.notify.notified(),
+            enabled: false,
         }
     }
 
@@ -189,7 +187,65 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+pin_project_lite::pin_project! {
+    /// An async call's wait for a slot of a full bulkhead, up to its `max_wait`
+    /// ([`Bulkhead::acquire_slow`]). A type of its own (not an `async fn`'s) so
+    /// that a call's state can hold it by value, in its pool block: the wait
+    /// allocates nothing.
+    ///
+    /// Each round arms a wake-up (`notified`) before it tries for a slot, so a
+    /// slot given back between the try and the wait is not missed; a wake-up is
+    /// seen before the deadline when both are ready.
+    #[must_use = "futures do nothing unless polled"]
+    pub(crate) struct AcquireSlow<'a> {
+        bulkhead: &'a Bulkhead,
+        _waiting: Waiting<'a>,
+        #[pin]
+        sleep: Sleep,
+        #[pin]
+        notified: Notified<'a>,
+        // `notified` is armed and the slot tried since it was made.
+        enabled: bool,
+    }
+}
+
+impl std::fmt::Debug for AcquireSlow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcquireSlow").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Future for AcquireSlow<'a> {
+    type Output = Result<Permit<'a>, Full>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let b: &'a Bulkhead = this.bulkhead;
+        loop {
+            if !*this.enabled {
+                this.notified.as_mut().enable();
+                *this.enabled = true;
+                if let Some(p) = b.try_acquire() {
+                    return Poll::Ready(Ok(p));
+                }
+            }
+            if this.notified.as_mut().poll(cx).is_ready() {
+                // Woken: a slot was given back (or the limit raised). Try again
+                // under a fresh wake-up.
+                this.notified.set(b.notify.notified());
+                *this.enabled = false;
+                continue;
+            }
+            if this.sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(b.try_acquire().ok_or(Full));
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
 /// Counts a waiter for as long as it lives (also when its future is dropped).
+#[derive(Debug)]
 struct Waiting<'a>(&'a AtomicU32);
 
 impl<'a> Waiting<'a> {

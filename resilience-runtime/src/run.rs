@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Sleep;
 
 use crate::breaker::Rejected;
-use crate::bulkhead::{Bulkhead, Full, Permit};
+use crate::bulkhead::{AcquireSlow, Bulkhead, Full, Permit};
 use crate::clock::Instant;
 use crate::events::EventKind;
 use crate::pool::PoolBox;
@@ -24,9 +24,10 @@ use crate::service::{
     OwnBody, Policies, PollGuard, Service, SwiftAdmit,
 };
 
-/// The permit of a bulkhead that had to be waited for (boxed: only a full bulkhead
-/// with a `max_wait` gets here).
-type Acquire<'a> = Pin<Box<dyn Future<Output = Result<Permit<'a>, Full>> + Send + 'a>>;
+/// The wait for a slot of a full bulkhead with a `max_wait`, in a pool block of
+/// its own (only such a bulkhead gets here; a call's state and this wait together
+/// are larger than a block).
+type Acquire<'a> = PoolBox<AcquireSlow<'a>>;
 
 /// Where an attempt is.
 ///
@@ -252,7 +253,7 @@ fn enter_bulkhead<T, E, F>(
         return None;
     }
     if b.waits() {
-        *st.s.acquire = Some(Box::pin(b.acquire_slow()));
+        *st.s.acquire = Some(PoolBox::new(b.acquire_slow()));
         *st.phase = Phase::BulkheadWait;
         return None;
     }
@@ -661,7 +662,7 @@ where
             }
             Phase::BulkheadWait => {
                 let got = match st.s.acquire.as_mut() {
-                    Some(a) => ready!(a.as_mut().poll(cx)),
+                    Some(a) => ready!(a.pinned().poll(cx)),
                     None => Err(Full),
                 };
                 *st.s.acquire = None;

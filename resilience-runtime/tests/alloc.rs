@@ -499,3 +499,41 @@ fn a_lean_call_whose_service_needs_a_timer_allocates_nothing_once_warm() {
     assert_eq!(n, 0);
     assert_eq!(p.service().status().successes, N + 1);
 }
+
+#[test]
+fn a_call_that_waits_for_a_bulkhead_slot_allocates_nothing_once_warm() {
+    // One slot, a wait of up to a minute: the second call waits (its wake-up and
+    // its deadline armed) until the first gives the slot back, then runs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _in = rt.enter();
+    let p = Resilience::builder("alloc::bulkhead.wait")
+        .no_retry()
+        .max_concurrent(1)
+        .bulkhead_max_wait(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let holder = || {
+        p.call(|| async {
+            PendingOnce(false).await;
+            Ok::<u32, E>(1)
+        })
+    };
+    let waiter = || p.call(|| async { Ok::<u32, E>(2) });
+    let round = || {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = pin!(holder());
+        let mut second = pin!(waiter());
+        assert!(first.as_mut().poll(&mut cx).is_pending(), "holds the slot");
+        assert!(second.as_mut().poll(&mut cx).is_pending(), "waits for it");
+        assert_eq!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(1)));
+        assert_eq!(second.as_mut().poll(&mut cx), Poll::Ready(Ok(2)));
+    };
+    round();
+    let (n, ()) = allocations(|| (0..N).for_each(|_| round()));
+    assert_eq!(n, 0);
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    assert_eq!(p.service().status().successes, 2 * (N + 1));
+}
