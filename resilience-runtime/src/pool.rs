@@ -102,14 +102,43 @@ struct Stock {
     len: usize,
 }
 
+impl Stock {
+    const EMPTY: Stock = Stock {
+        chains: [Chain::EMPTY; STOCK],
+        len: 0,
+    };
+
+    /// Keeps `chain`, or hands it back when full. A short chain (the blocks of
+    /// an exiting thread come one at a time) joins the last one while that one
+    /// has room up to [`BATCH`], so it does not take a place of its own.
+    fn put(&mut self, mut chain: Chain) -> Result<(), Chain> {
+        if let Some(top) = self.len.checked_sub(1).map(|at| &mut self.chains[at]) {
+            if top.len + chain.len <= BATCH {
+                while let Some(block) = chain.pop() {
+                    top.push(block);
+                }
+                return Ok(());
+            }
+        }
+        if self.len == STOCK {
+            return Err(chain);
+        }
+        self.chains[self.len] = chain;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn take(&mut self) -> Option<Chain> {
+        self.len = self.len.checked_sub(1)?;
+        Some(std::mem::replace(&mut self.chains[self.len], Chain::EMPTY))
+    }
+}
+
 // SAFETY: the blocks on a chain are plain memory owned by the chain, tied to no
 // thread.
 unsafe impl Send for Stock {}
 
-static SHARED: Mutex<Stock> = Mutex::new(Stock {
-    chains: [Chain::EMPTY; STOCK],
-    len: 0,
-});
+static SHARED: Mutex<Stock> = Mutex::new(Stock::EMPTY);
 
 /// Puts `chain` in the shared stock, or gives it back to the allocator when the
 /// stock is full.
@@ -117,26 +146,18 @@ fn to_stock(chain: Chain) {
     if chain.len == 0 {
         return;
     }
-    let mut stock = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-    if stock.len < STOCK {
-        let at = stock.len;
-        stock.chains[at] = chain;
-        stock.len += 1;
-    } else {
-        drop(stock);
+    let kept = SHARED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .put(chain);
+    if let Err(chain) = kept {
         chain.release();
     }
 }
 
 /// A chain from the shared stock, if it has one.
 fn from_stock() -> Option<Chain> {
-    let mut stock = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-    if stock.len == 0 {
-        return None;
-    }
-    stock.len -= 1;
-    let at = stock.len;
-    Some(std::mem::replace(&mut stock.chains[at], Chain::EMPTY))
+    SHARED.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 /// A thread's own free blocks.
@@ -368,6 +389,44 @@ mod tests {
         assert!(chain.head.is_null());
         front.release();
         rest.release();
+    }
+
+    /// A chain of `n` new blocks.
+    fn chain_of(n: usize) -> Chain {
+        let mut chain = Chain::EMPTY;
+        for _ in 0..n {
+            chain.push(fresh(BLOCK));
+        }
+        chain
+    }
+
+    #[test]
+    fn the_stock_joins_short_chains_and_refuses_past_its_places() {
+        let mut stock = Stock::EMPTY;
+        // Blocks given back one at a time fill one place up to `BATCH`.
+        for _ in 0..BATCH + 1 {
+            stock.put(chain_of(1)).unwrap_or_else(|_| panic!("room"));
+        }
+        assert_eq!(stock.len, 2);
+        assert_eq!((stock.chains[0].len, stock.chains[1].len), (BATCH, 1));
+        // A full chain takes a place of its own; past `STOCK` places, refused.
+        for _ in 2..STOCK {
+            stock
+                .put(chain_of(BATCH))
+                .unwrap_or_else(|_| panic!("room"));
+        }
+        assert_eq!(stock.len, STOCK);
+        let refused = stock.put(chain_of(BATCH)).expect_err("full");
+        assert_eq!(refused.len, BATCH);
+        refused.release();
+        // Taken last in, first out; every block accounted for.
+        let mut blocks = 0;
+        while let Some(chain) = stock.take() {
+            blocks += chain.len;
+            chain.release();
+        }
+        assert_eq!(blocks, BATCH + 1 + (STOCK - 2) * BATCH);
+        assert_eq!(stock.len, 0);
     }
 
     #[test]
