@@ -5,20 +5,18 @@
 //! `Notify`) or sync (a `Condvar`). A permit is given back when dropped, so a
 //! cancelled or panicking call never keeps its slot.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-
-use crate::sync::{AtomicU32, AtomicU64, Condvar, Mutex};
-use std::time::Duration;
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use crate::config::BulkheadConfig;
+use crate::sync::{AtomicU32, AtomicU64, Condvar, Mutex};
 
 #[derive(Debug)]
 pub(crate) struct Bulkhead {
