@@ -379,10 +379,7 @@ mod tests {
 
     #[test]
     fn a_chain_splits_and_releases_its_blocks() {
-        let mut chain = Chain::EMPTY;
-        for _ in 0..5 {
-            chain.push(fresh(BLOCK));
-        }
+        let mut chain = chain_of(5);
         let front = chain.split(3);
         assert_eq!((front.len, chain.len), (3, 2));
         let rest = chain.split(10);

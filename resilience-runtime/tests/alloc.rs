@@ -5,8 +5,6 @@
 //! `ResilienceError` shares the service's name (an `Arc<str>` inside `ServiceName`)
 //! instead of copying it into a `String`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -15,51 +13,8 @@ use std::time::Duration;
 use resilience_runtime::__private::{Site, SiteName, Spec};
 use resilience_runtime::{breaker, Policy, Rate, Resilience, ResilienceError};
 
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    // `try_with`: the allocator can run while thread-locals are being torn down.
-    let _ = ARMED.try_with(|armed| {
-        if armed.get() {
-            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Heap allocations `f` makes on this thread.
-fn allocations<R>(f: impl FnOnce() -> R) -> (u64, R) {
-    COUNT.with(|c| c.set(0));
-    ARMED.with(|a| a.set(true));
-    let r = f();
-    ARMED.with(|a| a.set(false));
-    (COUNT.with(Cell::get), r)
-}
+mod counting;
+use counting::{allocations, timer_runtime, PendingOnce};
 
 /// How many times each measured path runs.
 const N: u64 = 100;
@@ -300,21 +255,6 @@ fn the_counter_counts_this_threads_allocations() {
 
 // ---- an async attribute whose policies need no timer (`Service::once_lean`) ----
 
-/// Pending at its first poll (waking itself), ready at the second.
-struct PendingOnce(bool);
-
-impl Future for PendingOnce {
-    type Output = ();
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 /// Polls a future until it is ready, with a no-op waker; returns the output and how
 /// many polls it took.
 fn drive<F: Future>(f: F) -> (F::Output, u32) {
@@ -421,10 +361,7 @@ async fn stack_call(pend: bool, fail_first: bool) -> Result<u32, E> {
 fn a_call_that_leaves_the_lane_allocates_nothing_once_warm() {
     // A pending body arms the attempt's timer and the total timer: tokio's, so the
     // calls run inside a runtime's context (entered, not driven: no timer fires).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = timer_runtime();
     let _in = rt.enter();
     // Pending then ready (the call's state put in place at the first poll), and a
     // failing first attempt retried after a zero backoff (tokio's timer: driven by
@@ -504,10 +441,7 @@ fn a_lean_call_whose_service_needs_a_timer_allocates_nothing_once_warm() {
 fn a_call_that_waits_for_a_bulkhead_slot_allocates_nothing_once_warm() {
     // One slot, a wait of up to a minute: the second call waits (its wake-up and
     // its deadline armed) until the first gives the slot back, then runs.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = timer_runtime();
     let _in = rt.enter();
     let p = Resilience::builder("alloc::bulkhead.wait")
         .no_retry()

@@ -6,39 +6,15 @@
 //! A test binary of its own: the shared stock is process-wide, and no other test
 //! may take from it between the two threads' turns.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Barrier, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use resilience_runtime::{Policy, Resilience, ResilienceError};
 
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ARMED.try_with(|armed| {
-            if armed.get() {
-                let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-            }
-        });
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod counting;
+use counting::{arm, count, reset, timer_runtime, PendingOnce};
 
 #[derive(Debug, Clone, PartialEq)]
 enum E {
@@ -48,21 +24,6 @@ enum E {
 impl From<ResilienceError> for E {
     fn from(e: ResilienceError) -> Self {
         E::R(e)
-    }
-}
-
-/// Pending at its first poll (waking itself), ready at the second.
-struct PendingOnce(bool);
-
-impl Future for PendingOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 }
 
@@ -93,10 +54,7 @@ const ROUNDS: usize = 30;
 
 #[test]
 fn calls_started_on_one_thread_and_ended_on_another_allocate_nothing_once_warm() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = timer_runtime();
     let slots = Mutex::new((0..CALLS).map(|_| Box::pin(call())).collect::<Vec<_>>());
     let turn = Barrier::new(2);
     let mut cx = Context::from_waker(Waker::noop());
@@ -121,19 +79,19 @@ fn calls_started_on_one_thread_and_ended_on_another_allocate_nothing_once_warm()
         let _in = rt.handle().enter();
         let mut measured = 0;
         for round in 0..WARM_ROUNDS + ROUNDS {
-            ARMED.with(|a| a.set(round >= WARM_ROUNDS));
+            arm(round >= WARM_ROUNDS);
             let mut slots = slots.lock().unwrap();
             for slot in slots.iter_mut() {
                 assert!(slot.as_mut().poll(&mut cx).is_pending());
             }
             drop(slots);
-            ARMED.with(|a| a.set(false));
+            arm(false);
             if round == WARM_ROUNDS - 1 {
-                COUNT.with(|c| c.set(0));
+                reset();
             }
             turn.wait();
             turn.wait();
-            measured = COUNT.with(Cell::get);
+            measured = count();
         }
         measured
     });
