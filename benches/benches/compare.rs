@@ -115,17 +115,14 @@ async fn site_closed_async_lending(n: &mut u32) -> Result<u32, BenchError> {
     );
     let hooks = &SITE_HOOKS;
     let svc = SITE.service();
-    svc.total(hooks, async {
-        let mut call = svc.call(hooks);
-        loop {
-            let n = &mut *n;
-            match call.attempt(async move { ok_sync().map(|v| v + *n) }).await {
-                ControlFlow::Break(r) => break r,
-                ControlFlow::Continue(()) => {}
-            }
+    let mut call = svc.lend(hooks);
+    loop {
+        let n = &mut *n;
+        match call.attempt(async move { ok_sync().map(|v| v + *n) }).await {
+            ControlFlow::Break(r) => break r,
+            ControlFlow::Continue(()) => {}
         }
-    })
-    .await
+    }
 }
 
 /// `#[with_resilience(retry(max_attempts = 3), timeout = "1s", bulkhead(max_concurrent = 1000))]

@@ -487,20 +487,19 @@ fn generate(m: &Model, shape: Shape, func: &mut FnItem) -> syn::Result<()> {
     } else if is_async {
         // An argument lends each attempt a `&mut`: a closure called per attempt
         // cannot return a body borrowing through it, so the attempts are a loop
-        // in the function's own future.
+        // in the function's own future, and the call's state, once it leaves the
+        // lane, is held out of line by the `Lend`.
         quote_spanned! {mixed=>
             {
                 #(#scope)*
-                __resilience_svc.total(__resilience_hooks, async move {
-                    let mut __resilience_call = __resilience_svc.call(__resilience_hooks);
-                    loop {
-                        #(#per_attempt)*
-                        match __resilience_call.attempt::<#ok_ty, _>(async move #async_body).await {
-                            #p::ControlFlow::Break(__resilience_result) => break __resilience_result,
-                            #p::ControlFlow::Continue(()) => {}
-                        }
+                let mut __resilience_call = __resilience_svc.lend(__resilience_hooks);
+                loop {
+                    #(#per_attempt)*
+                    match __resilience_call.attempt::<#ok_ty, _>(async move #async_body).await {
+                        #p::ControlFlow::Break(__resilience_result) => break __resilience_result,
+                        #p::ControlFlow::Continue(()) => {}
                     }
-                }).await
+                }
             }
         }
     } else if retries {

@@ -811,8 +811,12 @@ fn async_retry_runs_as_one_future_unless_an_argument_is_lent_mut() {
     ] {
         let (errors, out) = run(AttrKind::WithRetry, quote!(), item);
         assert!(errors.is_empty(), "{errors:#?}");
-        assert!(out.contains("__resilience_svc . total ("), "{out}");
+        assert!(
+            out.contains("__resilience_svc . lend (__resilience_hooks)"),
+            "{out}"
+        );
         assert!(out.contains("__resilience_call . attempt :: <"), "{out}");
+        assert!(!out.contains(". total ("), "{out}");
         assert!(!out.contains(". retry ::"), "{out}");
     }
 

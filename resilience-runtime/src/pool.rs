@@ -272,6 +272,14 @@ impl<T> PoolBox<T> {
         // unpinned `&mut T` is handed out.
         unsafe { Pin::new_unchecked(self.ptr.as_mut()) }
     }
+
+    /// The content, shared.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: the content is in place until `drop`; a shared reference does
+        // not let it move.
+        unsafe { self.ptr.as_ref() }
+    }
 }
 
 impl<T> Drop for PoolBox<T> {

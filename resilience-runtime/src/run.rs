@@ -959,11 +959,11 @@ impl<T: Vacant> Drop for Slot<T> {
     }
 }
 
-/// The content of a [`Slot`] that holds something, dropped in place (as pinning
-/// requires) when its future is dropped.
+/// The content of a [`Slot`] (or a [`Lend`]'s state) that holds something,
+/// dropped in place (as pinning requires) when its holder is dropped.
 #[inline(never)]
 fn drop_slot<T>(content: &mut ManuallyDrop<T>) {
-    // SAFETY: called once, from `Slot::drop`; the slot is not used again.
+    // SAFETY: called once, from its holder's drop; the content is not used again.
     unsafe { ManuallyDrop::drop(content) }
 }
 
@@ -1249,6 +1249,291 @@ where
             return self.settle(p, left, cx);
         }
         Self::poll_rest(self.project(), None, cx)
+    }
+}
+
+/// A call whose attempts borrow through their caller: an async expansion that
+/// lends an argument `&mut` to each attempt runs its attempts as a loop of
+/// [`Lend::attempt`] (see [`Service::lend`]). Until the call leaves the lane it
+/// holds the service and the hooks; then its state ([`Rest`]: the call, the total
+/// timeout, the attempt's admissions and timers), out of line, in a block of the
+/// pool, as [`CallFuture`] does. A first attempt done on the lane builds nothing
+/// but its body. One of two words each way (the enum's tag is the null the pool
+/// block's word never is), so a function's future holds two words for its call.
+pub struct Lend<'a, E> {
+    // Dropped by `Lend::drop`: the test inlined, the state's drop out of line.
+    state: ManuallyDrop<LendState<'a, E>>,
+}
+
+enum LendState<'a, E> {
+    /// No attempt has left the lane.
+    Lane {
+        svc: &'a Service,
+        hooks: &'a Hooks<E>,
+    },
+    /// The call left the lane: its state, which names the service and hooks.
+    Off(PoolBox<Rest<'a, E>>),
+}
+
+impl<E> Drop for Lend<'_, E> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let LendState::Off(_) = *self.state {
+            drop_slot(&mut self.state);
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for Lend<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (svc, off) = match &*self.state {
+            LendState::Lane { svc, .. } => (*svc, false),
+            LendState::Off(rest) => (rest.get().call.svc, true),
+        };
+        f.debug_struct("Lend")
+            .field("service", &svc.name())
+            .field("left_lane", &off)
+            .finish()
+    }
+}
+
+impl<'a, E> Lend<'a, E> {
+    #[inline(always)]
+    pub(crate) fn new(svc: &'a Service, hooks: &'a Hooks<E>) -> Self {
+        Lend {
+            state: ManuallyDrop::new(LendState::Lane { svc, hooks }),
+        }
+    }
+
+    /// One attempt of the call, `body` its body: breaker, rate limit and bulkhead
+    /// admission, the body under the per-attempt timeout, the outcome recorded and
+    /// the retry decided, all under the call's total timeout. `Break` ends the call
+    /// with its result; `Continue` comes after the backoff was slept: the caller
+    /// makes the next attempt's body and calls this again.
+    #[inline]
+    pub fn attempt<T, F>(&mut self, body: F) -> LendAttempt<'_, 'a, T, E, F>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        LendAttempt {
+            call: self,
+            phase: Phase::FreshBody,
+            body: Held::new(Some(OwnBody { fut: body })),
+            _out: PhantomData,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One attempt of a [`Lend`] call: see [`Lend::attempt`]. It holds its body;
+    /// what the attempt needs off the lane is in the call's [`Rest`].
+    #[project = LendProj]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct LendAttempt<'c, 'a, T, E, F> {
+        call: &'c mut Lend<'a, E>,
+        // `FreshBody` until the first poll; `Over` once done on the lane (the body
+        // was dropped in place); past it, as an attempt's steps say.
+        phase: Phase,
+        #[pin]
+        body: Held<Option<OwnBody<F>>>,
+        _out: PhantomData<fn() -> T>,
+    }
+
+    impl<'c, 'a, T, E, F> PinnedDrop for LendAttempt<'c, 'a, T, E, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let phase = *this.phase;
+            if phase == Phase::Over {
+                return;
+            }
+            // SAFETY: the body slot is in place from the attempt's making; `Over`
+            // (its body dropped in place) is handled above.
+            unsafe {
+                let body = this.body.pinned();
+                if body.is_some() {
+                    drop_pinned(body);
+                }
+            }
+            // An attempt dropped in flight: the body went first, then its
+            // admission, slot and timers go, so a call that goes on starts its
+            // next attempt afresh.
+            if phase != Phase::FreshBody && phase != Phase::Done {
+                if let LendState::Off(rest) = &mut *this.call.state {
+                    rest.pinned().project().slow.project().clear();
+                }
+            }
+        }
+    }
+}
+
+impl<'c, 'a, T, E, F> Future for LendAttempt<'c, 'a, T, E, F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = ControlFlow<Result<T, E>>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.as_mut().project();
+        if *this.phase == Phase::FreshBody {
+            let LendState::Lane { svc, hooks } = *this.call.state else {
+                // A later attempt: the call's state is in place.
+                *this.phase = Phase::Start;
+                return Self::poll_rest(self.project(), None, cx);
+            };
+            // The call's first attempt: through the swift lane.
+            let p = svc.policies();
+            // SAFETY: the body slot is in place and holds the body (`FreshBody`);
+            // nothing has touched it since.
+            let body = unsafe { this.body.pinned() };
+            let swifted = unsafe { swift_poll(&svc, p, hooks, body, this.phase, Phase::Over, cx) };
+            let left = match swifted {
+                Swifted::Polled(LanePoll::Done(v)) => {
+                    return Poll::Ready(ControlFlow::Break(Ok(v)))
+                }
+                Swifted::Polled(LanePoll::Refused(r)) => {
+                    return Poll::Ready(ControlFlow::Break(Err(self.refused(svc, hooks, r))))
+                }
+                Swifted::Polled(LanePoll::Off) | Swifted::Unplaced(_) => None,
+                Swifted::Polled(LanePoll::Left(lane, permit, polled)) => {
+                    Some((lane, permit, polled))
+                }
+                Swifted::Off(_) => return self.gate_lane(svc, p, hooks, cx),
+            };
+            return self.settle(svc, p, hooks, left, cx);
+        }
+        Self::poll_rest(self.project(), None, cx)
+    }
+}
+
+impl<'c, 'a, T, E, F> LendAttempt<'c, 'a, T, E, F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    /// A first attempt refused outright: its body is dropped unpolled.
+    #[inline(never)]
+    fn refused(self: Pin<&mut Self>, svc: &Service, hooks: &Hooks<E>, r: Rejected) -> E {
+        let this = self.project();
+        // SAFETY: `FreshBody`: the body slot is in place.
+        unsafe { this.body.pinned() }.set(None);
+        *this.phase = Phase::Done;
+        Call::refused(svc, hooks, r)
+    }
+
+    /// A first attempt the swift lane is closed to: the lane of [`Call::gate`],
+    /// then, unless the attempt ended there, the call's state is put in place.
+    #[inline(never)]
+    fn gate_lane(
+        mut self: Pin<&mut Self>,
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        cx: &mut Context<'_>,
+    ) -> Poll<ControlFlow<Result<T, E>>> {
+        let this = self.as_mut().project();
+        let mut call = Call::with(svc, p, hooks);
+        // SAFETY: `FreshBody`: the body slot is in place.
+        let body = unsafe { this.body.pinned() };
+        let left = match gate_lane_poll(&mut call, body, this.phase, Phase::Over, cx) {
+            LanePoll::Done(v) => return Poll::Ready(ControlFlow::Break(Ok(v))),
+            LanePoll::Refused(r) => {
+                return Poll::Ready(ControlFlow::Break(Err(self.refused(svc, hooks, r))))
+            }
+            LanePoll::Off => None,
+            LanePoll::Left(lane, permit, polled) => Some((lane, permit, polled)),
+        };
+        self.settle(svc, p, hooks, left, cx)
+    }
+
+    /// Puts the call's state in place (`left`: what the lane's attempt left to
+    /// do, or `None`: the attempt never took the lane), then goes on off the lane.
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn settle(
+        self: Pin<&mut Self>,
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
+        cx: &mut Context<'_>,
+    ) -> Poll<ControlFlow<Result<T, E>>> {
+        let this = self.project();
+        let mut call = Call::with(svc, p, hooks);
+        if left.is_some() {
+            call.attempt = 1;
+        }
+        let total = svc.total_limit(hooks);
+        // Over the service and hooks, which need no drop: the call names them.
+        *this.call.state = LendState::Off(PoolBox::new(Rest {
+            call,
+            total,
+            total_timer: None,
+            slow: Slow::EMPTY,
+        }));
+        *this.phase = Phase::Start;
+        Self::poll_rest(this, left, cx)
+    }
+
+    /// Every poll off the lane: the attempt's steps, under the call's total
+    /// timeout. `Continue` once the backoff was slept.
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn poll_rest(
+        this: LendProj<'_, 'c, 'a, T, E, F>,
+        left: Option<(Lane<'a>, Option<Permit<'a>>, Poll<Result<T, E>>)>,
+        cx: &mut Context<'_>,
+    ) -> Poll<ControlFlow<Result<T, E>>> {
+        let (LendState::Off(rest), true) = (&mut *this.call.state, this.phase.holds_rest()) else {
+            panic!("`LendAttempt` polled after it completed")
+        };
+        let rest = rest.pinned().project();
+        // SAFETY: the body slot is in place from the attempt's making, and past
+        // `Over` it was not dropped in place.
+        let body = unsafe { this.body.pinned() };
+        let mut st = Steps {
+            call: rest.call,
+            phase: this.phase,
+            body,
+            s: rest.slow.project(),
+        };
+        let polled = match left {
+            None => None,
+            Some((lane, permit, polled)) => leave_lane(&mut st, lane, permit, polled, cx),
+        };
+        let step = match polled {
+            Some(p) => p,
+            None => poll_steps(&mut st, cx),
+        };
+        match step {
+            Poll::Ready(ControlFlow::Continue(())) => {
+                // The backoff was slept: the caller makes the next attempt.
+                st.s.clear();
+                return Poll::Ready(ControlFlow::Continue(()));
+            }
+            Poll::Ready(done) => return Poll::Ready(done),
+            Poll::Pending => {}
+        }
+        let Some((limit, into)) = *rest.total else {
+            return Poll::Pending;
+        };
+        let mut timer = rest.total_timer;
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep(limit)));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => {
+                // The attempt ends here: its body first, then its slot and probe.
+                st.body.set(None);
+                st.s.clear();
+                timer.set(None);
+                *st.phase = Phase::Done;
+                Poll::Ready(ControlFlow::Break(Err(st
+                    .call
+                    .svc
+                    .total_timed_out(limit, into))))
+            }
+            _ => Poll::Pending,
+        }
     }
 }
 

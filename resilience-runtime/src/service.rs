@@ -25,7 +25,8 @@ use crate::events::{self, EventKind, RejectedBy};
 use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
 pub use crate::run::{
-    Attempt, Bodies, CallFuture, CallHooks, DefaultHooks, LeanFuture, OneAttempt, Total,
+    Attempt, Bodies, CallFuture, CallHooks, DefaultHooks, LeanFuture, Lend, LendAttempt,
+    OneAttempt, Total,
 };
 use crate::{ResilienceError, ServiceName};
 
@@ -640,6 +641,17 @@ impl Service {
         Fut: Future<Output = Result<T, E>>,
     {
         LeanFuture::new(self, hooks, make)
+    }
+
+    /// A call whose attempts borrow through their caller (an async expansion with a
+    /// retry whose arguments lend a `&mut` to each attempt, `&mut self` included):
+    /// the caller runs [`Lend::attempt`] in a loop, a fresh body each time, until it
+    /// breaks. The total timeout, the backoff sleeps and the attempt's admissions
+    /// are the call's, as in [`Service::retry`]'s future, and a first attempt
+    /// through the lane builds nothing but its body.
+    #[inline(always)]
+    pub fn lend<'a, E>(&'a self, hooks: &'a Hooks<E>) -> Lend<'a, E> {
+        Lend::new(self, hooks)
     }
 
     /// Runs a whole call (all attempts) under `total_timeout`, when one is set.

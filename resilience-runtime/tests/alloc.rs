@@ -411,6 +411,56 @@ fn a_call_that_leaves_the_lane_allocates_nothing_once_warm() {
     assert_eq!(p.service().bulkhead_available(), None);
 }
 
+/// The same policies, for a function that lends an argument `&mut` to each attempt
+/// (its attempts a loop of `Lend::attempt` in its own future).
+#[resilience_runtime::with_resilience(
+    service = "alloc::lend",
+    timeout = "1s",
+    total_timeout = "5s",
+    retry(max_attempts = 3, delay = "0ms"),
+    circuit_breaker(failure_threshold = 5),
+    bulkhead(max_concurrent = 4)
+)]
+async fn lending_call(runs: &mut u64, pend: bool, fail_first: bool) -> Result<u32, E> {
+    *runs += 1;
+    if pend {
+        PendingOnce(false).await;
+    }
+    if fail_first && *runs % 2 == 1 {
+        return Err(E::Boom);
+    }
+    Ok(1)
+}
+
+#[test]
+fn a_lending_call_allocates_nothing_once_warm() {
+    let rt = timer_runtime();
+    let _in = rt.enter();
+    // Done on the lane; pending then ready (its state put in place at the first
+    // poll); a failing first attempt retried; both.
+    for (pend, fail_first) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut runs = 0;
+        assert_eq!(
+            rt.block_on(lending_call(&mut runs, pend, fail_first)),
+            Ok(1)
+        );
+        let (n, ()) = allocations(|| {
+            for _ in 0..N {
+                let mut runs = 0;
+                assert_eq!(
+                    rt.block_on(lending_call(&mut runs, pend, fail_first)),
+                    Ok(1)
+                );
+                assert_eq!(runs, 1 + u64::from(fail_first));
+            }
+        });
+        assert_eq!(n, 0, "pend {pend}, fail_first {fail_first}");
+    }
+    let s = resilience_runtime::status("alloc::lend").unwrap();
+    assert_eq!(s.successes, 4 * (N + 1));
+    assert_eq!((s.failures, s.retries), (2 * (N + 1), 2 * (N + 1)));
+}
+
 #[test]
 fn a_lean_call_whose_service_needs_a_timer_allocates_nothing_once_warm() {
     use resilience_runtime::__private::Hooks;
