@@ -57,7 +57,7 @@ fn failsafe_consecutive() -> failsafe::StateMachine<
 // hooks, and what an expansion with a retry runs (one without a retry takes a
 // shorter way, measured by the `#[circuit_breaker]` rows), here under a breaker
 // alone: `Service::retry`'s future, or, for a function lending an argument `&mut`
-// to each attempt, the loop of `Call::attempt` under `Service::total`.
+// to each attempt, the loop of `Lend::attempt` on the call `Service::lend` starts.
 // ---------------------------------------------------------------------------------
 
 const SITE_HOOKS: Hooks<BenchError> = Hooks {

@@ -72,9 +72,9 @@
 //!   type name); `service = <expr>` computes the name per call with
 //!   `__RESILIENCE_SITE.keyed(AsRef::<str>::as_ref(&(expr)))`.
 //! - An async function that lends an argument `&mut` to each attempt (`&mut self`
-//!   included) runs its attempts as a loop of `call.attempt(async move { BODY })`
-//!   under `__resilience_svc.total(..)`: a closure called per attempt cannot return
-//!   a body that borrows through it. Without a retry, an async function makes one
+//!   included) runs its attempts as a loop of `call.attempt(async move { BODY })` on
+//!   the call `__resilience_svc.lend(..)` starts: a closure called per attempt cannot
+//!   return a body that borrows through it. Without a retry, an async function makes one
 //!   attempt through `once` (or `once_lean` when no written policy needs a timer).
 //! - A sync function runs its attempts as
 //!   `call(..).retry_sync(|| { copies; __private::attempt_body(move || BODY) })` (its

@@ -4,7 +4,7 @@ pub use crate::breaker::CircuitState;
 pub use crate::config::{Backoff, Jitter, Rate, Spec, Strategy};
 pub use crate::fallback::{Fallback, SyncFallback};
 pub use crate::registry::{generated_name, ServiceRef, Site, SiteName};
-pub use crate::service::{Attempt, Call, Hooks, Lend, LendAttempt, Service, Total};
+pub use crate::service::{Call, Hooks, Lend, LendAttempt, Service};
 pub use crate::ResilienceError;
 pub use core::ops::ControlFlow;
 pub use core::time::Duration;

@@ -74,27 +74,6 @@ impl Phase {
 }
 
 pin_project_lite::pin_project! {
-    /// One attempt of a call: see [`Call::attempt`].
-    ///
-    /// The body is a field of its own, so it stays where it was pinned and nothing
-    /// is copied on the way through. Everything only an attempt off the lane needs
-    /// sits in one `Option` ([`Slow`]): a call through the lane writes and drops a
-    /// single discriminant for it.
-    #[project = AttemptProj]
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Attempt<'c, 'a, T, E, F> {
-        call: &'c mut Call<'a, E>,
-        phase: Phase,
-        #[pin]
-        body: Option<OwnBody<F>>,
-        // Out of line (see `PoolBox`): an attempt through the lane never uses it.
-        #[pin]
-        slow: Slot<Option<PoolBox<Slow<'a>>>>,
-        _out: PhantomData<fn() -> T>,
-    }
-}
-
-pin_project_lite::pin_project! {
     /// The state of an attempt off the lane (or one that left it): every piece a
     /// field of its own, so moving between phases writes only what changes.
     #[project = SlowProj]
@@ -126,44 +105,12 @@ impl Slow<'_> {
     };
 }
 
-impl<'c, 'a, T, E, F> Attempt<'c, 'a, T, E, F>
-where
-    F: Future<Output = Result<T, E>>,
-{
-    #[inline]
-    pub(crate) fn new(call: &'c mut Call<'a, E>, body: F) -> Self {
-        Self {
-            call,
-            phase: Phase::Start,
-            body: Some(OwnBody { fut: body }),
-            slow: Slot::new(None),
-            _out: PhantomData,
-        }
-    }
-}
-
 /// An attempt's pieces, its [`Slow`] state in place.
 struct Steps<'p, 'a, E, F> {
     call: &'p mut Call<'a, E>,
     phase: &'p mut Phase,
     body: Pin<&'p mut Option<OwnBody<F>>>,
     s: SlowProj<'p, 'a>,
-}
-
-/// Puts the attempt's [`Slow`] state in place (once) and hands out its pieces.
-#[inline(always)]
-fn steps<'p, 'a, T, E, F>(this: AttemptProj<'p, '_, 'a, T, E, F>) -> Steps<'p, 'a, E, F> {
-    let slow = this
-        .slow
-        .pinned()
-        .get_mut()
-        .get_or_insert_with(|| PoolBox::new(Slow::EMPTY));
-    Steps {
-        call: &mut **this.call,
-        phase: this.phase,
-        body: this.body,
-        s: slow.pinned().project(),
-    }
 }
 
 /// The body runs next: under the per-attempt timeout, unless the call bypasses
@@ -274,7 +221,7 @@ fn refuse_full<T, E, F>(
         .bulkhead_full(admitted, into))))
 }
 
-/// How a first attempt through the lane went: see [`lane_poll`].
+/// How a first attempt through the lane went ([`swift_poll`], [`gate_lane_poll`]).
 enum LanePoll<'a, T, E> {
     /// The body succeeded at its first poll; the success is counted.
     Done(T),
@@ -284,38 +231,6 @@ enum LanePoll<'a, T, E> {
     Refused(Rejected),
     /// The lane is closed to this call; nothing was done.
     Off,
-}
-
-/// A first attempt through the lane, shared by [`Attempt`] and [`CallFuture`]: on
-/// the swift lane ([`swift_poll`]) when its admission allows, else through
-/// [`gate_lane_poll`].
-#[inline(always)]
-fn lane_poll<'a, T, E, F>(
-    call: &mut Call<'a, E>,
-    body: Pin<&mut Option<OwnBody<F>>>,
-    phase: &mut Phase,
-    cx: &mut Context<'_>,
-) -> LanePoll<'a, T, E>
-where
-    F: Future<Output = Result<T, E>>,
-{
-    // The body first: a slot or permit taken for a call that cannot run would be
-    // spent for nothing.
-    if call.attempt != 0 || body.is_none() {
-        return LanePoll::Off;
-    }
-    // SAFETY: the body is there (checked above).
-    match unsafe { swift_poll(&call.svc, call.p, call.hooks, body, phase, Phase::Done, cx) } {
-        Swifted::Polled(polled) => {
-            // The body ran: this was the first attempt.
-            if let LanePoll::Done(_) | LanePoll::Left(..) = polled {
-                call.attempt = 1;
-            }
-            polled
-        }
-        Swifted::Unplaced(_) => LanePoll::Off,
-        Swifted::Off(body) => gate_lane_poll(call, body, phase, Phase::Done, cx),
-    }
 }
 
 /// A [`CallFuture`]'s body panicked at its first poll, before the future's
@@ -358,7 +273,7 @@ trait FirstBody<'b, F> {
     fn place(self) -> Pin<&'b mut Option<OwnBody<F>>>;
 }
 
-/// A body in place already ([`Attempt`]'s), known to be there.
+/// A body in place already ([`LendAttempt`]'s), known to be there.
 impl<'b, F> FirstBody<'b, F> for Pin<&'b mut Option<OwnBody<F>>> {
     const SOME: bool = true;
     #[inline(always)]
@@ -572,49 +487,6 @@ fn leave_lane<'a, T, E, F>(
     }
 }
 
-impl<T, E, F> Future for Attempt<'_, '_, T, E, F>
-where
-    F: Future<Output = Result<T, E>>,
-{
-    type Output = ControlFlow<Result<T, E>>;
-
-    #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.phase == Phase::Start {
-            if let Some(done) = self.as_mut().poll_lane(cx) {
-                return done;
-            }
-        }
-        poll_steps(&mut steps(self.project()), cx)
-    }
-}
-
-impl<T, E, F> Attempt<'_, '_, T, E, F>
-where
-    F: Future<Output = Result<T, E>>,
-{
-    /// A first attempt through the lane (see [`lane_poll`]). `None`: the lane is
-    /// closed to this call, or the backoff began.
-    #[inline(always)]
-    fn poll_lane(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Option<Poll<ControlFlow<Result<T, E>>>> {
-        let mut this = self.project();
-        match lane_poll(&mut **this.call, this.body.as_mut(), this.phase, cx) {
-            LanePoll::Done(v) => Some(Poll::Ready(ControlFlow::Break(Ok(v)))),
-            LanePoll::Refused(r) => {
-                *this.phase = Phase::Done;
-                Some(Poll::Ready(ControlFlow::Break(Err(this.call.refuse(r)))))
-            }
-            LanePoll::Off => None,
-            LanePoll::Left(lane, permit, polled) => {
-                leave_lane(&mut steps(this), lane, permit, polled, cx)
-            }
-        }
-    }
-}
-
 /// Every step of an attempt off the lane: admission, waits, the body under its
 /// timeout, the outcome and the backoff. `Continue`: the backoff was slept, the
 /// next attempt may begin.
@@ -684,7 +556,7 @@ where
             Phase::Run => {
                 let polled = match st.body.as_mut().as_pin_mut() {
                     Some(body) => body.poll(cx),
-                    None => panic!("`Attempt` polled after it completed"),
+                    None => panic!("an attempt polled after it completed"),
                 };
                 match after_body(st, polled, cx) {
                     Poll::Ready(ControlFlow::Continue(())) => {}
@@ -699,63 +571,10 @@ where
                 *st.phase = Phase::Done;
                 return Poll::Ready(ControlFlow::Continue(()));
             }
-            Phase::Done => panic!("`Attempt` polled after it completed"),
+            Phase::Done => panic!("an attempt polled after it completed"),
             Phase::Fresh | Phase::FreshBody | Phase::Over => {
                 unreachable!("a `CallFuture`'s own phases are not an attempt's")
             }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A whole call under its `total_timeout`: see [`Service::total`].
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Total<'a, E, F> {
-        svc: &'a Service,
-        limit: Option<(Duration, IntoError<E>)>,
-        #[pin]
-        fut: F,
-        // Out of line (see `PoolBox`): armed only for a call still running when
-        // its first poll returns.
-        #[pin]
-        timer: Slot<Option<PoolBox<Sleep>>>,
-    }
-}
-
-impl<'a, E, F> Total<'a, E, F> {
-    pub(crate) fn new(svc: &'a Service, limit: Option<(Duration, IntoError<E>)>, fut: F) -> Self {
-        Self {
-            svc,
-            limit,
-            fut,
-            timer: Slot::new(None),
-        }
-    }
-}
-
-impl<T, E, F> Future for Total<'_, E, F>
-where
-    F: Future<Output = Result<T, E>>,
-{
-    type Output = Result<T, E>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(r) = this.fut.poll(cx) {
-            return Poll::Ready(r);
-        }
-        let Some((limit, into)) = *this.limit else {
-            return Poll::Pending;
-        };
-        let timer = this
-            .timer
-            .pinned()
-            .get_mut()
-            .get_or_insert_with(|| PoolBox::new(tokio::time::sleep(limit)));
-        match timer.pinned().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(this.svc.total_timed_out(limit, into))),
-            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -903,67 +722,12 @@ unsafe fn drop_pinned<T>(content: Pin<&mut T>) {
     unsafe { std::ptr::drop_in_place(content.get_unchecked_mut()) }
 }
 
-/// A field of a call's future whose drop is inlined down to the test of whether it
-/// holds anything ([`Vacant`]), so a call that completed on the lane drops without
-/// entering the field's drop glue, a function of its own that the compiler does not
-/// inline. An [`Attempt`] keeps its off-lane state in one, [`Total`] its timer.
-struct Slot<T: Vacant>(ManuallyDrop<T>);
-
-/// Whether a [`Slot`]'s content has nothing to drop.
-trait Vacant {
-    fn vacant(&self) -> bool;
-}
-
-impl<T> Vacant for Option<T> {
-    #[inline(always)]
-    fn vacant(&self) -> bool {
-        self.is_none()
-    }
-}
-
-impl<T: Vacant> Slot<T> {
-    #[inline(always)]
-    fn new(content: T) -> Self {
-        Slot(ManuallyDrop::new(content))
-    }
-
-    #[inline(always)]
-    fn pinned(self: Pin<&mut Self>) -> Pin<&mut T> {
-        // SAFETY: the slot pins its content structurally: it is never moved out,
-        // and `Drop` drops it in place.
-        unsafe { self.map_unchecked_mut(|s| &mut *s.0) }
-    }
-}
-
-impl<T: Vacant> std::ops::Deref for Slot<T> {
-    type Target = T;
-    #[inline(always)]
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: Vacant + Unpin> std::ops::DerefMut for Slot<T> {
-    #[inline(always)]
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
-    }
-}
-
-impl<T: Vacant> Drop for Slot<T> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        if !self.0.vacant() {
-            drop_slot(&mut self.0);
-        }
-    }
-}
-
-/// The content of a [`Slot`] (or a [`Lend`]'s state) that holds something,
-/// dropped in place (as pinning requires) when its holder is dropped.
+/// A [`Lend`]'s state off the lane, dropped in place (as pinning requires) when
+/// the `Lend` is dropped; out of line, so the `Lend`'s drop is inlined down to the
+/// test of whether it holds anything.
 #[inline(never)]
 fn drop_slot<T>(content: &mut ManuallyDrop<T>) {
-    // SAFETY: called once, from its holder's drop; the content is not used again.
+    // SAFETY: called once, from `Lend::drop`; the content is not used again.
     unsafe { ManuallyDrop::drop(content) }
 }
 
@@ -1255,9 +1019,9 @@ where
 /// A call whose attempts borrow through their caller: an async expansion that
 /// lends an argument `&mut` to each attempt runs its attempts as a loop of
 /// [`Lend::attempt`] (see [`Service::lend`]). Until the call leaves the lane it
-/// holds the service and the hooks; then its state ([`Rest`]: the call, the total
-/// timeout, the attempt's admissions and timers), out of line, in a block of the
-/// pool, as [`CallFuture`] does. A first attempt done on the lane builds nothing
+/// holds the service and the hooks; then its state (the call, the total timeout,
+/// the attempt's admissions and timers), out of line, in a block of the pool, as
+/// [`CallFuture`] does. A first attempt done on the lane builds nothing
 /// but its body. One of two words each way (the enum's tag is the null the pool
 /// block's word never is), so a function's future holds two words for its call.
 pub struct Lend<'a, E> {

@@ -25,8 +25,7 @@ use crate::events::{self, EventKind, RejectedBy};
 use crate::rate_limit::{RateLimiter, Reservation};
 use crate::retry::retry_delay;
 pub use crate::run::{
-    Attempt, Bodies, CallFuture, CallHooks, DefaultHooks, LeanFuture, Lend, LendAttempt,
-    OneAttempt, Total,
+    Bodies, CallFuture, CallHooks, DefaultHooks, LeanFuture, Lend, LendAttempt, OneAttempt,
 };
 use crate::{ResilienceError, ServiceName};
 
@@ -551,8 +550,9 @@ impl Service {
         }
     }
 
-    /// Starts a call: the retry loop drives [`Call::attempt`] until it breaks.
-    /// The call uses the policies in force now, for all its attempts.
+    /// Starts a sync call (the sync expansions run it by value: [`Call::retry_sync`],
+    /// [`Call::attempt_once_sync`]). The call uses the policies in force now, for
+    /// all its attempts.
     #[inline(always)]
     pub fn call<'a, E>(&'a self, hooks: &'a Hooks<E>) -> Call<'a, E> {
         Call::with(self, self.policies(), hooks)
@@ -601,8 +601,8 @@ impl Service {
     /// nothing but its body.
     ///
     /// An expansion whose arguments include a `&mut` (`&mut self` too) runs its
-    /// attempts as a loop of [`Call::attempt`] under [`Service::total`] instead:
-    /// a closure called once per attempt cannot return a body that borrows through
+    /// attempts as a loop of [`Lend::attempt`] instead ([`Service::lend`]): a
+    /// closure called once per attempt cannot return a body that borrows through
     /// it.
     ///
     /// [`Policy::call`]: crate::Policy::call
@@ -652,14 +652,6 @@ impl Service {
     #[inline(always)]
     pub fn lend<'a, E>(&'a self, hooks: &'a Hooks<E>) -> Lend<'a, E> {
         Lend::new(self, hooks)
-    }
-
-    /// Runs a whole call (all attempts) under `total_timeout`, when one is set.
-    pub fn total<'a, T, E, F>(&'a self, hooks: &Hooks<E>, fut: F) -> Total<'a, E, F>
-    where
-        F: Future<Output = Result<T, E>>,
-    {
-        Total::new(self, self.total_limit(hooks), fut)
     }
 
     /// The total timeout a call starting now runs under, if any.
@@ -950,8 +942,9 @@ fn poll_panicked(svc: &Service, epoch: u32) {
     }
 }
 
-/// One call through a service's policies: the retry loop calls [`Call::attempt`]
-/// with a fresh body until it returns `Break`.
+/// One call through a service's policies: the state of a sync call (its attempts
+/// through [`Call::attempt_sync`] and the ways built on it), and of an async call
+/// off the lane, held by its future's state block.
 pub struct Call<'a, E> {
     pub(crate) svc: &'a Service,
     pub(crate) p: &'a Policies,
@@ -1418,19 +1411,9 @@ impl<'a, E> Call<'a, E> {
         self.finish(admitted, Err(e), timed_out, None)
     }
 
-    /// One attempt: breaker, rate limit and bulkhead admission, the body under the
-    /// per-attempt timeout, the outcome recorded, and the retry decision. When it
-    /// retries it first sleeps the backoff, then resolves to `Continue`.
-    pub fn attempt<T, F>(&mut self, body: F) -> Attempt<'_, 'a, T, E, F>
-    where
-        F: Future<Output = Result<T, E>>,
-    {
-        Attempt::new(self, body)
-    }
-
     /// This call makes one attempt only ([`Service::once`]): a
     /// retry that live configuration gives the service does not apply to it, so
-    /// [`Call::attempt`] always breaks.
+    /// its attempt always breaks.
     #[inline(always)]
     pub(crate) fn single_attempt(mut self) -> Self {
         self.single = true;
@@ -1727,8 +1710,9 @@ impl<'a, E> Call<'a, E> {
         }
     }
 
-    /// [`Call::attempt`] for a sync body: waits block the thread. Timeouts do not
-    /// apply (a sync body cannot be interrupted).
+    /// One attempt of a sync body: breaker, rate limit and bulkhead admission, the
+    /// body, the outcome recorded and the retry decided; waits block the thread.
+    /// Timeouts do not apply (a sync body cannot be interrupted).
     #[inline(always)]
     pub fn attempt_sync<T>(
         &mut self,

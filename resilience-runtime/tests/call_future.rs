@@ -1,8 +1,9 @@
 //! `Policy::call`'s future (`CallFuture`) past its lane: a body not ready at its first
 //! poll, a failure retried with a fresh body, a rate limiter on the lane, and the
 //! total timeout giving back what the pending attempt holds when it elapses. And
-//! what `CallFuture` and `Service::once_lean`'s future (`LeanFuture`) hold, and
-//! drop, at every phase of a call (these run under Miri too).
+//! what `CallFuture`, `Service::once_lean`'s future (`LeanFuture`) and an attempt of
+//! a `Lend` call (`LendAttempt`) hold, and drop, at every phase of a call (these run
+//! under Miri too).
 //! Paused clock throughout.
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
@@ -519,4 +520,129 @@ fn a_lean_call_whose_service_needs_a_timer_runs_boxed_and_drops_its_body_once() 
     assert_eq!(drops.load(SeqCst), 1, "dropped once");
     let st = p.service().status();
     assert_eq!((st.calls, st.successes), (1, 1));
+}
+
+/// One attempt of a `Lend` call (what a function lending a `&mut` to each attempt
+/// awaits), its `Break` as the output: the attempt future itself, not a wrapper, so
+/// what it holds at each phase is what these tests see.
+struct Ended<A>(std::pin::Pin<Box<A>>);
+
+impl<A> std::future::Future for Ended<A>
+where
+    A: std::future::Future<Output = std::ops::ControlFlow<Result<u32, E>>>,
+{
+    type Output = Result<u32, E>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(|flow| match flow {
+            std::ops::ControlFlow::Break(r) => r,
+            std::ops::ControlFlow::Continue(()) => panic!("no retry is configured"),
+        })
+    }
+}
+
+#[test]
+fn a_lent_body_completed_at_its_first_poll_is_dropped_once_before_the_attempt_is() {
+    let p = one_slot("lend::dropped_once");
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut call = p.service().lend(&HOOKS);
+    let attempt = call.attempt(Counted::new(&drops, false, false));
+    check_done_at_first_poll(&p, &drops, Ended(Box::pin(attempt)));
+    drop(call);
+    assert_eq!(drops.load(SeqCst), 1);
+}
+
+#[test]
+fn a_lent_body_panicking_at_its_first_poll_is_dropped_with_the_attempt() {
+    let p = one_slot("lend::first_poll_panic");
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut call = p.service().lend(&HOOKS);
+    let attempt = call.attempt(Counted::new(&drops, true, false));
+    let fut = check_panicked_at_first_poll(&p, &drops, Ended(Box::pin(attempt)));
+    drop(fut);
+    assert_eq!(
+        drops.load(SeqCst),
+        1,
+        "dropped with the attempt, not leaked"
+    );
+    drop(call);
+    assert_eq!(drops.load(SeqCst), 1);
+}
+
+#[test]
+fn a_lent_body_whose_drop_panics_is_not_dropped_again_with_the_attempt() {
+    let p = one_slot("lend::drop_panics");
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut call = p.service().lend(&HOOKS);
+    let attempt = call.attempt(Counted::panicking_drop(&drops));
+    check_drop_panicked_at_first_poll(&p, &drops, Ended(Box::pin(attempt)));
+}
+
+#[test]
+fn a_lent_attempt_the_breaker_refuses_drops_its_body_unpolled() {
+    let name = "lend::refused";
+    let p = one_slot(name);
+    resilience_runtime::breaker(name).unwrap().force_open();
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut call = p.service().lend(&HOOKS);
+    let mut fut = Ended(Box::pin(call.attempt(Counted::new(&drops, true, false))));
+    // The body panics if polled: refused, it is dropped without a poll.
+    let r = poll_now(std::pin::Pin::new(&mut fut));
+    assert!(
+        matches!(
+            r,
+            std::task::Poll::Ready(Err(E::Policy(ResilienceError::CircuitOpen { .. })))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(drops.load(SeqCst), 1, "dropped as the attempt was refused");
+    drop(fut);
+    drop(call);
+    assert_eq!(drops.load(SeqCst), 1, "and not again");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    assert_eq!(p.service().status().rejections, 1);
+}
+
+#[test]
+fn a_lent_body_pending_at_its_first_poll_holds_its_slot_until_it_completes_or_is_dropped() {
+    let p = one_slot("lend::pending");
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut call = p.service().lend(&HOOKS);
+    let mut fut = Ended(Box::pin(call.attempt(Counted::new(&drops, false, true))));
+    assert!(poll_now(std::pin::Pin::new(&mut fut)).is_pending());
+    assert_eq!(p.service().bulkhead_available(), Some(0), "the body runs");
+    assert!(matches!(
+        poll_now(std::pin::Pin::new(&mut fut)),
+        std::task::Poll::Ready(Ok(7))
+    ));
+    assert_eq!(drops.load(SeqCst), 1, "the body goes as it completes");
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_now(std::pin::Pin::new(&mut fut))
+    }));
+    let msg = message(again.expect_err("polling it again panics"));
+    assert!(msg.contains("polled after it completed"), "{msg}");
+    drop(fut);
+    drop(call);
+    assert_eq!(drops.load(SeqCst), 1);
+
+    // Cancelled while pending: the body is dropped, then the slot is free (the
+    // call's state, which holds it, goes with the call); no outcome is recorded.
+    let mut call = p.service().lend(&HOOKS);
+    let mut fut = Ended(Box::pin(call.attempt(Counted::new(&drops, false, true))));
+    assert!(poll_now(std::pin::Pin::new(&mut fut)).is_pending());
+    assert_eq!(p.service().bulkhead_available(), Some(0));
+    drop(fut);
+    assert_eq!(drops.load(SeqCst), 2);
+    assert_eq!(
+        p.service().bulkhead_available(),
+        Some(1),
+        "an attempt dropped in flight gives its slot back"
+    );
+    drop(call);
+    assert_eq!(p.service().bulkhead_available(), Some(1));
+    let st = p.service().status();
+    assert_eq!((st.calls, st.successes, st.failures), (1, 1, 0));
 }
