@@ -919,24 +919,35 @@ where
                 Poll::Pending => break,
             }
         }
-        let Some((limit, into)) = *rest.total else {
-            return Poll::Pending;
-        };
-        let mut timer = rest.total_timer;
-        if timer.is_none() {
-            timer.set(Some(tokio::time::sleep(limit)));
+        poll_total(&mut st, *rest.total, rest.total_timer, cx).map(Err)
+    }
+}
+
+/// A call's total timeout (`total`: its limit, if any), polled while its attempt
+/// is pending; the timer is armed at the first such poll. `Ready`: it elapsed, and
+/// the attempt has given back what it held (its body first, then its slot and
+/// probe): the error to end the call with.
+fn poll_total<E, F>(
+    st: &mut Steps<'_, '_, E, F>,
+    total: Option<(Duration, IntoError<E>)>,
+    mut timer: Pin<&mut Option<Sleep>>,
+    cx: &mut Context<'_>,
+) -> Poll<E> {
+    let Some((limit, into)) = total else {
+        return Poll::Pending;
+    };
+    if timer.is_none() {
+        timer.set(Some(tokio::time::sleep(limit)));
+    }
+    match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+        Some(Poll::Ready(())) => {
+            st.body.set(None);
+            st.s.clear();
+            timer.set(None);
+            *st.phase = Phase::Done;
+            Poll::Ready(st.call.svc.total_timed_out(limit, into))
         }
-        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
-            Some(Poll::Ready(())) => {
-                // The attempt ends here: its body first, then its slot and probe.
-                st.body.set(None);
-                st.s.clear();
-                timer.set(None);
-                *st.phase = Phase::Done;
-                Poll::Ready(Err(st.call.svc.total_timed_out(limit, into)))
-            }
-            _ => Poll::Pending,
-        }
+        _ => Poll::Pending,
     }
 }
 
@@ -1277,27 +1288,7 @@ where
             Poll::Ready(done) => return Poll::Ready(done),
             Poll::Pending => {}
         }
-        let Some((limit, into)) = *rest.total else {
-            return Poll::Pending;
-        };
-        let mut timer = rest.total_timer;
-        if timer.is_none() {
-            timer.set(Some(tokio::time::sleep(limit)));
-        }
-        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
-            Some(Poll::Ready(())) => {
-                // The attempt ends here: its body first, then its slot and probe.
-                st.body.set(None);
-                st.s.clear();
-                timer.set(None);
-                *st.phase = Phase::Done;
-                Poll::Ready(ControlFlow::Break(Err(st
-                    .call
-                    .svc
-                    .total_timed_out(limit, into))))
-            }
-            _ => Poll::Pending,
-        }
+        poll_total(&mut st, *rest.total, rest.total_timer, cx).map(|e| ControlFlow::Break(Err(e)))
     }
 }
 
