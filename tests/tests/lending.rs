@@ -333,3 +333,50 @@ async fn a_lending_call_waits_for_a_bulkhead_slot() {
     assert_eq!((t0.elapsed(), n), (Duration::from_secs(2), 1));
     assert_eq!(holder.await.unwrap(), (Ok(2), 1));
 }
+
+/// The fallback of a lending function: it is lent the same `&mut` after the last
+/// attempt.
+async fn lent_fallback(tenant: &str, script: &Script, attempts: &mut u32, e: E) -> Result<u32, E> {
+    let _ = script;
+    assert_eq!(e, E::Boom, "the last attempt's error");
+    *attempts += 100;
+    Ok(tenant.len() as u32)
+}
+
+#[with_resilience(
+    service = format!("lending::keyed.{tenant}"),
+    retry(max_attempts = 2, delay = "10ms", jitter = "none"),
+    circuit_breaker(failure_threshold = 10)
+)]
+#[fallback = lent_fallback]
+async fn keyed_with_fallback(tenant: &str, script: &Script, attempts: &mut u32) -> Result<u32, E> {
+    *attempts += 1;
+    script.run().await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lending_call_with_a_computed_name_and_a_fallback_lends_to_both() {
+    let script = Script::default();
+    let mut attempts = 0;
+    // A failure, then a pending attempt that succeeds: no fallback.
+    script.set(&[Step::Fail, Step::Slow(5)]);
+    assert_eq!(
+        keyed_with_fallback("a", &script, &mut attempts).await,
+        Ok(2),
+        "the second attempt succeeds"
+    );
+    assert_eq!(attempts, 2);
+    // Both attempts fail: the fallback runs, lent the same counter, under another key.
+    script.set(&[Step::Fail, Step::Fail]);
+    assert_eq!(
+        keyed_with_fallback("bb", &script, &mut attempts).await,
+        Ok(2)
+    );
+    assert_eq!(attempts, 104, "two attempts, then the fallback");
+    let (a, b) = (
+        status("lending::keyed.a").unwrap(),
+        status("lending::keyed.bb").unwrap(),
+    );
+    assert_eq!((a.successes, a.failures, a.fallbacks), (1, 1, 0));
+    assert_eq!((b.successes, b.failures, b.fallbacks), (0, 2, 1));
+}
