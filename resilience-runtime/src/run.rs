@@ -1084,7 +1084,9 @@ impl<'a, E> Lend<'a, E> {
     /// admission, the body under the per-attempt timeout, the outcome recorded and
     /// the retry decided, all under the call's total timeout. `Break` ends the call
     /// with its result; `Continue` comes after the backoff was slept: the caller
-    /// makes the next attempt's body and calls this again.
+    /// makes the next attempt's body and calls this again. After `Break` the call
+    /// is over: the expansions drop the `Lend` (an attempt made after it would not
+    /// be one the call's retry policy granted).
     #[inline]
     pub fn attempt<T, F>(&mut self, body: F) -> LendAttempt<'_, 'a, T, E, F>
     where
