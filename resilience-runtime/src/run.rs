@@ -33,7 +33,9 @@ type Acquire<'a> = PoolBox<AcquireSlow<'a>>;
 ///
 /// A [`CallFuture`] keeps its body and its [`Rest`] without discriminants of their
 /// own ([`Held`]): its phase says what it holds. The first three phases are its
-/// alone, and only those hold no `Rest` ([`Phase::holds_rest`]).
+/// alone, and only those hold no `Rest` ([`Phase::holds_rest`]); a [`LendAttempt`]
+/// uses `FreshBody` (not polled yet) and `Over` (done on the lane) too, and is past
+/// them only once its [`Lend`] holds the call's `Rest`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 enum Phase {
