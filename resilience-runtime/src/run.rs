@@ -1035,12 +1035,16 @@ where
 /// holds the service and the hooks; then its state (the call, the total timeout,
 /// the attempt's admissions and timers), out of line, in a block of the pool, as
 /// [`CallFuture`] does. A first attempt done on the lane builds nothing
-/// but its body. One of two words each way (the enum's tag is the null the pool
-/// block's word never is), so a function's future holds two words for its call.
+/// but its body. Two words either way (the enum needs no word for its tag: the
+/// layout puts it in a pointer's null niche), so a function's future holds two
+/// words for its call.
 pub struct Lend<'a, E> {
     // Dropped by `Lend::drop`: the test inlined, the state's drop out of line.
     state: ManuallyDrop<LendState<'a, E>>,
 }
+
+// What the function's future holds for its call (the size target counts on it).
+const _: () = assert!(std::mem::size_of::<Lend<'static, ()>>() == 2 * std::mem::size_of::<usize>());
 
 enum LendState<'a, E> {
     /// No attempt has left the lane.
