@@ -746,6 +746,33 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<'a, E> Rest<'a, E> {
+    /// The state of a call leaving the lane (or never taking it), in a pool block:
+    /// the call under policies `p` (`single`: one attempt only; `ran`: the lane ran
+    /// its first attempt), the total timeout it runs under, no timer armed yet.
+    fn off_lane(
+        svc: &'a Service,
+        p: &'a Policies,
+        hooks: &'a Hooks<E>,
+        single: bool,
+        ran: bool,
+    ) -> PoolBox<Self> {
+        let mut call = Call::with(svc, p, hooks);
+        if single {
+            call = call.single_attempt();
+        }
+        if ran {
+            call.attempt = 1;
+        }
+        PoolBox::new(Rest {
+            call,
+            total: svc.total_limit(hooks),
+            total_timer: None,
+            slow: Slow::EMPTY,
+        })
+    }
+}
+
 /// Where a [`CallFuture`] gets the body of each attempt: a closure called once per
 /// attempt ([`Policy::call`](crate::Policy::call)), or [`OneAttempt`].
 pub trait Bodies<Fut> {
@@ -855,21 +882,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, E>> {
         let this = self.as_mut().project();
-        let hooks = this.hooks.get();
-        let mut call = Call::with(this.svc, p, hooks);
-        if F::SINGLE {
-            call = call.single_attempt();
-        }
-        if left.is_some() {
-            call.attempt = 1;
-        }
-        let total = this.svc.total_limit(hooks);
-        this.rest.put(PoolBox::new(Rest {
-            call,
-            total,
-            total_timer: None,
-            slow: Slow::EMPTY,
-        }));
+        let rest = Rest::off_lane(this.svc, p, this.hooks.get(), F::SINGLE, left.is_some());
+        this.rest.put(rest);
         // Now the future holds its `Rest`.
         *this.phase = Phase::Start;
         Self::poll_rest(self.project(), left, cx)
@@ -1241,18 +1255,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<ControlFlow<Result<T, E>>> {
         let this = self.project();
-        let mut call = Call::with(svc, p, hooks);
-        if left.is_some() {
-            call.attempt = 1;
-        }
-        let total = svc.total_limit(hooks);
         // Over the service and hooks, which need no drop: the call names them.
-        *this.call.state = LendState::Off(PoolBox::new(Rest {
-            call,
-            total,
-            total_timer: None,
-            slow: Slow::EMPTY,
-        }));
+        *this.call.state = LendState::Off(Rest::off_lane(svc, p, hooks, false, left.is_some()));
         *this.phase = Phase::Start;
         Self::poll_rest(this, left, cx)
     }
