@@ -113,6 +113,13 @@ impl Registry {
         self.map.pin().values().map(|s| s.svc.clone()).collect()
     }
 
+    /// Runs `f` on every registered service, without counting references.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Service)) {
+        for s in self.map.pin().values() {
+            f(&s.svc);
+        }
+    }
+
     /// The service called `name`, registering it with `config` if it is new. When it
     /// exists with other settings, the first registration's win and `warn` says so.
     pub(crate) fn get_or_register(
@@ -142,6 +149,8 @@ impl Registry {
             .map(|s| &s.svc);
         drop(doc);
         if let Ok(s) = &inserted {
+            // Reachable from the registry now: the lane's bars from here on.
+            s.policies().take_bars();
             self.restore_pending(s);
         }
         let got = match inserted {

@@ -119,10 +119,13 @@ pub(crate) struct Policies {
     /// Calls may take the lane (see [`Call::gate`]; sync ones the swift lane,
     /// [`Call::swift`]): attempts not timed, no `max_elapsed`.
     pub(crate) lean: bool,
-    /// Zero when `lean` and there is no bulkhead and no rate limiter: the swift
-    /// lane's admission is the breaker's state word alone (see [`swift_admit`]).
-    /// Kept as "not bare" so the lane tests it with the global bars in one `or`.
-    pub(crate) not_bare: u8,
+    /// Zero when the swift lane's admission is the breaker's state word alone (see
+    /// [`swift_admit`]): [`GATE_SHAPE`] unless `lean` with no bulkhead and no rate
+    /// limiter, or'd with a copy of the global [`LANE_BARS`], which
+    /// [`set_lane_bar`] keeps current in every registered service's policies. A
+    /// lane call so reads one byte of the policies, which it reads anyway, rather
+    /// than a global as well.
+    pub(crate) gate: AtomicU8,
     /// A call needs no timer or clock: not timed, no timeout, no total timeout, no
     /// rate limiter (a bulkhead's wait is read from the bulkhead). See
     /// [`Service::once_lean`].
@@ -130,10 +133,22 @@ pub(crate) struct Policies {
     pub(crate) config: PolicyConfig,
 }
 
-/// Conditions that close the swift lane, one bit each, so a lane call reads one
-/// byte for all of them: the kill switch (which closes every lane), a listener that
-/// wants every call's events, and `tracing` at `TRACE` for the per-call events.
+/// Conditions that close the swift lane, one bit each: the kill switch (which
+/// closes every lane), a listener that wants every call's events, and `tracing` at
+/// `TRACE` for the per-call events. The lanes read their copy in the policies'
+/// [`Policies::gate`]; this one is what the copies are made from, and what the
+/// kill switch and the event bus report.
 static LANE_BARS: AtomicU8 = AtomicU8::new(0);
+/// The bits of [`LANE_BARS`].
+const BARS: u8 = BAR_KILL_SWITCH | BAR_LISTENERS | BAR_TRACE;
+/// [`Policies::gate`]: the policies are not of the swift lane's commonest shape.
+const GATE_SHAPE: u8 = 8;
+/// Held while [`LANE_BARS`] changes and is copied into every service's policies,
+/// and while new policies take their copy ([`Policies::take_bars`]): so either a
+/// change sees the new policies or they see the change. Nothing is called under it
+/// but atomics and the registry's iteration (it is taken inside `tracing`'s
+/// interest callback).
+static BARS_COPY: Mutex<()> = Mutex::new(());
 /// [`LANE_BARS`]: the kill switch is on.
 pub(crate) const BAR_KILL_SWITCH: u8 = 1;
 /// [`LANE_BARS`]: a listener wants every event.
@@ -190,14 +205,29 @@ pub(crate) fn lane_bars() -> u8 {
     LANE_BARS.load(Relaxed)
 }
 
-/// Sets or clears one bar; returns whether it was set.
+/// Sets or clears one bar, in [`LANE_BARS`] and in the [`Policies::gate`] of every
+/// registered service; returns whether it was set.
 pub(crate) fn set_lane_bar(bar: u8, on: bool) -> bool {
+    let _copying = BARS_COPY.lock().unwrap_or_else(|p| p.into_inner());
     let was = if on {
         LANE_BARS.fetch_or(bar, Relaxed)
     } else {
         LANE_BARS.fetch_and(!bar, Relaxed)
     };
-    was & bar != 0
+    let was_on = was & bar != 0;
+    if was_on != on {
+        // Every service that was in the registry when the lock was taken; one
+        // registered since takes its copy after us (`Policies::take_bars`).
+        crate::registry::registry().for_each(|svc| {
+            let gate = &svc.policies().gate;
+            if on {
+                gate.fetch_or(bar, Relaxed);
+            } else {
+                gate.fetch_and(!bar, Relaxed);
+            }
+        });
+    }
+    was_on
 }
 
 /// Whether calls under `config` may take the lane.
@@ -282,7 +312,11 @@ impl Policies {
     ) -> Self {
         let timed = timed(&config, extras);
         let lean = lean(&config, timed);
-        let not_bare = u8::from(!(lean && bulkhead.is_none() && limiter.is_none()));
+        let shape = if lean && bulkhead.is_none() && limiter.is_none() {
+            0
+        } else {
+            GATE_SHAPE
+        };
         Self {
             untimed: !timed
                 && config.timeout.is_none()
@@ -294,10 +328,22 @@ impl Policies {
             critical: extras.critical,
             timed,
             record_latency: extras.record_latency,
-            not_bare,
+            // The bars are taken under their lock when the policies are put in
+            // force (`take_bars`); closed until then.
+            gate: AtomicU8::new(shape | BARS),
             lean,
             config,
         }
+    }
+
+    /// Takes the current [`LANE_BARS`] into [`Policies::gate`]: called once the
+    /// policies are reachable from the registry (the service registered, or the
+    /// policies installed), so a bar changed from then on is copied here by
+    /// [`set_lane_bar`], and one changed before is read here.
+    pub(crate) fn take_bars(&self) {
+        let _copying = BARS_COPY.lock().unwrap_or_else(|p| p.into_inner());
+        let shape = self.gate.load(Relaxed) & GATE_SHAPE;
+        self.gate.store(shape | LANE_BARS.load(Relaxed), Relaxed);
     }
 
     pub(crate) fn extras(&self) -> Extras {
@@ -460,6 +506,7 @@ impl Service {
     #[allow(clippy::vec_box)]
     fn install(&self, next: Policies, retired: &mut Vec<Box<Policies>>) {
         let prev = self.policies.swap(Box::into_raw(Box::new(next)), AcqRel);
+        self.policies().take_bars();
         // SAFETY: `prev` came from `Box::into_raw` and is no longer reachable from
         // `policies`; calls still reading it keep `self` alive, and `retired` frees
         // it only with `self`.
@@ -991,15 +1038,15 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
     if hooks.into_error.is_none() {
         return SwiftAdmit::Off;
     }
-    let bars = lane_bars();
+    let gate = p.gate.load(Relaxed);
     // The common shape first, in one test: no bulkhead or limiter, no bar up.
-    if bars | p.not_bare == 0 {
+    if gate == 0 {
         return match closed_lane(p) {
             Ok(lane) => SwiftAdmit::In(lane, None),
             Err((b, ctl)) => SwiftAdmit::NotClosed(b, ctl),
         };
     }
-    if !p.lean || bars != 0 {
+    if !p.lean || gate & BARS != 0 {
         return SwiftAdmit::Off;
     }
     let lane = match closed_lane(p) {
@@ -1049,7 +1096,7 @@ fn closed_lane(p: &Policies) -> Result<Lane<'_>, (&Breaker, u64)> {
 /// bar up.
 #[inline(always)]
 fn bare_lane<E>(p: &Policies, hooks: &Hooks<E>) -> bool {
-    hooks.into_error.is_some() && lane_bars() | p.not_bare == 0
+    hooks.into_error.is_some() && p.gate.load(Relaxed) == 0
 }
 
 /// Counts a swift-lane success (its slot given back, no waiter to wake) on
@@ -2080,7 +2127,7 @@ mod layout_tests {
             offset_of!(Policies, breaker) + 8,
             offset_of!(Policies, bulkhead) + 8,
             offset_of!(Policies, limiter) + 8,
-            offset_of!(Policies, not_bare) + 1,
+            offset_of!(Policies, gate) + 1,
             offset_of!(Policies, lean) + 1,
             offset_of!(Policies, untimed) + 1,
         ] {
@@ -2104,5 +2151,72 @@ mod layout_tests {
         let (spec_b, config_b) = b.base();
         assert!(spec_a.breaker);
         assert!(std::ptr::eq(spec_a, spec_b) && std::ptr::eq(config_a, config_b));
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    use super::{Service, BARS_COPY, GATE_SHAPE, LANE_BARS};
+    use crate::__private::{Site, SiteName, Spec};
+    use crate::config::BulkheadConfig;
+    use crate::Resilience;
+
+    /// A service's gate against the bars, read while no bar can change (other
+    /// tests of this binary may add listeners meanwhile).
+    fn gate_and_bars(svc: &Service) -> (u8, u8) {
+        let _still = BARS_COPY.lock().unwrap_or_else(|p| p.into_inner());
+        (svc.policies().gate.load(Relaxed), LANE_BARS.load(Relaxed))
+    }
+
+    /// Policies are made closed to the lane; the registry opens them once they are
+    /// reachable (the bars copied in), and so does live configuration for the
+    /// policies it installs. A shape the lane's first test does not admit keeps its
+    /// bit.
+    #[test]
+    fn registered_and_reconfigured_policies_take_the_bars_in_force() {
+        let bare = Resilience::builder("gate.bare").no_retry().build().unwrap();
+        let (gate, bars) = gate_and_bars(bare.service());
+        assert_eq!(gate, bars, "a bare service's gate is the bars alone");
+
+        static SITE: Site = Site::new(
+            SiteName::Fixed("gate.site"),
+            Spec {
+                breaker: true,
+                ..Spec::EMPTY
+            },
+        );
+        let (gate, bars) = gate_and_bars(SITE.service());
+        assert_eq!(gate, bars, "an attribute's fixed name");
+        let key = SITE.keyed("gate.site.key");
+        let (gate, bars) = gate_and_bars(&key);
+        assert_eq!(gate, bars, "a computed key");
+
+        let bulkhead = Resilience::builder("gate.bulkhead")
+            .no_retry()
+            .max_concurrent(2)
+            .build()
+            .unwrap();
+        let (gate, bars) = gate_and_bars(bulkhead.service());
+        assert_eq!(gate, GATE_SHAPE | bars);
+
+        // New policies from live configuration: a bulkhead closes the shape, and
+        // removing it opens it again, with the bars taken each time.
+        let svc = bare.service();
+        let mut config = *svc.config();
+        let extras = svc.policies().extras();
+        config.bulkhead = Some(BulkheadConfig {
+            max_concurrent: 3,
+            max_wait: Duration::ZERO,
+        });
+        assert!(svc.reconfigure(config, extras));
+        let (gate, bars) = gate_and_bars(svc);
+        assert_eq!(gate, GATE_SHAPE | bars);
+        config.bulkhead = None;
+        assert!(svc.reconfigure(config, extras));
+        let (gate, bars) = gate_and_bars(svc);
+        assert_eq!(gate, bars);
     }
 }
