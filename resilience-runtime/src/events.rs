@@ -226,6 +226,10 @@ fn bus() -> &'static Bus {
 }
 
 /// Registers a listener for every service's events.
+///
+/// The first listener for every call's events (this one or
+/// [`on_service_event`]'s), and the removal of the last, visit every registered
+/// service once, as [`set_kill_switch`](crate::set_kill_switch) does.
 pub fn on_event(f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
     add(None, false, Arc::new(f))
 }

@@ -47,6 +47,10 @@ pub fn kill_switch() -> bool {
 /// Turns the kill switch on or off; returns the previous setting. On, every policy
 /// but fallback passes calls through (calls already running finish under their
 /// policies).
+///
+/// A change visits every registered service once (each service's policies keep a
+/// copy of the switch, which is what a call reads): under a microsecond with a
+/// hundred services, about 3 ms with 100,000 computed keys on the benchmark VM.
 pub fn set_kill_switch(on: bool) -> bool {
     let was = crate::service::set_lane_bar(crate::service::BAR_KILL_SWITCH, on);
     if was != on {
