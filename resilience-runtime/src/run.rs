@@ -343,16 +343,41 @@ where
     F: Future<Output = Result<T, E>> + 'b,
     B: FirstBody<'b, F>,
 {
-    let (lane, permit) = match swift_admit(p, hooks) {
-        SwiftAdmit::In(lane, permit) => (lane, permit),
-        SwiftAdmit::NotClosed(b, ctl) => {
-            return match b.refusal_from(ctl) {
-                Some(r) => Swifted::Polled(LanePoll::Refused(r)),
-                None => Swifted::Unplaced(body),
-            }
-        }
-        SwiftAdmit::Off => return Swifted::Off(body),
-    };
+    match swift_admit(p, hooks) {
+        // The commonest shape runs in a copy of its own, which knows there is no
+        // bulkhead slot to give back.
+        // SAFETY: the caller's word.
+        SwiftAdmit::Bare(lane) => unsafe { swift_run(svc, lane, None, body, phase, done, cx) },
+        // SAFETY: the caller's word.
+        SwiftAdmit::In(lane, permit) => unsafe {
+            swift_run(svc, lane, permit, body, phase, done, cx)
+        },
+        SwiftAdmit::NotClosed(b, ctl) => match b.refusal_from(ctl) {
+            Some(r) => Swifted::Polled(LanePoll::Refused(r)),
+            None => Swifted::Unplaced(body),
+        },
+        SwiftAdmit::Off => Swifted::Off(body),
+    }
+}
+
+/// [`swift_poll`] once admitted: the body placed and polled, a success counted.
+///
+/// # Safety
+/// As [`swift_poll`]'s.
+#[inline(always)]
+unsafe fn swift_run<'a, 'b, T, E, F, B>(
+    svc: &&'a Service,
+    lane: Lane<'a>,
+    permit: Option<Permit<'a>>,
+    body: B,
+    phase: &mut Phase,
+    done: Phase,
+    cx: &mut Context<'_>,
+) -> Swifted<'a, T, E, B>
+where
+    F: Future<Output = Result<T, E>> + 'b,
+    B: FirstBody<'b, F>,
+{
     let mut body = body.place();
     if !B::SOME && body.is_none() {
         drop(permit);
@@ -1500,6 +1525,61 @@ where
         Ok(Some((admitted, permit)))
     }
 
+    /// The first poll on the swift lane, admitted: the body made and polled at
+    /// once, a success counted on this thread's own line; a body that is not ready
+    /// stays in this future with its admission.
+    #[inline(always)]
+    fn lane_poll(
+        mut this: LeanProj<'_, 'a, T, E, M, Fut>,
+        lane: Lane<'a>,
+        permit: Option<Permit<'a>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, E>> {
+        let (svc, hooks) = (*this.svc, *this.hooks);
+        // SAFETY: `Make`: the slot holds the maker. Until the body is in place the
+        // guard says `Gone` if the maker unwinds; the phase is written only then.
+        let make = unsafe { this.body.as_mut().take_make() };
+        let made = PhaseGuard(&mut *this.phase, LeanPhase::Gone);
+        let fut = make();
+        std::mem::forget(made);
+        let mut fut = this.body.as_mut().put_fut(fut);
+        let guard = PollGuard {
+            svc: this.svc,
+            epoch: lane.epoch,
+        };
+        // A body that unwinds here is dropped with the future.
+        let running = PhaseGuard(&mut *this.phase, LeanPhase::Panicked);
+        let polled = fut.as_mut().poll(cx);
+        std::mem::forget(running);
+        std::mem::forget(guard);
+        match polled {
+            Poll::Ready(result) => {
+                // The body goes first (the phase before it, so a body whose drop
+                // panics is not dropped again), then the slot is given back, then
+                // the outcome is recorded.
+                *this.phase = LeanPhase::Gone;
+                // SAFETY: the body is in place and not used again.
+                unsafe { std::ptr::drop_in_place(fut.get_unchecked_mut()) };
+                match result {
+                    Ok(v) => {
+                        swift_succeeded(svc, lane, permit);
+                        Poll::Ready(Ok(v))
+                    }
+                    Err(e) => {
+                        drop(permit);
+                        let admitted = lane.admitted(svc);
+                        Poll::Ready(Self::finish_other(svc, hooks, admitted, Err(e)))
+                    }
+                }
+            }
+            Poll::Pending => {
+                this.held.write((lane.admitted(svc), permit));
+                *this.phase = LeanPhase::Run;
+                Poll::Pending
+            }
+        }
+    }
+
     /// The first poll off the swift lane: admission through every policy, then the
     /// body made (or the call boxed as a [`CallFuture`] when live configuration
     /// gave the service a timer). `Err`: refused.
@@ -1585,57 +1665,10 @@ where
             // that is not ready stays in this future.
             if p.untimed {
                 match swift_admit(p, hooks) {
-                    SwiftAdmit::In(lane, permit) => {
-                        // SAFETY: `Make`: the slot holds the maker. Until the
-                        // body is in place the guard says `Gone` if the maker
-                        // unwinds; the phase is written only then.
-                        let make = unsafe { this.body.as_mut().take_make() };
-                        let made = PhaseGuard(&mut *this.phase, LeanPhase::Gone);
-                        let fut = make();
-                        std::mem::forget(made);
-                        let mut fut = this.body.as_mut().put_fut(fut);
-                        let guard = PollGuard {
-                            svc: this.svc,
-                            epoch: lane.epoch,
-                        };
-                        // A body that unwinds here is dropped with the future.
-                        let running = PhaseGuard(&mut *this.phase, LeanPhase::Panicked);
-                        let polled = fut.as_mut().poll(cx);
-                        std::mem::forget(running);
-                        std::mem::forget(guard);
-                        return match polled {
-                            Poll::Ready(result) => {
-                                // The body goes first (the phase before it, so a
-                                // body whose drop panics is not dropped again),
-                                // then the slot is given back, then the outcome
-                                // is recorded.
-                                *this.phase = LeanPhase::Gone;
-                                // SAFETY: the body is in place and not used again.
-                                unsafe { std::ptr::drop_in_place(fut.get_unchecked_mut()) };
-                                match result {
-                                    Ok(v) => {
-                                        swift_succeeded(svc, lane, permit);
-                                        Poll::Ready(Ok(v))
-                                    }
-                                    Err(e) => {
-                                        drop(permit);
-                                        let admitted = lane.admitted(svc);
-                                        Poll::Ready(Self::finish_other(
-                                            svc,
-                                            hooks,
-                                            admitted,
-                                            Err(e),
-                                        ))
-                                    }
-                                }
-                            }
-                            Poll::Pending => {
-                                this.held.write((lane.admitted(svc), permit));
-                                *this.phase = LeanPhase::Run;
-                                Poll::Pending
-                            }
-                        };
-                    }
+                    // The commonest shape runs in a copy of its own, which knows
+                    // there is no bulkhead slot to give back.
+                    SwiftAdmit::Bare(lane) => return Self::lane_poll(this, lane, None, cx),
+                    SwiftAdmit::In(lane, permit) => return Self::lane_poll(this, lane, permit, cx),
                     SwiftAdmit::NotClosed(b, ctl) => {
                         if let Some(r) = b.refusal_from(ctl) {
                             *this.phase = LeanPhase::Gone;

@@ -1042,7 +1042,7 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
     // The common shape first, in one test: no bulkhead or limiter, no bar up.
     if gate == 0 {
         return match closed_lane(p) {
-            Ok(lane) => SwiftAdmit::In(lane, None),
+            Ok(lane) => SwiftAdmit::Bare(lane),
             Err((b, ctl)) => SwiftAdmit::NotClosed(b, ctl),
         };
     }
@@ -1133,6 +1133,11 @@ enum BareSync<'a, T, E, B> {
 
 /// What [`swift_admit`] did.
 pub(crate) enum SwiftAdmit<'a> {
+    /// Admitted in the commonest shape (a breaker or none, and nothing else): the
+    /// breaker's closed epoch; no bulkhead slot, no permit. A caller that runs the
+    /// lane in a copy of its own for this shape knows there is no slot to give
+    /// back.
+    Bare(Lane<'a>),
     /// Admitted: the breaker's closed epoch, and the bulkhead slot if there is a
     /// bulkhead (a rate-limit permit, if any, is taken).
     In(Lane<'a>, Option<Permit<'a>>),
@@ -1579,11 +1584,24 @@ impl<'a, E> Call<'a, E> {
         hooks: &Hooks<E>,
         body: B,
     ) -> Swift<'a, T, E, B> {
-        let (lane, permit) = match swift_admit(p, hooks) {
-            SwiftAdmit::In(lane, permit) => (lane, permit),
-            SwiftAdmit::NotClosed(b, ctl) => return Swift::NotClosed(body, b, ctl),
-            SwiftAdmit::Off => return Swift::Off(body),
-        };
+        match swift_admit(p, hooks) {
+            // The commonest shape runs in a copy of its own, which knows there is
+            // no bulkhead slot to give back.
+            SwiftAdmit::Bare(lane) => Self::swift_run(svc, lane, None, body),
+            SwiftAdmit::In(lane, permit) => Self::swift_run(svc, lane, permit, body),
+            SwiftAdmit::NotClosed(b, ctl) => Swift::NotClosed(body, b, ctl),
+            SwiftAdmit::Off => Swift::Off(body),
+        }
+    }
+
+    /// [`Call::swift`] once admitted: the body run, a success counted.
+    #[inline(always)]
+    fn swift_run<T, B: FnOnce() -> Result<T, E>>(
+        svc: &'a Service,
+        lane: Lane<'a>,
+        permit: Option<Permit<'a>>,
+        body: B,
+    ) -> Swift<'a, T, E, B> {
         let guard = LaneGuard { svc, lane };
         let result = body();
         std::mem::forget(guard);
