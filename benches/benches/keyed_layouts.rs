@@ -1,0 +1,339 @@
+//! A model of what a computed-key call costs with 100,000 keys called in a shuffled
+//! order, for four layouts of a key's state, against governor's keyed `check_key`
+//! in the same run. Not the runtime: each layout is a few lines that touch memory
+//! as a keyed call of that layout would (the lookup in the same map, the same
+//! reference count and locked adds, objects of the runtime's sizes allocated in its
+//! order), so that a redesign of the registry can be judged before it is written.
+//! The runtime's own row is `keyed_100k/resilience_shuffled` in `compare.rs`.
+//!
+//! - `current`: as the runtime stands. The map's entry holds the key and an `Arc`
+//!   of the service (and the addresses below, which the lookup prefetches); the
+//!   service points at its policies (a box), which point at the breaker (an `Arc`);
+//!   the shared counts are a line of their own (a box, 128-byte aligned).
+//! - `counts_inline`: the same, with the shared counts inline in the service.
+//! - `one_allocation`: everything the call touches (the reference count, the gate,
+//!   the breaker's state word, the counts) in one allocation of two lines; the rest
+//!   of the key (policies, breaker settings, name: the same bytes) apart.
+//! - `in_entry`: that state in the map's entry itself, with a count of calls in
+//!   flight in place of the `Arc`'s count (what keeps a key in use from eviction).
+//!
+//! Run: `cargo bench -p resilience-benches --bench keyed_layouts -- --warm-up-time 1
+//! --measurement-time 3`. The README's performance notes give the figures.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+mod common;
+use common::Tight;
+
+const KEYS: usize = 100_000;
+
+type Map<V> = papaya::HashMap<CompactString, V, foldhash::fast::FixedState>;
+
+/// The keys in a shuffled order (the same fixed seed as `compare.rs`).
+fn shuffled() -> Vec<String> {
+    let mut v: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:06}")).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// A hint that `addr` is read soon (as the runtime's registry gives).
+#[inline(always)]
+fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is a hint: it faults on no address and changes nothing
+    // the program can observe.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(addr as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
+/// Counts on a line of their own (the runtime's `Line`).
+#[repr(align(128))]
+struct Line([AtomicU64; 8]);
+
+/// The runtime's breaker: 232 bytes, its state word first.
+struct Breaker {
+    state: AtomicU64,
+    _rest: [u64; 28],
+}
+
+/// The runtime's policies: 296 bytes, the breaker pointer and the gate first.
+struct Policies {
+    breaker: Arc<Breaker>,
+    gate: AtomicU8,
+    _rest: [u64; 35],
+}
+
+fn breaker() -> Arc<Breaker> {
+    Arc::new(Breaker {
+        state: AtomicU64::new(0),
+        _rest: [0; 28],
+    })
+}
+
+fn policies() -> Box<Policies> {
+    Box::new(Policies {
+        breaker: breaker(),
+        gate: AtomicU8::new(0),
+        _rest: [0; 35],
+    })
+}
+
+// --- current ----------------------------------------------------------------------
+
+/// The runtime's service: 128 bytes, what a call reads first.
+#[repr(C)]
+struct Service {
+    policies: Box<Policies>,
+    counts: Box<Line>,
+    touched: AtomicBool,
+    _rest: [u64; 13],
+}
+
+struct Slot {
+    svc: Arc<Service>,
+    hot: [usize; 5],
+}
+
+fn current() -> Slot {
+    let counts = Box::new(Line(Default::default()));
+    let svc = Arc::new(Service {
+        policies: policies(),
+        counts,
+        touched: AtomicBool::new(false),
+        _rest: [0; 13],
+    });
+    let start = Arc::as_ptr(&svc) as usize;
+    let hot = [
+        start - 16,
+        std::ptr::from_ref(&svc.touched) as usize,
+        std::ptr::from_ref(&*svc.policies) as usize,
+        Arc::as_ptr(&svc.policies.breaker) as usize,
+        std::ptr::from_ref(&*svc.counts) as usize,
+    ];
+    Slot { svc, hot }
+}
+
+#[inline(always)]
+fn call_current(slot: &Slot) -> bool {
+    slot.hot.iter().for_each(|&a| prefetch(a));
+    if !slot.svc.touched.load(Relaxed) {
+        slot.svc.touched.store(true, Relaxed);
+    }
+    let svc = Arc::clone(&slot.svc);
+    let p = &svc.policies;
+    if p.gate.load(Relaxed) != 0 || p.breaker.state.load(Relaxed) != 0 {
+        return false;
+    }
+    svc.counts.0[0].fetch_add(1, Relaxed);
+    true
+}
+
+// --- counts_inline ----------------------------------------------------------------
+
+#[repr(C)]
+struct ServiceInline {
+    policies: Box<Policies>,
+    touched: AtomicBool,
+    counts: [AtomicU64; 8],
+    _rest: [u64; 13],
+}
+
+struct SlotInline {
+    svc: Arc<ServiceInline>,
+    hot: [usize; 4],
+}
+
+fn counts_inline() -> SlotInline {
+    let svc = Arc::new(ServiceInline {
+        policies: policies(),
+        touched: AtomicBool::new(false),
+        counts: Default::default(),
+        _rest: [0; 13],
+    });
+    let start = Arc::as_ptr(&svc) as usize;
+    let hot = [
+        start - 16,
+        std::ptr::from_ref(&svc.counts[0]) as usize,
+        std::ptr::from_ref(&*svc.policies) as usize,
+        Arc::as_ptr(&svc.policies.breaker) as usize,
+    ];
+    SlotInline { svc, hot }
+}
+
+#[inline(always)]
+fn call_counts_inline(slot: &SlotInline) -> bool {
+    slot.hot.iter().for_each(|&a| prefetch(a));
+    if !slot.svc.touched.load(Relaxed) {
+        slot.svc.touched.store(true, Relaxed);
+    }
+    let svc = Arc::clone(&slot.svc);
+    let p = &svc.policies;
+    if p.gate.load(Relaxed) != 0 || p.breaker.state.load(Relaxed) != 0 {
+        return false;
+    }
+    svc.counts[0].fetch_add(1, Relaxed);
+    true
+}
+
+// --- one_allocation ---------------------------------------------------------------
+
+/// What a call touches, together; the key's other state (the same bytes as the
+/// other layouts' policies, breaker settings and service fields) apart.
+#[repr(C, align(64))]
+struct Hot {
+    gate: AtomicU8,
+    touched: AtomicBool,
+    state: AtomicU64,
+    counts: [AtomicU64; 8],
+    _cold: Box<[u64; 80]>,
+}
+
+fn one_allocation() -> Arc<Hot> {
+    Arc::new(Hot {
+        gate: AtomicU8::new(0),
+        touched: AtomicBool::new(false),
+        state: AtomicU64::new(0),
+        counts: Default::default(),
+        _cold: Box::new([0; 80]),
+    })
+}
+
+#[inline(always)]
+fn call_one_allocation(hot: &Arc<Hot>) -> bool {
+    prefetch(Arc::as_ptr(hot) as usize);
+    if !hot.touched.load(Relaxed) {
+        hot.touched.store(true, Relaxed);
+    }
+    let hot = Arc::clone(hot);
+    if hot.gate.load(Relaxed) != 0 || hot.state.load(Relaxed) != 0 {
+        return false;
+    }
+    hot.counts[0].fetch_add(1, Relaxed);
+    true
+}
+
+// --- in_entry ---------------------------------------------------------------------
+
+/// The same state in the map's entry; `in_flight` for the `Arc`'s count.
+struct Entry {
+    gate: AtomicU8,
+    touched: AtomicBool,
+    in_flight: AtomicUsize,
+    state: AtomicU64,
+    counts: [AtomicU64; 8],
+    _cold: Box<[u64; 80]>,
+    _other: AtomicPtr<u8>,
+}
+
+fn in_entry() -> Entry {
+    Entry {
+        gate: AtomicU8::new(0),
+        touched: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+        state: AtomicU64::new(0),
+        counts: Default::default(),
+        _cold: Box::new([0; 80]),
+        _other: AtomicPtr::new(std::ptr::null_mut()),
+    }
+}
+
+#[inline(always)]
+fn call_in_entry(e: &Entry) -> bool {
+    if !e.touched.load(Relaxed) {
+        e.touched.store(true, Relaxed);
+    }
+    e.in_flight.fetch_add(1, Acquire);
+    let closed = e.gate.load(Relaxed) == 0 && e.state.load(Relaxed) == 0;
+    if closed {
+        e.counts[0].fetch_add(1, Relaxed);
+    }
+    e.in_flight.fetch_sub(1, Release);
+    closed
+}
+
+// --- the group --------------------------------------------------------------------
+
+/// Builds a layout's map and times its calls. The map is returned, to be dropped
+/// only after every layout ran: each is allocated from fresh memory, as in a
+/// process of its own, not from what an earlier one freed.
+fn bench_layout<V: Send + Sync + 'static>(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    keys: &[String],
+    make: impl Fn() -> V,
+    call: impl Fn(&V) -> bool,
+) -> Box<dyn std::any::Any> {
+    let map: Map<V> = Map::with_hasher(Default::default());
+    let mut ordered: Vec<&String> = keys.iter().collect();
+    ordered.sort();
+    for k in ordered {
+        map.pin().insert(k.as_str().into(), make());
+    }
+    let mut i = 0usize;
+    c.bench_function(name, |b| {
+        b.tight(|| {
+            i = if i + 1 == KEYS { 0 } else { i + 1 };
+            map.pin().get(keys[i].as_str()).map(&call)
+        })
+    });
+    Box::new(map)
+}
+
+fn keyed_layouts(c: &mut Criterion) {
+    let keys = shuffled();
+    let mut g = c.benchmark_group("keyed_layouts_100k_shuffled");
+    {
+        let gov = governor::RateLimiter::keyed(governor::Quota::per_second(
+            NonZeroU32::new(1_000_000_000).expect("nonzero"),
+        ));
+        let mut ordered: Vec<&String> = keys.iter().collect();
+        ordered.sort();
+        for k in ordered {
+            gov.check_key(k).expect("permit");
+        }
+        let mut i = 0usize;
+        g.bench_function("governor", |b| {
+            b.tight(|| {
+                i = if i + 1 == KEYS { 0 } else { i + 1 };
+                gov.check_key(&keys[i]).is_ok()
+            })
+        });
+    }
+    let _kept = [
+        bench_layout(&mut g, "current", &keys, current, call_current),
+        bench_layout(
+            &mut g,
+            "counts_inline",
+            &keys,
+            counts_inline,
+            call_counts_inline,
+        ),
+        bench_layout(
+            &mut g,
+            "one_allocation",
+            &keys,
+            one_allocation,
+            call_one_allocation,
+        ),
+        bench_layout(&mut g, "in_entry", &keys, in_entry, call_in_entry),
+    ];
+    g.finish();
+}
+
+criterion_group!(benches, keyed_layouts);
+criterion_main!(benches);
