@@ -472,13 +472,7 @@ fn keyed(c: &mut Criterion) {
         static SHUFFLED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
         SHUFFLED.get_or_init(|| {
             let mut v = keys().clone();
-            let mut x = 0x9E37_79B9_7F4A_7C15u64;
-            for i in (1..v.len()).rev() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                v.swap(i, (x % (i as u64 + 1)) as usize);
-            }
+            common::shuffle(&mut v);
             v
         })
     }

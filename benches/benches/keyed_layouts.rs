@@ -34,16 +34,10 @@ const KEYS: usize = 100_000;
 
 type Map<V> = papaya::HashMap<CompactString, V, foldhash::fast::FixedState>;
 
-/// The keys in a shuffled order (the same fixed seed as `compare.rs`).
+/// The keys in a shuffled order (the same as `compare.rs`'s).
 fn shuffled() -> Vec<String> {
     let mut v: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:06}")).collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    common::shuffle(&mut v);
     v
 }
 
@@ -93,28 +87,52 @@ fn policies() -> Box<Policies> {
     })
 }
 
-// --- current ----------------------------------------------------------------------
+// --- current and counts_inline ----------------------------------------------------
 
-/// The runtime's service: 128 bytes, what a call reads first.
+/// Where a service keeps its shared counts: a line of their own, or inline.
+trait Counts {
+    fn new() -> Self;
+    fn first(&self) -> &AtomicU64;
+}
+
+impl Counts for Box<Line> {
+    fn new() -> Self {
+        Box::new(Line(Default::default()))
+    }
+    fn first(&self) -> &AtomicU64 {
+        &self.0[0]
+    }
+}
+
+impl Counts for [AtomicU64; 8] {
+    fn new() -> Self {
+        Default::default()
+    }
+    fn first(&self) -> &AtomicU64 {
+        &self[0]
+    }
+}
+
+/// The runtime's service: 128 bytes (with its counts a line of their own), what a
+/// call reads first.
 #[repr(C)]
-struct Service {
+struct Service<C> {
     policies: Box<Policies>,
-    counts: Box<Line>,
     touched: AtomicBool,
+    counts: C,
     _rest: [u64; 13],
 }
 
-struct Slot {
-    svc: Arc<Service>,
+struct Slot<C> {
+    svc: Arc<Service<C>>,
     hot: [usize; 5],
 }
 
-fn current() -> Slot {
-    let counts = Box::new(Line(Default::default()));
+fn service<C: Counts>() -> Slot<C> {
     let svc = Arc::new(Service {
         policies: policies(),
-        counts,
         touched: AtomicBool::new(false),
+        counts: C::new(),
         _rest: [0; 13],
     });
     let start = Arc::as_ptr(&svc) as usize;
@@ -123,13 +141,13 @@ fn current() -> Slot {
         std::ptr::from_ref(&svc.touched) as usize,
         std::ptr::from_ref(&*svc.policies) as usize,
         Arc::as_ptr(&svc.policies.breaker) as usize,
-        std::ptr::from_ref(&*svc.counts) as usize,
+        std::ptr::from_ref(svc.counts.first()) as usize,
     ];
     Slot { svc, hot }
 }
 
 #[inline(always)]
-fn call_current(slot: &Slot) -> bool {
+fn call_service<C: Counts>(slot: &Slot<C>) -> bool {
     slot.hot.iter().for_each(|&a| prefetch(a));
     if !slot.svc.touched.load(Relaxed) {
         slot.svc.touched.store(true, Relaxed);
@@ -139,54 +157,7 @@ fn call_current(slot: &Slot) -> bool {
     if p.gate.load(Relaxed) != 0 || p.breaker.state.load(Relaxed) != 0 {
         return false;
     }
-    svc.counts.0[0].fetch_add(1, Relaxed);
-    true
-}
-
-// --- counts_inline ----------------------------------------------------------------
-
-#[repr(C)]
-struct ServiceInline {
-    policies: Box<Policies>,
-    touched: AtomicBool,
-    counts: [AtomicU64; 8],
-    _rest: [u64; 13],
-}
-
-struct SlotInline {
-    svc: Arc<ServiceInline>,
-    hot: [usize; 4],
-}
-
-fn counts_inline() -> SlotInline {
-    let svc = Arc::new(ServiceInline {
-        policies: policies(),
-        touched: AtomicBool::new(false),
-        counts: Default::default(),
-        _rest: [0; 13],
-    });
-    let start = Arc::as_ptr(&svc) as usize;
-    let hot = [
-        start - 16,
-        std::ptr::from_ref(&svc.counts[0]) as usize,
-        std::ptr::from_ref(&*svc.policies) as usize,
-        Arc::as_ptr(&svc.policies.breaker) as usize,
-    ];
-    SlotInline { svc, hot }
-}
-
-#[inline(always)]
-fn call_counts_inline(slot: &SlotInline) -> bool {
-    slot.hot.iter().for_each(|&a| prefetch(a));
-    if !slot.svc.touched.load(Relaxed) {
-        slot.svc.touched.store(true, Relaxed);
-    }
-    let svc = Arc::clone(&slot.svc);
-    let p = &svc.policies;
-    if p.gate.load(Relaxed) != 0 || p.breaker.state.load(Relaxed) != 0 {
-        return false;
-    }
-    svc.counts[0].fetch_add(1, Relaxed);
+    svc.counts.first().fetch_add(1, Relaxed);
     true
 }
 
@@ -315,13 +286,13 @@ fn keyed_layouts(c: &mut Criterion) {
         });
     }
     let _kept = [
-        bench_layout(&mut g, "current", &keys, current, call_current),
+        bench_layout(&mut g, "current", &keys, service::<Box<Line>>, call_service),
         bench_layout(
             &mut g,
             "counts_inline",
             &keys,
-            counts_inline,
-            call_counts_inline,
+            service::<[AtomicU64; 8]>,
+            call_service,
         ),
         bench_layout(
             &mut g,

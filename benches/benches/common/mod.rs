@@ -42,6 +42,18 @@ pub fn poll_once<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// Shuffles `v` in a fixed order (a Fisher-Yates shuffle on a fixed xorshift
+/// sequence), the same in every run and bench target.
+pub fn shuffle<T>(v: &mut [T]) {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
 /// The timing loop of every item, ours and the peers' alike: `iters` runs of the
 /// routine, each result kept alive by passing a reference to it through
 /// `std::hint::black_box`.
