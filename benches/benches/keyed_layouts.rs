@@ -3,7 +3,8 @@
 //! in the same run. Not the runtime: each layout is a few lines that touch memory
 //! as a keyed call of that layout would (the lookup in the same map, the same
 //! reference count and locked adds, objects of the runtime's sizes allocated in its
-//! order), so that a redesign of the registry can be judged before it is written.
+//! order, all but the name's small `Arc<str>`), so that a redesign of the registry
+//! can be judged before it is written.
 //! The runtime's own row is `keyed_100k/resilience_shuffled` in `compare.rs`.
 //!
 //! - `current`: as the runtime stands. The map's entry holds the key and an `Arc`
