@@ -194,6 +194,17 @@ fn plain_call(c: &mut Criterion) {
     g.bench_function("atomic_fetch_add", |b| {
         b.tight(|| counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     });
+    // What any bulkhead shared by threads does at least: one atomic read-modify-write
+    // to take a slot and one to give it back (ours: a compare-and-swap and a
+    // subtraction). The floor under the bulkhead rows.
+    let slots = std::sync::atomic::AtomicUsize::new(0);
+    g.bench_function("atomic_take_and_give_back", |b| {
+        b.tight(|| {
+            let taken = slots.fetch_add(1, std::sync::atomic::Ordering::Acquire);
+            slots.fetch_sub(1, std::sync::atomic::Ordering::Release);
+            taken
+        })
+    });
     g.bench_function("tokio_instant_now", |b| b.tight(tokio::time::Instant::now));
     g.finish();
 }
