@@ -11,7 +11,6 @@
 //! then `python3 scripts/bench-table.py` for the Markdown table.
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -526,15 +525,7 @@ fn keyed(c: &mut Criterion) {
     ] {
         let mut i = 0usize;
         g.bench_function(name, |b| {
-            let gov = gov.get_or_insert_with(|| {
-                let gov = governor::RateLimiter::keyed(governor::Quota::per_second(
-                    NonZeroU32::new(1_000_000_000).unwrap(),
-                ));
-                for k in keys() {
-                    gov.check_key(k).expect("permit");
-                }
-                gov
-            });
+            let gov = gov.get_or_insert_with(|| common::governor_keyed(keys()));
             let keys = order();
             b.tight(|| {
                 i = if i + 1 == KEYS { 0 } else { i + 1 };

@@ -21,7 +21,6 @@
 //! Run: `cargo bench -p resilience-benches --bench keyed_layouts -- --warm-up-time 1
 //! --measurement-time 3`. The README's performance notes give the figures.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
@@ -40,6 +39,13 @@ fn shuffled() -> Vec<String> {
     let mut v: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:06}")).collect();
     common::shuffle(&mut v);
     v
+}
+
+/// The keys in the order they were made, as the runtime's row registers them.
+fn in_key_order(keys: &[String]) -> Vec<&String> {
+    let mut ordered: Vec<&String> = keys.iter().collect();
+    ordered.sort();
+    ordered
 }
 
 /// A hint that `addr` is read soon (as the runtime's registry gives).
@@ -209,7 +215,9 @@ struct Entry {
     state: AtomicU64,
     counts: [AtomicU64; 8],
     _cold: Box<[u64; 80]>,
-    _other: AtomicPtr<u8>,
+    /// Stands for the pointer to the policies in force (later generations, which
+    /// live apart).
+    _policies: AtomicPtr<u8>,
 }
 
 fn in_entry() -> Entry {
@@ -220,7 +228,7 @@ fn in_entry() -> Entry {
         state: AtomicU64::new(0),
         counts: Default::default(),
         _cold: Box::new([0; 80]),
-        _other: AtomicPtr::new(std::ptr::null_mut()),
+        _policies: AtomicPtr::new(std::ptr::null_mut()),
     }
 }
 
@@ -251,9 +259,7 @@ fn bench_layout<V: Send + Sync + 'static>(
     call: impl Fn(&V) -> bool,
 ) -> Box<dyn std::any::Any> {
     let map: Map<V> = Map::with_hasher(Default::default());
-    let mut ordered: Vec<&String> = keys.iter().collect();
-    ordered.sort();
-    for k in ordered {
+    for k in in_key_order(keys) {
         map.pin().insert(k.as_str().into(), make());
     }
     let mut i = 0usize;
@@ -270,14 +276,7 @@ fn keyed_layouts(c: &mut Criterion) {
     let keys = shuffled();
     let mut g = c.benchmark_group("keyed_layouts_100k_shuffled");
     {
-        let gov = governor::RateLimiter::keyed(governor::Quota::per_second(
-            NonZeroU32::new(1_000_000_000).expect("nonzero"),
-        ));
-        let mut ordered: Vec<&String> = keys.iter().collect();
-        ordered.sort();
-        for k in ordered {
-            gov.check_key(k).expect("permit");
-        }
+        let gov = common::governor_keyed(in_key_order(&keys));
         let mut i = 0usize;
         g.bench_function("governor", |b| {
             b.tight(|| {

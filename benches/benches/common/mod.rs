@@ -151,3 +151,17 @@ pub fn governor_direct() -> governor::DefaultDirectRateLimiter {
         std::num::NonZeroU32::new(PERMITS_PER_SECOND).expect("non-zero"),
     ))
 }
+
+/// governor's keyed limiter of [`PERMITS_PER_SECOND`] a key, every one of `keys`
+/// checked in once (in the order given), so each has its state.
+pub fn governor_keyed<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+) -> governor::DefaultKeyedRateLimiter<String> {
+    let gov = governor::RateLimiter::keyed(governor::Quota::per_second(
+        std::num::NonZeroU32::new(PERMITS_PER_SECOND).expect("non-zero"),
+    ));
+    for k in keys {
+        gov.check_key(k).expect("permit");
+    }
+    gov
+}
