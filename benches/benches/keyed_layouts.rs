@@ -168,6 +168,54 @@ fn call_service<C: Counts>(slot: &Slot<C>) -> bool {
     true
 }
 
+// --- service_in_entry ------------------------------------------------------------
+
+/// The runtime's service as it is, inline in the map's entry, with a count of calls
+/// in flight for the `Arc`'s count; its policies, breaker and counts apart, their
+/// addresses kept beside it for the prefetch.
+#[repr(C)]
+struct InEntryService {
+    in_flight: AtomicUsize,
+    svc: Service<Box<Line>>,
+    hot: [usize; 3],
+}
+
+fn service_in_entry() -> InEntryService {
+    let svc = Service {
+        policies: policies(),
+        touched: AtomicBool::new(false),
+        counts: <Box<Line> as Counts>::new(),
+        _rest: [0; 13],
+    };
+    let hot = [
+        std::ptr::from_ref(&*svc.policies) as usize,
+        Arc::as_ptr(&svc.policies.breaker) as usize,
+        std::ptr::from_ref(svc.counts.first()) as usize,
+    ];
+    InEntryService {
+        in_flight: AtomicUsize::new(0),
+        svc,
+        hot,
+    }
+}
+
+#[inline(always)]
+fn call_service_in_entry(e: &InEntryService) -> bool {
+    e.hot.iter().for_each(|&a| prefetch(a));
+    let svc = &e.svc;
+    if !svc.touched.load(Relaxed) {
+        svc.touched.store(true, Relaxed);
+    }
+    e.in_flight.fetch_add(1, Acquire);
+    let p = &svc.policies;
+    let closed = p.gate.load(Relaxed) == 0 && p.breaker.state.load(Relaxed) == 0;
+    if closed {
+        svc.counts.first().fetch_add(1, Relaxed);
+    }
+    e.in_flight.fetch_sub(1, Release);
+    closed
+}
+
 // --- one_allocation ---------------------------------------------------------------
 
 /// What a call touches, together; the key's other state (the same bytes as the
@@ -293,6 +341,13 @@ fn keyed_layouts(c: &mut Criterion) {
             &keys,
             service::<[AtomicU64; 8]>,
             call_service,
+        ),
+        bench_layout(
+            &mut g,
+            "service_in_entry",
+            &keys,
+            service_in_entry,
+            call_service_in_entry,
         ),
         bench_layout(
             &mut g,
