@@ -3,7 +3,6 @@
 //! through the same [`Service`], so behaviour is identical.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Backoff, Jitter, Rate, Spec, Strategy};
@@ -181,7 +180,7 @@ impl ResilienceBuilder {
 /// A built policy: call through it as often as you like.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    service: Arc<Service>,
+    service: crate::ServiceRef,
 }
 
 impl Policy {

@@ -52,6 +52,7 @@ mod fallback;
 #[cfg(feature = "redis")]
 pub mod fleet;
 mod health;
+mod hold;
 mod live;
 #[cfg(feature = "metrics")]
 pub mod metrics;

@@ -397,7 +397,7 @@ pub fn clear_config() -> ConfigChanges {
 
 /// Reconfigures each service, recording and logging what changed.
 fn put_in_force(
-    plan: impl IntoIterator<Item = (Arc<crate::service::Service>, (PolicyConfig, Extras))>,
+    plan: impl IntoIterator<Item = (crate::ServiceRef, (PolicyConfig, Extras))>,
     changes: &mut ConfigChanges,
 ) {
     for (s, (config, extras)) in plan {

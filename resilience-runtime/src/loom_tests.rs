@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use loom::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
 
 use crate::breaker::{Breaker, CircuitState, Outcome};
 use crate::bulkhead::Bulkhead;
 use crate::config::{BreakerConfig, BreakerMode, BulkheadConfig, Rate, RateLimitConfig};
+use crate::hold::Hold;
 use crate::rate_limit::{Grant, RateLimiter};
 
 /// Every interleaving with up to three preemptions: enough for these races, small
@@ -198,5 +199,58 @@ fn loom_rate_limiter_grants_each_permit_once() {
             1,
             "burst 1 grants one permit at one instant"
         );
+    });
+}
+
+/// The registry's hold on a computed key: a sweep that evicts the entry (and so
+/// frees it) never does so while a handle is held, and no handle is taken on an
+/// entry once evicted.
+#[test]
+fn loom_a_held_key_is_never_evicted_and_an_evicted_one_never_taken() {
+    model(|| {
+        let hold = Arc::new(Hold::new());
+        let freed = Arc::new(AtomicBool::new(false));
+        let caller = {
+            let (hold, freed) = (hold.clone(), freed.clone());
+            thread::spawn(move || {
+                let evicted_before = freed.load(SeqCst);
+                if hold.take() {
+                    assert!(!evicted_before, "a handle taken on an evicted entry");
+                    assert!(!freed.load(SeqCst), "evicted while held");
+                    hold.add();
+                    hold.give_back();
+                    assert!(!freed.load(SeqCst), "evicted while held");
+                    hold.give_back();
+                }
+            })
+        };
+        if hold.try_evict() {
+            freed.store(true, SeqCst);
+        }
+        caller.join().unwrap();
+    });
+}
+
+/// A sweep that finds the key held leaves it as it was: handles are taken on it
+/// again, and a later sweep, once it is let go, evicts it for good.
+#[test]
+fn loom_a_key_the_sweep_found_held_takes_handles_again() {
+    model(|| {
+        let hold = Arc::new(Hold::new());
+        assert!(hold.take());
+        let sweep = {
+            let hold = hold.clone();
+            thread::spawn(move || hold.try_evict())
+        };
+        let again = hold.take();
+        assert!(again, "a held key refused a handle");
+        assert!(!sweep.join().unwrap(), "evicted while held");
+        hold.give_back();
+        hold.give_back();
+        assert!(hold.take());
+        hold.give_back();
+        assert!(hold.try_evict());
+        assert!(!hold.take());
+        assert_eq!(hold.held(), 0);
     });
 }

@@ -6,13 +6,15 @@
 //! is known. Computed keys are bounded: past the cap, a sweep evicts keys that were
 //! not used since the previous sweep, are not in use and whose breaker is closed.
 
+use std::ptr::NonNull;
 use std::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use crate::config::{PolicyConfig, Spec};
+use crate::hold::Hold;
 use crate::retry::thread_random;
 use crate::service::{Registration, Service, ServiceSnapshot};
 use crate::CircuitState;
@@ -26,29 +28,40 @@ pub const DEFAULT_KEY_CAPACITY: usize = 10_000;
 /// last-level misses per keyed call with `Box<str>` keys, 9.3 inline).
 type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::FixedState>;
 
-/// A service in the map, with the addresses a computed-key call touches first.
+/// A service in the map: the service itself, in the map's entry.
 ///
-/// With many keys, a keyed call's service, policies, breaker and counters are each
-/// likely a cache miss, and each is found through the one before: four misses one
-/// after the other. The slot is read anyway to find the service, so it carries their
-/// addresses and the lookup prefetches them all at once, before reading any. (On the
-/// bench VM, with the keys called in a shuffled order, the hints measured no gain:
-/// the `Arc`'s count, a locked increment that waits for its line, and page walks
-/// decide that case. A slot without them made both orders slower, by where the
-/// allocator then put each key's objects: see the README's performance notes.)
-struct Slot {
-    svc: Arc<Service>,
-    hot: [usize; 5],
+/// With many keys, each object a computed-key call reads is likely a cache miss,
+/// and each is found through the one before. The lookup reads the entry anyway, to
+/// compare the key (inline, 24 bytes, at the entry's start); the service's own
+/// fields follow it there, on the same line or the next, rather than behind one
+/// more pointer (an `Arc`, before). What keeps a key in use from eviction is the
+/// [`Hold`] beside it, which every [`ServiceRef`] counts in, and `hot` holds the
+/// addresses of what lies apart (the policies, the breaker's state word, the shared
+/// counter line), which the lookup prefetches all at once, before reading any.
+///
+/// Entries never move: the map copies pointers to them when it grows, and only
+/// the sweep removes one (never an entry held). Nothing replaces one either: a
+/// service is only ever inserted where its name is absent.
+#[repr(C)]
+pub(crate) struct Slot {
+    hold: Hold,
+    hot: [usize; 3],
+    svc: Service,
 }
 
 impl Slot {
-    fn new(svc: Arc<Service>) -> Self {
-        let hot = svc.hot_addresses();
-        Self { svc, hot }
+    fn new(svc: Service) -> Self {
+        Self {
+            hold: Hold::new(),
+            hot: svc.hot_addresses(),
+            svc,
+        }
     }
 
     #[inline(always)]
     fn prefetch(&self) {
+        // The service's fields a call reads (`repr(C)`, see `Service`), in the entry.
+        prefetch(std::ptr::from_ref(&self.svc.pinned) as usize);
         for a in self.hot {
             prefetch(a);
         }
@@ -105,19 +118,50 @@ pub fn key_count() -> usize {
 }
 
 impl Registry {
-    pub(crate) fn get(&self, name: &str) -> Option<Arc<Service>> {
-        self.map.pin().get(name).map(|s| s.svc.clone())
+    /// A handle on the service called `name`, if it is registered.
+    pub(crate) fn get(&self, name: &str) -> Option<ServiceRef> {
+        loop {
+            match self.map.pin().get(name).map(ServiceRef::take) {
+                None => return None,
+                Some(Some(s)) => return Some(s),
+                Some(None) => self.wait_for_sweep(),
+            }
+        }
     }
 
-    pub(crate) fn all(&self) -> Vec<Arc<Service>> {
-        self.map.pin().values().map(|s| s.svc.clone()).collect()
+    /// Handles on every registered service.
+    pub(crate) fn all(&self) -> Vec<ServiceRef> {
+        let mut evicting = Vec::new();
+        let mut all: Vec<ServiceRef> = self
+            .map
+            .pin()
+            .iter()
+            .filter_map(|(k, slot)| {
+                let s = ServiceRef::take(slot);
+                if s.is_none() {
+                    evicting.push(k.clone());
+                }
+                s
+            })
+            .collect();
+        // Being evicted, or kept because a call held it meanwhile: asked again once
+        // the sweep is done, so a kept one is not left out.
+        all.extend(evicting.iter().filter_map(|k| self.get(k)));
+        all
     }
 
-    /// Runs `f` on every registered service, without counting references.
+    /// Runs `f` on every registered service, without taking handles.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Service)) {
         for s in self.map.pin().values() {
             f(&s.svc);
         }
+    }
+
+    /// Waits for the sweep in progress, if any: an entry it marked for eviction is
+    /// then either removed or kept.
+    #[cold]
+    fn wait_for_sweep(&self) {
+        drop(self.sweeping.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// The service called `name`, registering it with `config` if it is new. When it
@@ -129,51 +173,65 @@ impl Registry {
         random: fn() -> u64,
         pinned: bool,
         warned: Option<&AtomicBool>,
-    ) -> Arc<Service> {
+    ) -> ServiceRef {
+        loop {
+            if let Some(s) = self.try_get_or_register(name, first, random, pinned, warned) {
+                return s;
+            }
+            self.wait_for_sweep();
+        }
+    }
+
+    /// [`Registry::get_or_register`], or `None` when the sweep is evicting the key.
+    fn try_get_or_register(
+        &self,
+        name: &str,
+        first: Registration<'_>,
+        random: fn() -> u64,
+        pinned: bool,
+        warned: Option<&AtomicBool>,
+    ) -> Option<ServiceRef> {
         let (spec, config) = (first.spec(), first.config());
         let map = self.map.pin();
-        if let Some(Slot { svc: s, .. }) = map.get(name) {
-            check_conflict(s, config, warned);
+        if let Some(slot) = map.get(name) {
+            let s = ServiceRef::take(slot)?;
+            check_conflict(&s, config, warned);
             if !pinned {
-                touch(s);
+                touch(&s);
             }
-            return s.clone();
+            return Some(s);
         }
         // Held until the service is in the map: a document applied meanwhile either
         // sees the service or is seen by it.
         let doc = crate::live::read();
         let (effective, extras) = crate::live::effective(doc.as_deref(), name, spec, config);
-        let fresh = Arc::new(Service::new(name, first, effective, extras, random, pinned));
-        let inserted = map
-            .try_insert(name.into(), Slot::new(fresh))
-            .map(|s| &s.svc);
+        let fresh = Slot::new(Service::new(name, first, effective, extras, random, pinned));
+        let inserted = map.try_insert(name.into(), fresh);
         drop(doc);
-        if let Ok(s) = &inserted {
-            // Reachable from the registry now: the lane's bars from here on.
-            s.policies().take_bars();
-            self.restore_pending(s);
-        }
-        let got = match inserted {
-            Ok(s) => {
-                if !s.pinned {
+        let (slot, over) = match inserted {
+            Ok(slot) => {
+                let s = &slot.svc;
+                // Reachable from the registry now: the lane's bars from here on.
+                s.policies().take_bars();
+                self.restore_pending(s);
+                let over = !s.pinned && {
                     tracing::debug!(service = name, "registered computed service key");
-                    if self.keyed.fetch_add(1, Relaxed) + 1 > self.capacity.load(Relaxed) {
-                        drop(map);
-                        let s = self.map.pin().get(name).map(|s| s.svc.clone());
-                        self.sweep();
-                        return s.unwrap_or_else(|| {
-                            self.get_or_register(name, first, random, pinned, warned)
-                        });
-                    }
-                }
-                s.clone()
+                    self.keyed.fetch_add(1, Relaxed) + 1 > self.capacity.load(Relaxed)
+                };
+                (slot, over)
             }
             Err(occupied) => {
                 check_conflict(&occupied.current.svc, config, warned);
-                occupied.current.svc.clone()
+                (occupied.current, false)
             }
         };
-        got
+        let s = ServiceRef::take(slot);
+        drop(map);
+        if over {
+            // Held: the new key is not evicted.
+            self.sweep();
+        }
+        s
     }
 
     fn restore_pending(&self, s: &Service) {
@@ -200,11 +258,14 @@ impl Registry {
         key: &str,
         site: Registration<'_>,
         warned: &AtomicBool,
-    ) -> Arc<Service> {
-        if let Some(slot) = self.map.pin().get(key) {
+    ) -> ServiceRef {
+        let found = self.map.pin().get(key).and_then(|slot| {
             slot.prefetch();
-            touch(&slot.svc);
-            return slot.svc.clone();
+            ServiceRef::take(slot)
+        });
+        if let Some(s) = found {
+            touch(&s);
+            return s;
         }
         self.get_or_register(key, site, thread_random, false, Some(warned))
     }
@@ -228,26 +289,24 @@ impl Registry {
         let start = self.hand.load(Relaxed) % map.len().max(1);
         let (mut visited, mut evicted) = (0, 0);
         'sweep: for _pass in 0..2 {
-            for (k, Slot { svc: s, .. }) in map.iter().skip(start).chain(map.iter().take(start)) {
+            for (k, slot) in map.iter().skip(start).chain(map.iter().take(start)) {
                 if self.keyed.load(Relaxed) <= target {
                     break 'sweep;
                 }
                 visited += 1;
-                if s.pinned {
+                let s = &slot.svc;
+                if s.pinned || s.touched.swap(false, Relaxed) {
                     continue;
                 }
-                if s.touched.swap(false, Relaxed) {
+                let idle = slot.hold.held() == 0 && s.state() == CircuitState::Closed;
+                if !idle || !slot.hold.try_evict() {
                     continue;
                 }
-                let idle = |s: &Arc<Service>| {
-                    Arc::strong_count(s) == 1
-                        && !s.touched.load(Relaxed)
-                        && s.state() == CircuitState::Closed
-                };
-                if idle(s) && matches!(map.remove_if(k, |_, s| idle(&s.svc)), Ok(Some(_))) {
-                    self.keyed.fetch_sub(1, Relaxed);
-                    evicted += 1;
-                }
+                // Only the sweep removes entries, under its lock, and none is ever
+                // replaced: this one is still in the map, and goes.
+                map.remove(k);
+                self.keyed.fetch_sub(1, Relaxed);
+                evicted += 1;
             }
         }
         // The evicted entries no longer count in the iteration order.
@@ -398,20 +457,20 @@ impl Site {
             SiteName::Fixed(n) => n,
             SiteName::Generated(f) => f(),
         };
-        let service = self.service.get_or_init(|| {
-            let arc = registry().get_or_register(
-                name,
-                Registration::Site(&self.spec, self.config()),
-                thread_random,
-                true,
-                Some(&self.warned),
-            );
-            // Pinned services are never removed from the registry; the site keeps
-            // one reference for the life of the program.
-            let leaked: &'static Arc<Service> = Box::leak(Box::new(arc));
-            leaked
+        let service = *self.service.get_or_init(|| {
+            // Pinned services are never removed from the registry, and the site
+            // keeps its handle for the life of the program (which also keeps a
+            // computed key of the same name, registered first, from eviction).
+            registry()
+                .get_or_register(
+                    name,
+                    Registration::Site(&self.spec, self.config()),
+                    thread_random,
+                    true,
+                    Some(&self.warned),
+                )
+                .leak()
         });
-        let service: &'static Service = service;
         self.resolved
             .store(std::ptr::from_ref(service).cast_mut(), Release);
         service
@@ -421,22 +480,74 @@ impl Site {
     /// exists), registered on first use.
     #[inline]
     pub fn keyed(&'static self, key: &str) -> ServiceRef {
-        ServiceRef(registry().keyed(
+        registry().keyed(
             key,
             Registration::Site(&self.spec, self.config()),
             &self.warned,
-        ))
+        )
     }
 }
 
-/// A computed-key service, held for the duration of a call (it is not evicted while
-/// held).
-#[derive(Debug, Clone)]
-pub struct ServiceRef(pub(crate) Arc<Service>);
+/// A handle on a registered service. While one is held, the service stays in the
+/// registry: a computed key's service is not evicted. Calls on a computed key hold
+/// one for their duration.
+pub struct ServiceRef(NonNull<Slot>);
+
+// SAFETY: a handle gives out `&Service` (`Service` is `Sync`) and counts in the
+// slot's hold with atomics; any thread may hold, use and give it back.
+unsafe impl Send for ServiceRef {}
+// SAFETY: as for `Send`: shared, it only gives out `&Service`.
+unsafe impl Sync for ServiceRef {}
+
+impl ServiceRef {
+    /// A handle on `slot`'s service, unless the sweep is evicting it.
+    #[inline(always)]
+    fn take(slot: &Slot) -> Option<ServiceRef> {
+        slot.hold.take().then(|| ServiceRef(NonNull::from(slot)))
+    }
+
+    #[inline(always)]
+    fn slot(&self) -> &Slot {
+        // SAFETY: the handle counts in the slot's hold, so the sweep does not remove
+        // the slot, and nothing else removes or replaces entries: it stays where it
+        // is, initialised, until the handle is given back (in `drop`).
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Keeps the handle for the life of the program: the service is never evicted.
+    pub(crate) fn leak(self) -> &'static Service {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: as in `slot`, and the handle is never given back.
+        unsafe { &(*this.0.as_ptr()).svc }
+    }
+}
+
+impl Clone for ServiceRef {
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        self.slot().hold.add();
+        ServiceRef(self.0)
+    }
+}
+
+impl Drop for ServiceRef {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // The last use of the slot through this handle.
+        self.slot().hold.give_back();
+    }
+}
 
 impl std::ops::Deref for ServiceRef {
     type Target = Service;
+    #[inline(always)]
     fn deref(&self) -> &Service {
-        &self.0
+        &self.slot().svc
+    }
+}
+
+impl std::fmt::Debug for ServiceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ServiceRef").field(&**self).finish()
     }
 }

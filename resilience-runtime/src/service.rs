@@ -33,11 +33,12 @@ use crate::{ResilienceError, ServiceName};
 ///
 /// Services live in the global registry; attributes and [`crate::Resilience`] find
 /// them by name.
-// `repr(C)`, what a call reads first: with the `Arc`'s counts before it, the
-// policies pointer, the counters' line pointer and `touched` are in the first 58
-// bytes of the allocation, so a computed-key call, for which each is likely a cache
-// miss, finds them in one or two lines (they were 600-700 bytes into the service,
-// on three lines, after the first registration's settings, now held elsewhere).
+// `repr(C)`, what a call reads first: the policies pointer, the counters' line
+// pointer and `touched` are in the first 42 bytes, which the registry's map entry
+// holds right after the key, so a computed-key call, for which each is likely a
+// cache miss, finds them on the key's line or the next (they were 600-700 bytes
+// into the service, on three lines, after the first registration's settings, now
+// held elsewhere).
 #[repr(C)]
 pub struct Service {
     /// The policies in force; never null. Live configuration swaps in new ones.
@@ -467,21 +468,14 @@ impl Service {
         unsafe { &*self.policies.load(Acquire) }
     }
 
-    /// Where a computed-key call reads and writes first, for prefetches (see the
-    /// registry's `Slot`): the `Arc`'s counts and the service's fields a call reads
-    /// (the first 58 bytes of the allocation, on one line or two), its policies, its
-    /// breaker's state word and its shared counter line. Addresses only: live
-    /// configuration may move the policies and breaker on, which makes a hint stale
-    /// (a wasted prefetch), never wrong.
-    pub(crate) fn hot_addresses(&self) -> [usize; 5] {
+    /// What a computed-key call reads and writes apart from the service, for
+    /// prefetches (see the registry's `Slot`): its policies, its breaker's state
+    /// word and its shared counter line. Addresses only: live configuration may move
+    /// the policies and breaker on, which makes a hint stale (a wasted prefetch),
+    /// never wrong.
+    pub(crate) fn hot_addresses(&self) -> [usize; 3] {
         let p = self.policies();
-        let service = std::ptr::from_ref(self) as usize;
         [
-            // The `Arc`'s two counts just before the service (which a keyed call
-            // increments and decrements): the start of the allocation.
-            service.wrapping_sub(2 * std::mem::size_of::<usize>()),
-            // The last of the fields a call reads (`repr(C)`, see `Service`).
-            std::ptr::from_ref(&self.pinned) as usize,
             std::ptr::from_ref(p) as usize,
             p.breaker.as_deref().map_or(0, Breaker::state_address),
             self.counters.shared_line_address(),
@@ -2124,19 +2118,18 @@ mod layout_tests {
     use crate::__private::{Site, SiteName, Spec};
 
     /// What a call reads of a service (the policies pointer, the counters' line
-    /// pointer and length, `touched`) lies within the first 64 bytes of the `Arc`'s
-    /// allocation (its two counts first), and what the lanes read of the policies
-    /// within their first 64 bytes.
+    /// pointer and length, `touched`) lies within its first 64 bytes (in the map's
+    /// entry, right after the key, the hold and the prefetch addresses), and what
+    /// the lanes read of the policies within their first 64 bytes.
     #[test]
     fn a_call_reads_the_first_line_of_the_service_and_of_its_policies() {
-        let arc_counts = 2 * size_of::<usize>();
         for end in [
             offset_of!(Service, policies) + 8,
             offset_of!(Service, counters) + size_of::<crate::counters::Counters>(),
             offset_of!(Service, touched) + 1,
         ] {
             assert!(
-                arc_counts + end <= 64,
+                end <= 64,
                 "a call reads byte {end} of a {} B service",
                 size_of::<Service>()
             );

@@ -1,7 +1,5 @@
 //! Status and control of the registered services.
 
-use std::sync::Arc;
-
 use std::time::Duration;
 
 use crate::breaker::CircuitState;
@@ -126,7 +124,7 @@ pub fn statuses() -> Vec<ServiceStatus> {
 /// Control of one service's circuit breaker.
 #[derive(Clone, Debug)]
 pub struct BreakerHandle {
-    service: Arc<Service>,
+    service: crate::ServiceRef,
 }
 
 /// The breaker of `service`, if the service has been called and has a breaker.

@@ -111,5 +111,61 @@ fn computed_keys_are_bounded_and_idle_ones_evicted() {
     // A key used again after eviction starts fresh.
     call_key("reg.k.0", false).unwrap();
     assert_eq!(status("reg.k.0").unwrap().successes, 1);
+
+    // A key held by a handle (as a call holds it) is not evicted, however idle and
+    // however many sweeps run, and keeps its counts; once let go, it may be.
+    call_key("reg.held", false).unwrap();
+    let held = KEYED.keyed("reg.held");
+    for i in 0..1_000 {
+        call_key(&format!("reg.h.{i}"), false).unwrap();
+    }
+    assert!(key_count() <= 101, "{} keys live", key_count());
+    assert_eq!(held.name(), "reg.held");
+    assert_eq!(status("reg.held").map(|s| s.successes), Some(1));
+    let clone = held.clone();
+    drop(held);
+    for i in 0..1_000 {
+        call_key(&format!("reg.c.{i}"), false).unwrap();
+    }
+    assert_eq!(
+        status("reg.held").map(|s| s.successes),
+        Some(1),
+        "the clone holds it"
+    );
+    drop(clone);
+    for i in 0..1_000 {
+        call_key(&format!("reg.d.{i}"), false).unwrap();
+    }
+    assert!(
+        status("reg.held").is_none(),
+        "let go, the idle key was evicted"
+    );
+
+    // Two threads on more keys than the cap, sweeps running under their calls: every
+    // call finds its own key's service, alive, for its whole length.
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    let key = format!("reg.t{t}.{}", i % 500);
+                    let svc = KEYED.keyed(&key);
+                    assert_eq!(svc.name(), key);
+                    let hooks = Hooks::<Fail>::DEFAULT;
+                    let mut call = svc.call(&hooks);
+                    loop {
+                        if let std::ops::ControlFlow::Break(r) = call.attempt_sync(|| Ok(())) {
+                            r.unwrap();
+                            break;
+                        }
+                    }
+                    assert_eq!(svc.name(), key);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(key_count() <= 102, "{} keys live", key_count());
     set_key_capacity(previous);
 }
