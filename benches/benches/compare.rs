@@ -487,12 +487,14 @@ fn keyed(c: &mut Criterion) {
         })
     }
 
-    // Governor's map is made before our keys, whichever side runs first: made after
-    // them, its small allocations (the keys' strings) fill the gaps our keys' objects
-    // leave in the heap, spread over their 100 MB, which slowed governor's calls by
-    // 30-60% in the same process once a key's service lived in the map's entry (its
-    // rows alone: 145 and 315 ns; after ours: 242 and 423). Made first, each side's
-    // memory is as it would be in a process of its own.
+    // Governor's map is made before our keys, whichever side runs first, and sized
+    // for its keys up front (`common::governor_keyed`): made after them, its small
+    // allocations (the keys' strings) fill the gaps our keys' objects leave in the
+    // heap, spread over their 100 MB, which slowed governor's calls by 30-60% in the
+    // same process once a key's service lived in the map's entry (its rows alone:
+    // 145 and 315 ns; after ours: 242 and 423); growing, it would free tables that
+    // our keys then fill. Made first and sized, each side's memory is as it would
+    // be in a process of its own.
     let gov = std::cell::OnceCell::new();
     let gov = || gov.get_or_init(|| common::governor_keyed(keys()));
     let mut g = c.benchmark_group("keyed_100k");

@@ -157,9 +157,18 @@ pub fn governor_direct() -> governor::DefaultDirectRateLimiter {
 pub fn governor_keyed<'a>(
     keys: impl IntoIterator<Item = &'a String>,
 ) -> governor::DefaultKeyedRateLimiter<String> {
-    let gov = governor::RateLimiter::keyed(governor::Quota::per_second(
-        std::num::NonZeroU32::new(PERMITS_PER_SECOND).expect("non-zero"),
-    ));
+    let keys: Vec<&String> = keys.into_iter().collect();
+    // Sized for its keys up front: growing, the map would free its smaller tables,
+    // and what a process frees, the next allocations fill: the other side's keys,
+    // made after these, would then not lie one after another as in a process of
+    // their own (see `compare.rs`, the 100,000-key group).
+    let gov = governor::RateLimiter::new(
+        governor::Quota::per_second(
+            std::num::NonZeroU32::new(PERMITS_PER_SECOND).expect("non-zero"),
+        ),
+        governor::state::keyed::DashMapStateStore::with_capacity(keys.len()),
+        governor::clock::DefaultClock::default(),
+    );
     for k in keys {
         gov.check_key(k).expect("permit");
     }
