@@ -1,5 +1,5 @@
 //! A model of what a computed-key call costs with 100,000 keys called in a shuffled
-//! order, for four layouts of a key's state, against governor's keyed `check_key`
+//! order, for five layouts of a key's state, against governor's keyed `check_key`
 //! in the same run. Not the runtime: each layout is a few lines that touch memory
 //! as a keyed call of that layout would (the lookup in the same map, the same
 //! reference count and locked adds, objects of the runtime's sizes allocated in its
@@ -7,11 +7,14 @@
 //! can be judged before it is written.
 //! The runtime's own row is `keyed_100k/resilience_shuffled` in `compare.rs`.
 //!
-//! - `current`: as the runtime stands. The map's entry holds the key and an `Arc`
-//!   of the service (and the addresses below, which the lookup prefetches); the
+//! - `current`: the runtime's earlier layout. The map's entry holds the key and an
+//!   `Arc` of the service (and the addresses below, which the lookup prefetches); the
 //!   service points at its policies (a box), which point at the breaker (an `Arc`);
 //!   the shared counts are a line of their own (a box, 128-byte aligned).
 //! - `counts_inline`: the same, with the shared counts inline in the service.
+//! - `service_in_entry`: the runtime's layout now: the service itself in the map's entry,
+//!   with a count of handles in place of the `Arc`'s count; its policies, breaker
+//!   and counts apart, their addresses beside it for the prefetch.
 //! - `one_allocation`: everything the call touches (the reference count, the gate,
 //!   the breaker's state word, the counts) in one allocation of two lines; the rest
 //!   of the key (policies, breaker settings, name: the same bytes) apart.
