@@ -150,14 +150,7 @@ fn computed_keys_are_bounded_and_idle_ones_evicted() {
                     let key = format!("reg.t{t}.{}", i % 500);
                     let svc = KEYED.keyed(&key);
                     assert_eq!(svc.name(), key);
-                    let hooks = Hooks::<Fail>::DEFAULT;
-                    let mut call = svc.call(&hooks);
-                    loop {
-                        if let std::ops::ControlFlow::Break(r) = call.attempt_sync(|| Ok(())) {
-                            r.unwrap();
-                            break;
-                        }
-                    }
+                    call_key(&key, false).unwrap();
                     assert_eq!(svc.name(), key);
                 }
             })
