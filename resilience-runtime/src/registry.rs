@@ -121,7 +121,9 @@ impl Registry {
     /// A handle on the service called `name`, if it is registered.
     pub(crate) fn get(&self, name: &str) -> Option<ServiceRef> {
         loop {
-            match self.map.pin().get(name).map(ServiceRef::take) {
+            // Bound first: the map's guard is let go before a wait for the sweep.
+            let found = self.map.pin().get(name).map(ServiceRef::take);
+            match found {
                 None => return None,
                 Some(Some(s)) => return Some(s),
                 Some(None) => self.wait_for_sweep(),
