@@ -36,8 +36,9 @@ type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::Fix
 /// fields follow it there, on the same line or the next, rather than behind one
 /// more pointer (an `Arc`, before). What keeps a key in use from eviction is the
 /// [`Hold`] beside it, which every [`ServiceRef`] counts in, and `hot` holds the
-/// addresses of what lies apart (the policies, the breaker's state word, the shared
-/// counter line), which the lookup prefetches all at once, before reading any.
+/// addresses of what lies apart (the policies, the breaker's state word), which the
+/// lookup prefetches both at once, before reading either. The service's counts are
+/// in the entry too (see `counters`).
 ///
 /// Entries never move: the map copies pointers to them when it grows, and only
 /// the sweep removes one (never an entry held). Nothing replaces one either: a
@@ -45,7 +46,7 @@ type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::Fix
 #[repr(C)]
 pub(crate) struct Slot {
     hold: Hold,
-    hot: [usize; 3],
+    hot: [usize; 2],
     svc: Service,
 }
 

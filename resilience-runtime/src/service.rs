@@ -33,8 +33,9 @@ use crate::{ResilienceError, ServiceName};
 ///
 /// Services live in the global registry; attributes and [`crate::Resilience`] find
 /// them by name.
-// `repr(C)`, what a call reads first: the policies pointer, the counters' line
-// pointer and `touched` are in the first 42 bytes, which the registry's map entry
+// `repr(C)`, what a call reads first: the policies pointer, `touched`, the
+// counters' lines and (a computed key's) shared count of successes are in the
+// first 48 bytes (see `layout_tests`), which the registry's map entry
 // holds right after the key, so a computed-key call, for which each is likely a
 // cache miss, finds them on the key's line or the next (they were 600-700 bytes
 // into the service, on three lines, after the first registration's settings, now
@@ -43,11 +44,11 @@ use crate::{ResilienceError, ServiceName};
 pub struct Service {
     /// The policies in force; never null. Live configuration swaps in new ones.
     policies: AtomicPtr<Policies>,
-    pub(crate) counters: Counters,
     /// Computed-key entries: set on use, cleared by the eviction sweep.
     pub(crate) touched: AtomicBool,
     /// Fixed and generated names are never evicted.
     pub(crate) pinned: bool,
+    pub(crate) counters: Counters,
     name: ServiceName,
     /// Policies replaced by live configuration. Calls that began before the change
     /// may still read them, so they live as long as the service (a few hundred bytes
@@ -469,16 +470,15 @@ impl Service {
     }
 
     /// What a computed-key call reads and writes apart from the service, for
-    /// prefetches (see the registry's `Slot`): its policies, its breaker's state
-    /// word and its shared counter line. Addresses only: live configuration may move
+    /// prefetches (see the registry's `Slot`): its policies and its breaker's state
+    /// word. Addresses only: live configuration may move
     /// the policies and breaker on, which makes a hint stale (a wasted prefetch),
     /// never wrong.
-    pub(crate) fn hot_addresses(&self) -> [usize; 3] {
+    pub(crate) fn hot_addresses(&self) -> [usize; 2] {
         let p = self.policies();
         [
             std::ptr::from_ref(p) as usize,
             p.breaker.as_deref().map_or(0, Breaker::state_address),
-            self.counters.shared_line_address(),
         ]
     }
 
@@ -2117,15 +2117,16 @@ mod layout_tests {
     use super::{Policies, Service};
     use crate::__private::{Site, SiteName, Spec};
 
-    /// What a call reads of a service (the policies pointer, the counters' line
-    /// pointer and length, `touched`) lies within its first 64 bytes (in the map's
+    /// What a call reads of a service (the policies pointer, `touched`, the
+    /// counters' lines and a computed key's shared count of successes) lies within
+    /// its first 64 bytes (in the map's
     /// entry, right after the key, the hold and the prefetch addresses), and what
     /// the lanes read of the policies within their first 64 bytes.
     #[test]
     fn a_call_reads_the_first_line_of_the_service_and_of_its_policies() {
         for end in [
             offset_of!(Service, policies) + 8,
-            offset_of!(Service, counters) + size_of::<crate::counters::Counters>(),
+            offset_of!(Service, counters) + crate::counters::Counters::HOT_END,
             offset_of!(Service, touched) + 1,
         ] {
             assert!(
