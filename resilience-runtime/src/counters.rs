@@ -128,18 +128,17 @@ fn claim_line() -> usize {
 }
 
 /// A service's counters.
-// `repr(C)`: what a call reads (the length and the address of the own lines, and
-// for a computed key the shared count of successes) comes first; see the
-// service's layout test.
+// `repr(C)`: what a computed key's call reads (the length of the own lines and
+// the shared count of successes) comes first; see the registry's layout test.
 #[repr(C)]
 pub(crate) struct Counters {
     /// The bytes of `lines`: an own line's offset is below it.
     lines_bytes: usize,
+    /// The shared counts, inline (see the module docs).
+    shared: [AtomicU64; KINDS],
     /// Line 0 is not counted on (it keeps an own line's offset a multiple of its
     /// index); lines 1.. are own lines. None for a service without own lines.
     lines: Box<[Line]>,
-    /// The shared counts, inline (see the module docs).
-    shared: [AtomicU64; KINDS],
     /// Serializes resets and restores (both adjust the shared counts by what they
     /// read).
     adjust: Mutex<()>,
@@ -176,15 +175,19 @@ impl Counters {
     }
 
     /// The end of what a computed key's successful call reads of its counters
-    /// (the lines' length, their address, the shared count of successes).
-    #[cfg(test)]
+    /// (the lines' length, the shared count of successes).
     pub(crate) const HOT_END: usize = {
         use std::mem::offset_of;
         assert!(offset_of!(Counters, lines_bytes) < offset_of!(Counters, shared));
-        assert!(offset_of!(Counters, lines) < offset_of!(Counters, shared));
         assert!(Counter::Successes as usize == 0);
         offset_of!(Counters, shared) + 8
     };
+
+    /// Where the shared count of successes is, for a prefetch.
+    #[inline(always)]
+    pub(crate) fn hot_end_address(&self) -> usize {
+        std::ptr::from_ref(&self.shared[Counter::Successes as usize]) as usize
+    }
 
     /// Counts one `c`.
     #[inline(always)]

@@ -3,33 +3,45 @@
 //! A computed key's service lives in the registry map's own entry, so a call finds
 //! its state where it compared the key, without another pointer to follow. The
 //! sweep that evicts idle keys must then not remove an entry a call or a handle
-//! still reads. [`Hold`] is one word: the count of handles held, and a bit the
-//! sweep sets to evict the entry.
+//! still reads. [`Hold`] is one word: the count of handles held, a bit the sweep
+//! sets to evict the entry, and a bit that says the key was used since the sweep
+//! last passed it.
 //!
-//! - A handle is taken by adding one to the word; if the add finds the bit set,
-//!   the handle is given back at once and not taken.
-//! - The sweep evicts only by changing the word from exactly zero (no handle, no
-//!   bit) to the bit alone, in one compare-and-swap.
+//! - A handle is taken by adding one to the word; if the add finds the evicted bit
+//!   set, the handle is given back at once and not taken. A call's handle also sets
+//!   the used bit, if the add found it clear (once a sweep).
+//! - The sweep clears the used bit of a key it passes, and evicts only by changing
+//!   the word from exactly zero (no handle, no bit: not used since it last passed)
+//!   to the evicted bit alone, in one compare-and-swap.
 //!
-//! Both are read-modify-writes of the one word, so they are ordered: an add before
+//! All are read-modify-writes of the one word, so they are ordered: an add before
 //! the swap makes the word non-zero and the swap fail; an add after it finds the
 //! bit. The memory itself outlives a taker that looked the entry up before it was
 //! removed: the map frees a removed entry only once every reader pinned at that
 //! time unpins.
+//!
+//! The used bit is in this word, not a flag of its own, so that what a computed-key
+//! call reads and writes of its entry fits in one cache line (see the registry's
+//! `Slot`): with many keys, each line a call reads is likely a cache miss.
 
 use crate::sync::{
     AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
 
-/// The bit of an evicted entry; the bits below count handles.
+/// The bit of an evicted entry.
 const EVICTED: usize = 1 << (usize::BITS - 1);
+/// The bit of a key used since the sweep last passed it.
+const USED: usize = 1 << (usize::BITS - 2);
+/// The bits that count handles.
+const COUNT: usize = USED - 1;
 
 pub(crate) struct Hold(AtomicUsize);
 
 impl Hold {
+    /// A new key's hold, used: the sweep passes it once before it may evict it.
     pub(crate) fn new() -> Self {
-        Self(AtomicUsize::new(0))
+        Self(AtomicUsize::new(USED))
     }
 
     /// Takes a handle. False when the sweep has evicted the entry: then nothing is
@@ -41,8 +53,41 @@ impl Hold {
         if self.0.fetch_add(1, Relaxed) & EVICTED == 0 {
             return true;
         }
-        self.0.fetch_sub(1, Relaxed);
+        self.give_up();
         false
+    }
+
+    /// [`Hold::take`] for a call: also marks the key used, so that the sweep keeps
+    /// it. The add tells whether the mark is there already (the common case).
+    #[inline(always)]
+    pub(crate) fn take_used(&self) -> bool {
+        let was = self.0.fetch_add(1, Relaxed);
+        if was & (EVICTED | USED) == USED {
+            return true;
+        }
+        self.take_used_slow(was)
+    }
+
+    #[cold]
+    fn take_used_slow(&self, was: usize) -> bool {
+        if was & EVICTED != 0 {
+            self.give_up();
+            return false;
+        }
+        self.0.fetch_or(USED, Relaxed);
+        true
+    }
+
+    /// Undoes an add that found the entry evicted.
+    #[cold]
+    fn give_up(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+
+    /// The sweep passes the key: whether it was used since the last pass. Clears the
+    /// mark.
+    pub(crate) fn take_used_mark(&self) -> bool {
+        self.0.load(Relaxed) & USED != 0 && self.0.fetch_and(!USED, Relaxed) & USED != 0
     }
 
     /// One more handle, from one already held (a clone).
@@ -58,8 +103,9 @@ impl Hold {
         self.0.fetch_sub(1, Release);
     }
 
-    /// The sweep: evicts the entry if no handle is held. Once true, no handle is
-    /// ever taken on it again, so it may be removed.
+    /// The sweep: evicts the entry if no handle is held and it was not used since
+    /// the mark was taken. Once true, no handle is ever taken on it again, so it may
+    /// be removed.
     pub(crate) fn try_evict(&self) -> bool {
         // Acquire: pairs with the Release of every handle given back.
         self.0
@@ -69,6 +115,6 @@ impl Hold {
 
     /// Handles held now.
     pub(crate) fn held(&self) -> usize {
-        self.0.load(Relaxed) & !EVICTED
+        self.0.load(Relaxed) & COUNT
     }
 }

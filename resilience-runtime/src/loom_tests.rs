@@ -208,7 +208,7 @@ fn loom_rate_limiter_grants_each_permit_once() {
 #[test]
 fn loom_a_held_key_is_never_evicted_and_an_evicted_one_never_taken() {
     model(|| {
-        let hold = Arc::new(Hold::new());
+        let hold = Arc::new(idle_hold());
         let freed = Arc::new(AtomicBool::new(false));
         let caller = {
             let (hold, freed) = (hold.clone(), freed.clone());
@@ -231,12 +231,62 @@ fn loom_a_held_key_is_never_evicted_and_an_evicted_one_never_taken() {
     });
 }
 
+/// A key's hold once a sweep has passed it and it has not been used since (a new
+/// key is marked used, so that the sweep passes it once before evicting it).
+fn idle_hold() -> Hold {
+    let hold = Hold::new();
+    assert!(hold.take_used_mark(), "a new key is marked used");
+    assert!(!hold.take_used_mark(), "the mark is cleared");
+    hold
+}
+
+/// The sweep passing a key: whether it was idle since the last pass (the mark is
+/// cleared).
+fn sweep_passes(hold: &Hold) -> bool {
+    !hold.take_used_mark()
+}
+
+/// A key a call takes after the sweep cleared its mark is not evicted by that
+/// sweep: its handle (taken or already given back) marks it used again, and the
+/// eviction's compare-and-swap from zero fails; or the eviction came first, and
+/// the call's handle is refused.
+#[test]
+fn loom_a_key_used_after_the_sweep_passed_it_is_kept() {
+    model(|| {
+        let hold = Arc::new(idle_hold());
+        let passed = Arc::new(AtomicBool::new(false));
+        let caller = {
+            let (hold, passed) = (hold.clone(), passed.clone());
+            thread::spawn(move || {
+                let after = passed.load(SeqCst);
+                let taken = hold.take_used();
+                if taken {
+                    hold.give_back();
+                }
+                (after, taken)
+            })
+        };
+        let idle = sweep_passes(&hold);
+        passed.store(true, SeqCst);
+        let evicted = idle && hold.try_evict();
+        let (after, taken) = caller.join().unwrap();
+        assert!(
+            !(after && taken && evicted),
+            "a key used after the sweep passed it was evicted"
+        );
+        assert!(
+            !(evicted && taken && hold.held() != 0),
+            "a handle left held"
+        );
+    });
+}
+
 /// A sweep that finds the key held leaves it as it was: handles are taken on it
 /// again, and a later sweep, once it is let go, evicts it for good.
 #[test]
 fn loom_a_key_the_sweep_found_held_takes_handles_again() {
     model(|| {
-        let hold = Arc::new(Hold::new());
+        let hold = Arc::new(idle_hold());
         assert!(hold.take());
         let sweep = {
             let hold = hold.clone();
@@ -249,8 +299,10 @@ fn loom_a_key_the_sweep_found_held_takes_handles_again() {
         hold.give_back();
         assert!(hold.take());
         hold.give_back();
+        assert!(sweep_passes(&hold));
         assert!(hold.try_evict());
         assert!(!hold.take());
+        assert!(!hold.take_used());
         assert_eq!(hold.held(), 0);
     });
 }

@@ -33,12 +33,13 @@ type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::Fix
 /// With many keys, each object a computed-key call reads is likely a cache miss,
 /// and each is found through the one before. The lookup reads the entry anyway, to
 /// compare the key (inline, 24 bytes, at the entry's start); the service's own
-/// fields follow it there, on the same line or the next, rather than behind one
-/// more pointer (an `Arc`, before). What keeps a key in use from eviction is the
-/// [`Hold`] beside it, which every [`ServiceRef`] counts in, and `hot` holds the
-/// addresses of what lies apart (the policies, the breaker's state word), which the
-/// lookup prefetches both at once, before reading either. The service's counts are
-/// in the entry too (see `counters`).
+/// fields follow it there, rather than behind one more pointer (an `Arc`, before).
+/// What keeps a key in use from eviction is the [`Hold`] beside it, which every
+/// [`ServiceRef`] counts in, and `hot` is the address of the breaker's state word,
+/// which the lookup prefetches with the policies before reading either. Everything
+/// a call reads and writes of the entry (the key, the hold, `hot`, the policies
+/// pointer, the service's counts) lies in its first 64 bytes (`repr(C)`, see
+/// `layout_tests`): one line, or two when the entry does not start one.
 ///
 /// Entries never move: the map copies pointers to them when it grows, and only
 /// the sweep removes one (never an entry held). Nothing replaces one either: a
@@ -46,7 +47,7 @@ type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::Fix
 #[repr(C)]
 pub(crate) struct Slot {
     hold: Hold,
-    hot: [usize; 2],
+    hot: usize,
     svc: Service,
 }
 
@@ -54,18 +55,18 @@ impl Slot {
     fn new(svc: Service) -> Self {
         Self {
             hold: Hold::new(),
-            hot: svc.hot_addresses(),
+            hot: svc.breaker_address(),
             svc,
         }
     }
 
     #[inline(always)]
     fn prefetch(&self) {
-        // The service's fields a call reads (`repr(C)`, see `Service`), in the entry.
-        prefetch(std::ptr::from_ref(&self.svc.pinned) as usize);
-        for a in self.hot {
-            prefetch(a);
-        }
+        // The last of the entry's bytes a call reads (`repr(C)`: `Slot`, `Service`,
+        // `Counters`), on the key's line or the next, and what lies apart.
+        prefetch(self.svc.counters.hot_end_address());
+        prefetch(self.svc.policies_address());
+        prefetch(self.hot);
     }
 }
 
@@ -197,11 +198,12 @@ impl Registry {
         let (spec, config) = (first.spec(), first.config());
         let map = self.map.pin();
         if let Some(slot) = map.get(name) {
-            let s = ServiceRef::take(slot)?;
+            let s = if pinned {
+                ServiceRef::take(slot)
+            } else {
+                ServiceRef::take_used(slot)
+            }?;
             check_conflict(&s, config, warned);
-            if !pinned {
-                touch(&s);
-            }
             return Some(s);
         }
         // Held until the service is in the map: a document applied meanwhile either
@@ -264,17 +266,17 @@ impl Registry {
     ) -> ServiceRef {
         let found = self.map.pin().get(key).and_then(|slot| {
             slot.prefetch();
-            ServiceRef::take(slot)
+            ServiceRef::take_used(slot)
         });
         if let Some(s) = found {
-            touch(&s);
             return s;
         }
         self.get_or_register(key, site, thread_random, false, Some(warned))
     }
 
     /// Evicts idle computed keys until the count is below 90% of the cap, in at most
-    /// two passes: the first clears `touched` marks, the second evicts what stayed idle.
+    /// two passes: the first clears the marks of keys used, the second evicts what
+    /// stayed idle.
     /// Like a clock hand, each sweep goes on where the previous one stopped.
     fn sweep(&self) {
         // Wait for a sweep in progress rather than skip it: a skipping thread would
@@ -298,7 +300,7 @@ impl Registry {
                 }
                 visited += 1;
                 let s = &slot.svc;
-                if s.pinned || s.touched.swap(false, Relaxed) {
+                if s.pinned || slot.hold.take_used_mark() {
                     continue;
                 }
                 let idle = slot.hold.held() == 0 && s.state() == CircuitState::Closed;
@@ -315,13 +317,6 @@ impl Registry {
         // The evicted entries no longer count in the iteration order.
         self.hand
             .store((start + visited).saturating_sub(evicted), Relaxed);
-    }
-}
-
-#[inline]
-fn touch(s: &Service) {
-    if !s.touched.load(Relaxed) {
-        s.touched.store(true, Relaxed);
     }
 }
 
@@ -509,6 +504,14 @@ impl ServiceRef {
         slot.hold.take().then(|| ServiceRef(NonNull::from(slot)))
     }
 
+    /// [`ServiceRef::take`] for a call, which marks the key used (see [`Hold`]).
+    #[inline(always)]
+    fn take_used(slot: &Slot) -> Option<ServiceRef> {
+        slot.hold
+            .take_used()
+            .then(|| ServiceRef(NonNull::from(slot)))
+    }
+
     #[inline(always)]
     fn slot(&self) -> &Slot {
         // SAFETY: the handle counts in the slot's hold, so the sweep does not remove
@@ -554,3 +557,19 @@ impl std::fmt::Debug for ServiceRef {
         f.debug_tuple("ServiceRef").field(&**self).finish()
     }
 }
+
+// What a computed-key call reads and writes of its map entry (the key, the hold,
+// `hot`, the service's policies pointer and counts) lies in the entry's first 64
+// bytes: the map's entry is the key and then the value (`repr(C)`), the value at
+// the key's size when it is aligned to 8. Checked when the crate compiles.
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    assert!(align_of::<Slot>() <= 8, "the slot would start past the key");
+    assert!(offset_of!(Slot, hold) < offset_of!(Slot, svc));
+    assert!(offset_of!(Slot, hot) < offset_of!(Slot, svc));
+    let end = size_of::<compact_str::CompactString>() + offset_of!(Slot, svc) + Service::HOT_END;
+    assert!(
+        end <= 64,
+        "a computed-key call reads past the 64th byte of its entry"
+    );
+};

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8,
+    AtomicPtr, AtomicU8,
     Ordering::{AcqRel, Acquire, Relaxed},
 };
 use std::sync::{Arc, Mutex};
@@ -33,9 +33,9 @@ use crate::{ResilienceError, ServiceName};
 ///
 /// Services live in the global registry; attributes and [`crate::Resilience`] find
 /// them by name.
-// `repr(C)`, what a call reads first: the policies pointer, `touched`, the
-// counters' lines and (a computed key's) shared count of successes are in the
-// first 48 bytes (see `layout_tests`), which the registry's map entry
+// `repr(C)`, what a call reads first: the policies pointer, the counters' lines
+// and (a computed key's) shared count of successes are in the first 24 bytes (see
+// `layout_tests`), which the registry's map entry
 // holds right after the key, so a computed-key call, for which each is likely a
 // cache miss, finds them on the key's line or the next (they were 600-700 bytes
 // into the service, on three lines, after the first registration's settings, now
@@ -44,11 +44,9 @@ use crate::{ResilienceError, ServiceName};
 pub struct Service {
     /// The policies in force; never null. Live configuration swaps in new ones.
     policies: AtomicPtr<Policies>,
-    /// Computed-key entries: set on use, cleared by the eviction sweep.
-    pub(crate) touched: AtomicBool,
+    pub(crate) counters: Counters,
     /// Fixed and generated names are never evicted.
     pub(crate) pinned: bool,
-    pub(crate) counters: Counters,
     name: ServiceName,
     /// Policies replaced by live configuration. Calls that began before the change
     /// may still read them, so they live as long as the service (a few hundred bytes
@@ -107,10 +105,18 @@ enum First {
 /// place), so calls on either side of a change count against the same limits.
 // `repr(C)`, what the lanes read first (the components and the flags), the
 // settings (264 bytes) after them: the lanes' reads share the first line rather
-// than straddle two after the settings.
-#[repr(C)]
+// than straddle two after the settings. Aligned to 16, so that the breaker pointer
+// and the gate, the commonest shape's reads, always share a line.
+#[repr(C, align(16))]
 pub(crate) struct Policies {
     pub(crate) breaker: Option<Arc<Breaker>>,
+    /// Zero when the swift lane's admission is the breaker's state word alone (see
+    /// [`swift_admit`]): [`GATE_SHAPE`] unless `lean` with no bulkhead and no rate
+    /// limiter, or'd with a copy of the global [`LANE_BARS`], which
+    /// [`set_lane_bar`] keeps current in every registered service's policies. A
+    /// lane call so reads one byte of the policies, which it reads anyway, rather
+    /// than a global as well.
+    pub(crate) gate: AtomicU8,
     pub(crate) bulkhead: Option<Arc<Bulkhead>>,
     pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// Health: an open breaker here makes the application unhealthy.
@@ -121,13 +127,6 @@ pub(crate) struct Policies {
     /// Calls may take the lane (see [`Call::gate`]; sync ones the swift lane,
     /// [`Call::swift`]): attempts not timed, no `max_elapsed`.
     pub(crate) lean: bool,
-    /// Zero when the swift lane's admission is the breaker's state word alone (see
-    /// [`swift_admit`]): [`GATE_SHAPE`] unless `lean` with no bulkhead and no rate
-    /// limiter, or'd with a copy of the global [`LANE_BARS`], which
-    /// [`set_lane_bar`] keeps current in every registered service's policies. A
-    /// lane call so reads one byte of the policies, which it reads anyway, rather
-    /// than a global as well.
-    pub(crate) gate: AtomicU8,
     /// A call needs no timer or clock: not timed, no timeout, no total timeout, no
     /// rate limiter (a bulkhead's wait is read from the bulkhead). See
     /// [`Service::once_lean`].
@@ -453,7 +452,6 @@ impl Service {
             first: first.keep(),
             counters: Counters::new(pinned),
             random,
-            touched: AtomicBool::new(true),
             pinned,
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::ServiceMetrics::new(&name),
@@ -469,18 +467,29 @@ impl Service {
         unsafe { &*self.policies.load(Acquire) }
     }
 
-    /// What a computed-key call reads and writes apart from the service, for
-    /// prefetches (see the registry's `Slot`): its policies and its breaker's state
-    /// word. Addresses only: live configuration may move
-    /// the policies and breaker on, which makes a hint stale (a wasted prefetch),
-    /// never wrong.
-    pub(crate) fn hot_addresses(&self) -> [usize; 2] {
-        let p = self.policies();
-        [
-            std::ptr::from_ref(p) as usize,
-            p.breaker.as_deref().map_or(0, Breaker::state_address),
-        ]
+    /// Where the policies in force are, for a prefetch (see the registry's `Slot`).
+    #[inline(always)]
+    pub(crate) fn policies_address(&self) -> usize {
+        self.policies.load(Relaxed) as usize
     }
+
+    /// Where the breaker's state word is (0 without a breaker), for a prefetch (see
+    /// the registry's `Slot`). An address only: live configuration may move the
+    /// breaker on, which makes the hint stale (a wasted prefetch), never wrong.
+    pub(crate) fn breaker_address(&self) -> usize {
+        self.policies()
+            .breaker
+            .as_deref()
+            .map_or(0, Breaker::state_address)
+    }
+
+    /// The end of what a call reads of a service: the policies pointer, the
+    /// counters' lines and a computed key's shared count of successes (`repr(C)`).
+    pub(crate) const HOT_END: usize = {
+        use std::mem::offset_of;
+        assert!(offset_of!(Service, policies) < offset_of!(Service, counters));
+        offset_of!(Service, counters) + Counters::HOT_END
+    };
 
     /// Puts new settings in force for the next call, keeping state and counters.
     /// Returns whether anything changed.
@@ -2112,29 +2121,25 @@ mod swift_tests {
 
 #[cfg(test)]
 mod layout_tests {
-    use std::mem::{offset_of, size_of};
+    use std::mem::{align_of, offset_of};
 
-    use super::{Policies, Service};
+    use super::Policies;
     use crate::__private::{Site, SiteName, Spec};
 
-    /// What a call reads of a service (the policies pointer, `touched`, the
-    /// counters' lines and a computed key's shared count of successes) lies within
-    /// its first 64 bytes (in the map's
-    /// entry, right after the key, the hold and the prefetch addresses), and what
-    /// the lanes read of the policies within their first 64 bytes.
+    /// What the lanes read of the policies lies within their first 64 bytes, and
+    /// what the swift lane's commonest shape reads (the breaker pointer and the
+    /// gate) within their first 16, which a line boundary never splits (they are
+    /// aligned to 16). (What a call reads of the service: see the registry's layout
+    /// check.)
     #[test]
-    fn a_call_reads_the_first_line_of_the_service_and_of_its_policies() {
-        for end in [
-            offset_of!(Service, policies) + 8,
-            offset_of!(Service, counters) + crate::counters::Counters::HOT_END,
-            offset_of!(Service, touched) + 1,
-        ] {
-            assert!(
-                end <= 64,
-                "a call reads byte {end} of a {} B service",
-                size_of::<Service>()
-            );
-        }
+    fn a_call_reads_the_first_line_of_its_policies() {
+        assert_eq!(align_of::<Policies>(), 16);
+        assert!(
+            offset_of!(Policies, breaker) + 8 <= 16 && offset_of!(Policies, gate) < 16,
+            "the bare lane reads the policies' bytes {}-{}",
+            offset_of!(Policies, breaker),
+            offset_of!(Policies, gate)
+        );
         for end in [
             offset_of!(Policies, breaker) + 8,
             offset_of!(Policies, bulkhead) + 8,
