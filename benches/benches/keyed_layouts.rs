@@ -12,9 +12,12 @@
 //!   service points at its policies (a box), which point at the breaker (an `Arc`);
 //!   the shared counts are a line of their own (a box, 128-byte aligned).
 //! - `counts_inline`: the same, with the shared counts inline in the service.
-//! - `service_in_entry`: the runtime's layout now: the service itself in the map's entry,
-//!   with a count of handles in place of the `Arc`'s count; its policies, breaker
-//!   and counts apart, their addresses beside it for the prefetch.
+//! - `service_in_entry`: the runtime's layout of session 22: the service itself in
+//!   the map's entry, with a count of handles in place of the `Arc`'s count; its
+//!   policies, breaker and counts apart, their addresses beside it for the
+//!   prefetch. (Since session 23 the runtime keeps the counts in the entry too,
+//!   within its first 64 bytes; the bench example `keyed_misses` counts the
+//!   runtime's own cache misses.)
 //! - `one_allocation`: everything the call touches (the reference count, the gate,
 //!   the breaker's state word, the counts) in one allocation of two lines; the rest
 //!   of the key (policies, breaker settings, name: the same bytes) apart.

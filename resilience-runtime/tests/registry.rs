@@ -141,6 +141,24 @@ fn computed_keys_are_bounded_and_idle_ones_evicted() {
         "let go, the idle key was evicted"
     );
 
+    // A key called between every ten new keys (no handle held between its calls) is
+    // used each time the sweep comes round, so it is never evicted: it keeps every
+    // call's count. Idle keys go instead.
+    let mut hot_calls = 0;
+    for i in 0..2_000 {
+        call_key(&format!("reg.u.{i}"), false).unwrap();
+        if i % 10 == 0 {
+            call_key("reg.hot", false).unwrap();
+            hot_calls += 1;
+        }
+    }
+    assert_eq!(
+        status("reg.hot").map(|s| s.successes),
+        Some(hot_calls),
+        "a key in use was evicted"
+    );
+    assert!(status("reg.u.0").is_none(), "an idle key was kept");
+
     // Two threads on more keys than the cap, sweeps running under their calls: every
     // call finds its own key's service, alive, for its whole length.
     let threads: Vec<_> = (0..2)
