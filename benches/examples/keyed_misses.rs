@@ -20,23 +20,15 @@
 //! preset) records each success until it is full, and a full window of successes
 //! is the closed breaker's steady state.
 
-use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::ops::ControlFlow;
 
 use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
-use resilience_runtime::ResilienceError;
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::{ok_sync, BenchError};
 
 const KEYS: usize = 100_000;
-
-#[derive(Debug)]
-struct Error;
-
-impl From<ResilienceError> for Error {
-    fn from(_: ResilienceError) -> Self {
-        Error
-    }
-}
 
 static SITE: Site = Site::new(
     SiteName::Fixed("example.keyed"),
@@ -45,28 +37,17 @@ static SITE: Site = Site::new(
         ..Spec::EMPTY
     },
 );
-static HOOKS: Hooks<Error> = Hooks::DEFAULT;
+static HOOKS: Hooks<BenchError> = Hooks::DEFAULT;
 
 /// What the bench's row calls: the lookup and a closed breaker's call.
 #[inline(never)]
-fn call_keyed(key: &str) -> Result<u32, Error> {
+fn call_keyed(key: &str) -> Result<u32, BenchError> {
     let svc = SITE.keyed(key);
     let mut call = svc.call(&HOOKS);
     loop {
-        if let ControlFlow::Break(r) = call.attempt_sync(|| Ok(black_box(1))) {
+        if let ControlFlow::Break(r) = call.attempt_sync(ok_sync) {
             return r;
         }
-    }
-}
-
-/// The same shuffle as the bench's (a fixed seed).
-fn shuffle<T>(v: &mut [T]) {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
     }
 }
 
@@ -112,7 +93,7 @@ fn main() {
     }
     let keys: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:06}")).collect();
     let mut shuffled = keys.clone();
-    shuffle(&mut shuffled);
+    common::shuffle(&mut shuffled);
     let ok = if mode == "ours" {
         resilience_runtime::set_key_capacity(2 * KEYS);
         for _ in 0..25 {
@@ -128,14 +109,7 @@ fn main() {
         );
         ok
     } else {
-        let gov = governor::RateLimiter::new(
-            governor::Quota::per_second(NonZeroU32::new(1_000_000_000).expect("non-zero")),
-            governor::state::keyed::DashMapStateStore::with_capacity(KEYS),
-            governor::clock::DefaultClock::default(),
-        );
-        for k in &keys {
-            gov.check_key(k).expect("a permit");
-        }
+        let gov = common::governor_keyed(&keys);
         let t = std::time::Instant::now();
         let ok = governor_loop(&gov, &shuffled, n);
         println!(
