@@ -129,7 +129,7 @@ fn claim_line() -> usize {
 
 /// A service's counters.
 // `repr(C)`: what a computed key's call reads (the length of the own lines and
-// the shared count of successes) comes first; see the registry's layout test.
+// the shared count of successes) comes first; see the registry's layout check.
 #[repr(C)]
 pub(crate) struct Counters {
     /// The bytes of `lines`: an own line's offset is below it.

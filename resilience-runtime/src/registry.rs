@@ -38,8 +38,9 @@ type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::Fix
 /// [`ServiceRef`] counts in, and `hot` is the address of the breaker's state word,
 /// which the lookup prefetches with the policies before reading either. Everything
 /// a call reads and writes of the entry (the key, the hold, `hot`, the policies
-/// pointer, the service's counts) lies in its first 64 bytes (`repr(C)`, see
-/// `layout_tests`): one line, or two when the entry does not start one.
+/// pointer, the service's counts) lies in its first 64 bytes (`repr(C)`, checked
+/// when the crate compiles, below): one line, or two when the entry does not start
+/// one.
 ///
 /// Entries never move: the map copies pointers to them when it grows, and only
 /// the sweep removes one (never an entry held). Nothing replaces one either: a

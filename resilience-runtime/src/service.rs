@@ -33,9 +33,9 @@ use crate::{ResilienceError, ServiceName};
 ///
 /// Services live in the global registry; attributes and [`crate::Resilience`] find
 /// them by name.
-// `repr(C)`, what a call reads first: the policies pointer, the counters' lines
-// and (a computed key's) shared count of successes are in the first 24 bytes (see
-// `layout_tests`), which the registry's map entry
+// `repr(C)`, what a call reads first: the policies pointer, the length of the
+// counters' own lines and (a computed key's) shared count of successes are in the
+// first 24 bytes (see the registry's layout check), which the registry's map entry
 // holds right after the key, so a computed-key call, for which each is likely a
 // cache miss, finds them on the key's line or the next (they were 600-700 bytes
 // into the service, on three lines, after the first registration's settings, now
@@ -483,8 +483,9 @@ impl Service {
             .map_or(0, Breaker::state_address)
     }
 
-    /// The end of what a call reads of a service: the policies pointer, the
-    /// counters' lines and a computed key's shared count of successes (`repr(C)`).
+    /// The end of what a computed-key call reads of a service: the policies
+    /// pointer, the length of the counters' own lines and the shared count of
+    /// successes (`repr(C)`).
     pub(crate) const HOT_END: usize = {
         use std::mem::offset_of;
         assert!(offset_of!(Service, policies) < offset_of!(Service, counters));
