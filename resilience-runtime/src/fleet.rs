@@ -75,9 +75,14 @@
 //! gate, so it alone turns half-open and probes; its verdict (`Closed`, or `Open`
 //! again after a failed probe, with the grown cooldown) is published, the lease
 //! released, and the others adopt it. The others retry the lease when it would
-//! expire. The holder renews the lease while it is half-open; a holder that got no
-//! call to probe with within half of [`FleetOptions::probe_lease`] closes its gate
-//! and releases the lease so that an instance with traffic can probe.
+//! expire. A close also leaves the key `<ns>:closed:<service>` for half of
+//! [`FleetOptions::probe_lease`], and no instance takes the lease while it is
+//! there: one whose retry comes before the `Closed` message reaches it does not
+//! take the lease the prober gave back and probe the closed breaker again (an
+//! opening deletes the mark). The holder renews the lease while it is half-open;
+//! a holder that got no call to probe with within half of
+//! [`FleetOptions::probe_lease`] closes its gate and releases the lease so that
+//! an instance with traffic can probe.
 //!
 //! **Bound.** While Redis is reachable the fleet probes like one instance: only
 //! the lease holder is half-open, so at most `half_open_calls` probes are in
@@ -592,9 +597,9 @@ fn unix_ms() -> u64 {
 }
 
 /// Sets the breaker key (unless a longer-lived one is there), records the service,
-/// releases this instance's probe lease and publishes.
-/// KEYS: breaker key, services set, probe key. ARGV: service, payload, px,
-/// channel, instance.
+/// releases this instance's probe lease, deletes the mark of a close and publishes.
+/// KEYS: breaker key, services set, probe key, closed key. ARGV: service,
+/// payload, px, channel, instance.
 const OPEN_SCRIPT: &str = r"
 local cur = redis.call('PTTL', KEYS[1])
 if cur < tonumber(ARGV[3]) then
@@ -602,20 +607,26 @@ if cur < tonumber(ARGV[3]) then
 end
 redis.call('SADD', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
+redis.call('DEL', KEYS[4])
 return redis.call('PUBLISH', ARGV[4], ARGV[2])
 ";
 
-/// Deletes the breaker key, releases this instance's lease and publishes.
-/// KEYS: breaker key, probe key. ARGV: instance, payload, channel.
+/// Deletes the breaker key, releases this instance's lease, marks the close for
+/// `ARGV[4]` milliseconds (see [`LEASE_SCRIPT`]) and publishes.
+/// KEYS: breaker key, probe key, closed key. ARGV: instance, payload, channel,
+/// mark px.
 const CLOSED_SCRIPT: &str = r"
 redis.call('DEL', KEYS[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
 return redis.call('PUBLISH', ARGV[3], ARGV[2])
 ";
 
 /// Takes (or renews, when `ARGV[3]` is 1 and it is ours) the probe lease: -1 when
-/// held, else the milliseconds until the current holder's lease expires.
-/// KEYS: probe key. ARGV: instance, px, renew_only.
+/// held, else the milliseconds until the current holder's lease expires, or until
+/// the mark of a close expires: an instance that has not yet heard of the close
+/// must not take the lease its prober gave back and probe a closed breaker again.
+/// KEYS: probe key, closed key. ARGV: instance, px, renew_only.
 const LEASE_SCRIPT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
@@ -623,6 +634,8 @@ if cur == ARGV[1] then
   return -1
 end
 if ARGV[3] == '1' then return -2 end
+local closed = redis.call('PTTL', KEYS[2])
+if closed > 0 then return closed end
 if cur == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return -1
@@ -1236,6 +1249,7 @@ impl Worker {
             .key(self.shared.key(&["breaker", service]))
             .key(self.shared.key(&["services"]))
             .key(self.shared.key(&["probe", service]))
+            .key(self.shared.key(&["closed", service]))
             .arg(service)
             .arg(payload)
             .arg(px)
@@ -1250,14 +1264,19 @@ impl Worker {
 
     async fn publish_closed(&mut self, conn: &mut MultiplexedConnection, service: &str) -> R<()> {
         let payload = self.message(service, CircuitState::Closed, Duration::ZERO);
+        let mark = u64::try_from((self.probe_lease / 2).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let r = self
             .scripts
             .closed
             .key(self.shared.key(&["breaker", service]))
             .key(self.shared.key(&["probe", service]))
+            .key(self.shared.key(&["closed", service]))
             .arg(&self.shared.instance)
             .arg(payload)
             .arg(self.channel())
+            .arg(mark)
             .invoke_async::<i64>(conn)
             .await;
         self.check(r, "publish closing")?;
@@ -1330,6 +1349,7 @@ impl Worker {
             .scripts
             .lease
             .key(self.shared.key(&["probe", service]))
+            .key(self.shared.key(&["closed", service]))
             .arg(&self.shared.instance)
             .arg(px)
             .arg(if renew_only { "1" } else { "0" })
@@ -1518,5 +1538,109 @@ impl Worker {
             l.refill_pending.store(false, Relaxed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod script_tests {
+    //! The probe lease's scripts against a real Redis (`scripts/with-redis.sh`
+    //! sets `RESILIENCE_TEST_REDIS_URL`; skipped without it).
+
+    use super::{CLOSED_SCRIPT, LEASE_SCRIPT, OPEN_SCRIPT};
+
+    async fn connection() -> Option<redis::aio::MultiplexedConnection> {
+        let url = match std::env::var("RESILIENCE_TEST_REDIS_URL") {
+            Ok(u) if !u.is_empty() => u,
+            _ => {
+                eprintln!("note: skipping: RESILIENCE_TEST_REDIS_URL is not set");
+                return None;
+            }
+        };
+        let client = redis::Client::open(url).expect("a valid test Redis URL");
+        Some(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("the test Redis answers"),
+        )
+    }
+
+    async fn lease(conn: &mut redis::aio::MultiplexedConnection, ns: &str, instance: &str) -> i64 {
+        redis::Script::new(LEASE_SCRIPT)
+            .key(format!("{ns}:probe:svc"))
+            .key(format!("{ns}:closed:svc"))
+            .arg(instance)
+            .arg(1_000)
+            .arg("0")
+            .invoke_async(conn)
+            .await
+            .expect("lease script runs")
+    }
+
+    #[tokio::test]
+    async fn after_a_close_no_instance_takes_the_lease_until_the_mark_expires() {
+        let Some(mut conn) = connection().await else {
+            return;
+        };
+        let ns = format!("fleet-script-test-{}", std::process::id());
+        assert_eq!(
+            lease(&mut conn, &ns, "a").await,
+            -1,
+            "a takes the free lease"
+        );
+        assert!(
+            lease(&mut conn, &ns, "b").await > 0,
+            "b waits for a's lease"
+        );
+
+        // a's probes succeeded: it closes, gives the lease back and marks the close.
+        let _: i64 = redis::Script::new(CLOSED_SCRIPT)
+            .key(format!("{ns}:breaker:svc"))
+            .key(format!("{ns}:probe:svc"))
+            .key(format!("{ns}:closed:svc"))
+            .arg("a")
+            .arg("{}")
+            .arg(format!("{ns}:breaker"))
+            .arg(400)
+            .invoke_async(&mut conn)
+            .await
+            .expect("closed script runs");
+        // b's retry comes before the `Closed` message: the lease is free, but b
+        // must not take it and probe the closed breaker.
+        let wait = lease(&mut conn, &ns, "b").await;
+        assert!(
+            (1..=400).contains(&wait),
+            "b is told to wait for the mark, got {wait}"
+        );
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(format!("{ns}:probe:svc"))
+            .query_async(&mut conn)
+            .await
+            .expect("GET runs");
+        assert_eq!(holder, None, "nobody holds the lease");
+
+        // A new opening deletes the mark: the next probe is not held back.
+        let _: i64 = redis::Script::new(OPEN_SCRIPT)
+            .key(format!("{ns}:breaker:svc"))
+            .key(format!("{ns}:services"))
+            .key(format!("{ns}:probe:svc"))
+            .key(format!("{ns}:closed:svc"))
+            .arg("svc")
+            .arg("{}")
+            .arg(1_000)
+            .arg(format!("{ns}:breaker"))
+            .arg("c")
+            .invoke_async(&mut conn)
+            .await
+            .expect("open script runs");
+        assert_eq!(lease(&mut conn, &ns, "b").await, -1, "b takes the lease");
+
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{ns}:probe:svc"))
+            .arg(format!("{ns}:breaker:svc"))
+            .arg(format!("{ns}:services"))
+            .query_async(&mut conn)
+            .await
+            .expect("DEL runs");
     }
 }
