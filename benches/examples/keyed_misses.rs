@@ -15,67 +15,12 @@
 //! beyond the first-level cache) and `LL misses` (from memory), per call once
 //! divided by `N`. Run without valgrind, it prints the time per call.
 //!
-//! Every key is called 25 times before the loop, as the bench's first row does
-//! before the shuffled one: a breaker's count window (20 calls in the default
-//! preset) records each success until it is full, and a full window of successes
-//! is the closed breaker's steady state.
-
-use std::ops::ControlFlow;
-
-use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
+//! Every key is called 25 times before the loop (`keyed::warm`).
 
 #[path = "../benches/common/mod.rs"]
 mod common;
-use common::{ok_sync, BenchError};
-
-const KEYS: usize = 100_000;
-
-static SITE: Site = Site::new(
-    SiteName::Fixed("example.keyed"),
-    Spec {
-        breaker: true,
-        ..Spec::EMPTY
-    },
-);
-static HOOKS: Hooks<BenchError> = Hooks::DEFAULT;
-
-/// What the bench's row calls: the lookup and a closed breaker's call.
-#[inline(never)]
-fn call_keyed(key: &str) -> Result<u32, BenchError> {
-    let svc = SITE.keyed(key);
-    let mut call = svc.call(&HOOKS);
-    loop {
-        if let ControlFlow::Break(r) = call.attempt_sync(ok_sync) {
-            return r;
-        }
-    }
-}
-
-#[inline(never)]
-fn ours_loop(keys: &[String], n: usize) -> usize {
-    let mut i = 0;
-    (0..n)
-        .filter(|_| {
-            i = if i + 1 == keys.len() { 0 } else { i + 1 };
-            call_keyed(&keys[i]).is_ok()
-        })
-        .count()
-}
-
-#[inline(never)]
-fn governor_loop(
-    gov: &governor::DefaultKeyedRateLimiter<String>,
-    keys: &[String],
-    n: usize,
-) -> usize {
-    let mut i = 0;
-    (0..n)
-        .filter(|_| {
-            i = if i + 1 == keys.len() { 0 } else { i + 1 };
-            gov.check_key(&keys[i]).is_ok()
-        })
-        .count()
-}
+mod keyed;
+use keyed::{governor_loop, ours_loop};
 
 fn main() {
     let mode = std::env::var("MODE").unwrap_or_else(|_| "ours".into());
@@ -91,15 +36,13 @@ fn main() {
         eprintln!("MODE must be `ours` or `governor`, not `{mode}`");
         std::process::exit(2);
     }
-    let keys: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:06}")).collect();
+    let keys = keyed::keys();
     let mut shuffled = keys.clone();
     common::shuffle(&mut shuffled);
     let ok = if mode == "ours" {
-        resilience_runtime::set_key_capacity(2 * KEYS);
-        for _ in 0..25 {
-            for k in &keys {
-                call_keyed(k).expect("a closed breaker admits");
-            }
+        if let Err(e) = keyed::warm(&keys) {
+            eprintln!("keyed_misses: {e}");
+            std::process::exit(1);
         }
         let t = std::time::Instant::now();
         let ok = ours_loop(&shuffled, n);

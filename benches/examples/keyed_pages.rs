@@ -24,18 +24,17 @@
 
 #[path = "../benches/common/mod.rs"]
 mod common;
+#[cfg(target_os = "linux")]
+mod keyed;
 
 #[cfg(target_os = "linux")]
 mod pages {
     use std::alloc::{GlobalAlloc, Layout, System};
-    use std::ops::ControlFlow;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-    use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
+    use super::common::{governor_keyed, shuffle};
+    use super::keyed::{governor_loop, ours_loop};
 
-    use super::common::{governor_keyed, ok_sync, shuffle, BenchError};
-
-    const KEYS: usize = 100_000;
     const HUGE: usize = 2 << 20;
     /// Address space a region reserves (not memory: `MAP_NORESERVE`).
     const REGION: usize = 1 << 30;
@@ -93,53 +92,6 @@ mod pages {
 
     #[global_allocator]
     static ALLOCATOR: Regions = Regions;
-
-    static SITE: Site = Site::new(
-        SiteName::Fixed("example.keyed_pages"),
-        Spec {
-            breaker: true,
-            ..Spec::EMPTY
-        },
-    );
-    static HOOKS: Hooks<BenchError> = Hooks::DEFAULT;
-
-    /// What the bench's row calls: the lookup and a closed breaker's call.
-    #[inline(never)]
-    fn call_keyed(key: &str) -> Result<u32, BenchError> {
-        let svc = SITE.keyed(key);
-        let mut call = svc.call(&HOOKS);
-        loop {
-            if let ControlFlow::Break(r) = call.attempt_sync(ok_sync) {
-                return r;
-            }
-        }
-    }
-
-    #[inline(never)]
-    fn ours_loop(keys: &[String], n: usize) -> usize {
-        let mut i = 0;
-        (0..n)
-            .filter(|_| {
-                i = if i + 1 == keys.len() { 0 } else { i + 1 };
-                call_keyed(&keys[i]).is_ok()
-            })
-            .count()
-    }
-
-    #[inline(never)]
-    fn governor_loop(
-        gov: &governor::DefaultKeyedRateLimiter<String>,
-        keys: &[String],
-        n: usize,
-    ) -> usize {
-        let mut i = 0;
-        (0..n)
-            .filter(|_| {
-                i = if i + 1 == keys.len() { 0 } else { i + 1 };
-                gov.check_key(&keys[i]).is_ok()
-            })
-            .count()
-    }
 
     fn map_regions() -> Result<(), String> {
         for r in [KEYS_REGION, GOVERNOR, OURS] {
@@ -248,20 +200,13 @@ mod pages {
         map_regions()?;
 
         CURRENT.store(KEYS_REGION, Relaxed);
-        let keys: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:06}")).collect();
+        let keys = super::keyed::keys();
         let mut shuffled = keys.clone();
         shuffle(&mut shuffled);
         CURRENT.store(GOVERNOR, Relaxed);
         let gov = governor_keyed(&keys);
         CURRENT.store(OURS, Relaxed);
-        resilience_runtime::set_key_capacity(2 * KEYS);
-        // As the bench's key-order row does before the shuffled one: a full
-        // count window of successes is the closed breaker's steady state.
-        for _ in 0..25 {
-            for k in &keys {
-                call_keyed(k).map_err(|_| "a closed breaker refused a call".to_owned())?;
-            }
-        }
+        super::keyed::warm(&keys)?;
         CURRENT.store(NONE, Relaxed);
         println!(
             "regions: the keys {} MB, governor {} MB, ours {} MB",
