@@ -617,6 +617,21 @@ mod tests {
     }
 
     #[test]
+    fn the_stats_word_counts_the_failures_the_slots_hold() {
+        let (w, st) = (CountWindow::new(3, 3, 0.9, 1.0), AtomicU64::new(NOT_FULL));
+        for o in [F, S, S, S, F, S, S, F, F, S, S, S, S] {
+            let _ = w.record(&st, o);
+            let failures = w
+                .slots
+                .iter()
+                .filter(|s| s.load(Relaxed) & FAILURE != 0)
+                .count() as u64;
+            assert_eq!(st.load(Relaxed) & FIELD, failures);
+        }
+        assert_eq!(st.load(Relaxed), 0, "full of successes again");
+    }
+
+    #[test]
     fn count_window_slow_rate() {
         let (w, st) = (CountWindow::new(2, 2, 1.0, 0.5), AtomicU64::new(NOT_FULL));
         assert_eq!(w.record(&st, S), None);
@@ -633,5 +648,49 @@ mod tests {
         assert_eq!(w.record(F, base + 11 * s), None);
         assert_eq!(w.rates(base + 11 * s), None);
         assert_eq!(w.record(S, base + 12 * s), Some(Trip::FailureRate)); // 1/2
+    }
+}
+
+#[cfg(all(test, resilience_loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    const S: Outcome = Outcome {
+        failure: false,
+        slow: false,
+    };
+    const F: Outcome = Outcome {
+        failure: true,
+        slow: false,
+    };
+
+    /// Three threads record into one slot (a window of one, filled with a
+    /// success): whichever swap lands last, the stats word counts the failure
+    /// the slot holds, and nothing else, and the window is full.
+    #[test]
+    fn loom_the_stats_word_counts_the_slots_under_contention() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            // min_calls above the window's length: no decision, so no trip, to
+            // look at the counts alone.
+            let w = Arc::new((CountWindow::new(1, 2, 1.0, 1.0), AtomicU64::new(NOT_FULL)));
+            let _ = w.0.record(&w.1, S);
+            let hs: Vec<_> = [S, F, S]
+                .into_iter()
+                .map(|o| {
+                    let w = w.clone();
+                    thread::spawn(move || {
+                        let _ = w.0.record(&w.1, o);
+                    })
+                })
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+            let failures = u64::from(w.0.slots[0].load(Relaxed) & FAILURE != 0);
+            assert_eq!(w.1.load(Relaxed) & FIELD, failures);
+            assert_eq!(w.1.load(Relaxed) & NOT_FULL, 0);
+        });
     }
 }
