@@ -531,11 +531,11 @@ impl TimeWindow {
 mod tests {
     use super::*;
 
-    const S: Outcome = Outcome {
+    pub(super) const S: Outcome = Outcome {
         failure: false,
         slow: false,
     };
-    const F: Outcome = Outcome {
+    pub(super) const F: Outcome = Outcome {
         failure: true,
         slow: false,
     };
@@ -653,18 +653,10 @@ mod tests {
 
 #[cfg(all(test, resilience_loom))]
 mod loom_model {
+    use super::tests::{F, S};
     use super::*;
     use loom::sync::Arc;
     use loom::thread;
-
-    const S: Outcome = Outcome {
-        failure: false,
-        slow: false,
-    };
-    const F: Outcome = Outcome {
-        failure: true,
-        slow: false,
-    };
 
     /// Three threads record into one slot (a window of one, filled with a
     /// success): whichever swap lands last, the stats word counts the failure
