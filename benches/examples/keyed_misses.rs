@@ -24,13 +24,12 @@ use keyed::{governor_loop, ours_loop};
 
 fn main() {
     let mode = std::env::var("MODE").unwrap_or_else(|_| "ours".into());
-    let n: usize = match std::env::var("N").map(|s| s.parse()) {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            eprintln!("N must be a count of calls: {e}");
+    let n = match keyed::count_from_env("N", 1_000_000) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("keyed_misses: {e}");
             std::process::exit(2);
         }
-        Err(_) => 1_000_000,
     };
     if mode != "ours" && mode != "governor" {
         eprintln!("MODE must be `ours` or `governor`, not `{mode}`");

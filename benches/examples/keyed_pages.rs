@@ -33,7 +33,7 @@ mod pages {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     use super::common::{governor_keyed, shuffle};
-    use super::keyed::{governor_loop, ours_loop};
+    use super::keyed::{count_from_env, governor_loop, ours_loop};
 
     const HUGE: usize = 2 << 20;
     /// Address space a region reserves (not memory: `MAP_NORESERVE`).
@@ -184,19 +184,9 @@ mod pages {
         v[v.len() / 2]
     }
 
-    fn env(name: &str, default: usize) -> Result<usize, String> {
-        match std::env::var(name) {
-            Err(_) => Ok(default),
-            Ok(s) => match s.parse() {
-                Ok(v) if v > 0 => Ok(v),
-                _ => Err(format!("{name} must be a count above zero, not `{s}`")),
-            },
-        }
-    }
-
     pub fn run() -> Result<(), String> {
-        let rounds = env("ROUNDS", 10)?;
-        let n = env("N", 400_000)?;
+        let rounds = count_from_env("ROUNDS", 10)?;
+        let n = count_from_env("N", 400_000)?;
         map_regions()?;
 
         CURRENT.store(KEYS_REGION, Relaxed);

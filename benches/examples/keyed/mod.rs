@@ -19,6 +19,17 @@ static SITE: Site = Site::new(
 );
 static HOOKS: Hooks<BenchError> = Hooks::DEFAULT;
 
+/// The count in the environment variable `name`, or `default` when it is unset.
+pub fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(s) => match s.parse() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(format!("{name} must be a count above zero, not `{s}`")),
+        },
+    }
+}
+
 /// The keys as the bench names them.
 pub fn keys() -> Vec<String> {
     (0..KEYS).map(|i| format!("tenant-{i:06}")).collect()
