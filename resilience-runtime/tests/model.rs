@@ -487,6 +487,20 @@ fn count_mode() -> impl Strategy<Value = Mode> {
         })
 }
 
+/// Windows on both sides of the longest one kept in a single word with slow calls
+/// tracked (28 outcomes; the model's breakers have a `slow_call`): the longer ones
+/// are a ring of slots.
+fn long_count_mode() -> impl Strategy<Value = Mode> {
+    (26u32..=32)
+        .prop_flat_map(|n| (Just(n), 1..=n, ratio(), ratio()))
+        .prop_map(|(n, min_calls, rate, slow_rate)| Mode::Count {
+            n,
+            min_calls,
+            rate,
+            slow_rate,
+        })
+}
+
 fn time_mode() -> impl Strategy<Value = Mode> {
     (2u64..=10, 1u32..=6, ratio(), ratio()).prop_map(|(secs, min_calls, rate, slow_rate)| {
         Mode::Time {
@@ -507,6 +521,14 @@ proptest! {
 
     #[test]
     fn count_window_breaker_matches_the_model(cfg in cfg(count_mode()), ops in ops()) {
+        check("count", cfg, &ops)?;
+    }
+
+    #[test]
+    fn long_count_window_breaker_matches_the_model(
+        cfg in cfg(long_count_mode()),
+        ops in prop::collection::vec(op(), 1..150),
+    ) {
         check("count", cfg, &ops)?;
     }
 

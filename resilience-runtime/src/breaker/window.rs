@@ -2,6 +2,8 @@
 //!
 //! Every window is lock-free. A success recorded into a count window that is full
 //! and holds no failure and no slow call changes nothing, so that path only reads.
+//! A count window of up to 57 outcomes (28 when slow calls are tracked) is one
+//! word, and recording into it one compare-and-swap.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -75,15 +77,19 @@ pub(crate) struct Outcome {
 pub(crate) struct Window {
     /// Zero exactly when recording a success would change nothing, so the call
     /// path checks that with one load, whatever the mode: in consecutive mode the
-    /// run of failures; a count window's stats word (whose `NOT_FULL` bit is set
-    /// until every slot holds an outcome); 1 for a time window, which records every
-    /// outcome.
+    /// run of failures; a short count window itself ([`PackedWindow`]); a longer
+    /// count window's stats word (whose `NOT_FULL` bit is set until every slot
+    /// holds an outcome); 1 for a time window, which records every outcome.
     word: AtomicU64,
     kind: Kind,
 }
 
 enum Kind {
-    Consecutive { threshold: u32 },
+    Consecutive {
+        threshold: u32,
+    },
+    /// A count window that fits in `word` (see [`PackedWindow`]).
+    Packed(PackedWindow),
     Count(CountWindow),
     Time(TimeWindow),
 }
@@ -101,15 +107,24 @@ impl Window {
                 failure_rate,
                 window: WindowConfig::Calls(n),
                 min_calls,
-            } => (
-                NOT_FULL,
-                Kind::Count(CountWindow::new(
-                    n,
-                    min_calls,
-                    failure_rate,
-                    config.slow_call_rate,
-                )),
-            ),
+            } => match PackedWindow::new(
+                n,
+                config.slow_call.is_some(),
+                min_calls,
+                failure_rate,
+                config.slow_call_rate,
+            ) {
+                Some(w) => (w.empty(), Kind::Packed(w)),
+                None => (
+                    NOT_FULL,
+                    Kind::Count(CountWindow::new(
+                        n,
+                        min_calls,
+                        failure_rate,
+                        config.slow_call_rate,
+                    )),
+                ),
+            },
             BreakerMode::Rate {
                 failure_rate,
                 window: WindowConfig::Time(d),
@@ -146,6 +161,7 @@ impl Window {
                     None
                 }
             }
+            Kind::Packed(w) => w.record(&self.word, o),
             Kind::Count(w) => w.record(&self.word, o),
             Kind::Time(w) => w.record(o, clock::now_nanos()),
         }
@@ -160,6 +176,7 @@ impl Window {
     pub(crate) fn clear(&self) {
         match &self.kind {
             Kind::Consecutive { .. } => self.word.store(0, Relaxed),
+            Kind::Packed(w) => self.word.store(w.empty(), Relaxed),
             Kind::Count(w) => w.clear(&self.word),
             Kind::Time(w) => w.clear(),
         }
@@ -178,6 +195,7 @@ impl Window {
     fn rates(&self) -> Option<(f64, f64)> {
         match &self.kind {
             Kind::Consecutive { .. } => None,
+            Kind::Packed(w) => w.rates(self.word.load(Relaxed)),
             Kind::Count(w) => w.rates(&self.word),
             Kind::Time(w) => w.rates(clock::now_nanos()),
         }
@@ -188,6 +206,9 @@ impl Window {
         match &self.kind {
             Kind::Consecutive { .. } => WindowSnapshot::Consecutive {
                 run: u32::try_from(self.word.load(Relaxed)).unwrap_or(u32::MAX),
+            },
+            Kind::Packed(w) => WindowSnapshot::Count {
+                outcomes: w.outcomes(self.word.load(Relaxed)),
             },
             Kind::Count(w) => WindowSnapshot::Count {
                 outcomes: w.outcomes(),
@@ -214,6 +235,9 @@ impl Window {
                     u64::from(u32::try_from(trailing.count()).unwrap_or(u32::MAX)),
                     Relaxed,
                 )
+            }
+            (Kind::Packed(w), WindowSnapshot::Count { outcomes }) => {
+                self.word.store(w.restored(outcomes), Relaxed)
             }
             (Kind::Count(w), WindowSnapshot::Count { outcomes }) => w.restore(&self.word, outcomes),
             (Kind::Time(w), WindowSnapshot::Time { buckets }) => {
@@ -250,6 +274,177 @@ fn decide(
 const FAILURE: u8 = 1;
 const SLOW: u8 = 2;
 const FILLED: u8 = 4;
+
+/// A count window small enough to live in the window's word, so recording an
+/// outcome is one compare-and-swap of that word and nothing else: no slot to
+/// claim, no ring to index (a division), no second word to count in.
+///
+/// The word holds the window as shift registers, the newest outcome in the low
+/// bit: failures in bits `0..n`, slow calls in bits `n..2n` when they are
+/// tracked, and in the top bits ([`PACKED_LEFT_SHIFT`] up) how many outcomes the
+/// window still needs to be full. So, like a ring's stats word, it is zero exactly
+/// when the window is full of successes that were not slow. Up to
+/// [`PACKED_MAX_SLOW`] outcomes with slow calls tracked, [`PACKED_MAX`] without:
+/// slow calls are tracked unless the breaker has no `slow_call` (its outcomes are
+/// then never slow) and the window is too long to track them.
+struct PackedWindow {
+    n: u32,
+    /// `(1 << n) - 1`.
+    mask: u64,
+    slow: bool,
+    min_calls: u32,
+    /// How many failures, and how many slow calls, open the breaker with `c`
+    /// outcomes in the window, at index `c` ([`u8::MAX`]: none can): [`decide`]'s
+    /// rule worked out for every `c` when the window is made, so a call compares
+    /// integers.
+    trip_failures: [u8; PACKED_MAX as usize + 1],
+    trip_slow: [u8; PACKED_MAX as usize + 1],
+}
+
+/// Where a packed window's count of outcomes still to fill it starts.
+const PACKED_LEFT_SHIFT: u32 = 57;
+/// The longest packed window without slow calls (its bits below the count).
+const PACKED_MAX: u32 = PACKED_LEFT_SHIFT;
+/// The longest packed window with slow calls.
+const PACKED_MAX_SLOW: u32 = PACKED_LEFT_SHIFT / 2;
+
+impl PackedWindow {
+    /// A packed window of `n` outcomes, or `None` when they do not fit.
+    fn new(n: u32, slow_call: bool, min_calls: u32, rate: f64, slow_rate: f64) -> Option<Self> {
+        let n = n.max(1);
+        let slow = slow_call || n <= PACKED_MAX_SLOW;
+        (n <= if slow { PACKED_MAX_SLOW } else { PACKED_MAX }).then(|| {
+            // The fewest of `c` outcomes that reach `rate` by `decide`'s rule.
+            let table = |rate: f64| {
+                let mut t = [u8::MAX; PACKED_MAX as usize + 1];
+                for (c, need) in t.iter_mut().enumerate().take(n as usize + 1) {
+                    let c = c as u64;
+                    *need = (1..=c)
+                        .find(|&k| decide(c, k, 0, min_calls, rate, 1.0).is_some())
+                        .map_or(u8::MAX, |k| k as u8);
+                }
+                t
+            };
+            Self {
+                n,
+                mask: (1 << n) - 1,
+                slow,
+                min_calls,
+                trip_failures: table(rate),
+                trip_slow: table(slow_rate),
+            }
+        })
+    }
+
+    /// The word of the empty window.
+    fn empty(&self) -> u64 {
+        u64::from(self.n) << PACKED_LEFT_SHIFT
+    }
+
+    /// The word after recording `o` in `word`.
+    #[inline(always)]
+    fn next(&self, word: u64, o: Outcome) -> u64 {
+        debug_assert!(self.slow || !o.slow, "a slow call in a window without them");
+        let left = (word >> PACKED_LEFT_SHIFT).saturating_sub(1);
+        let failures = ((word << 1) | u64::from(o.failure)) & self.mask;
+        let slow = if self.slow {
+            ((((word >> self.n) << 1) | u64::from(o.slow)) & self.mask) << self.n
+        } else {
+            0
+        };
+        (left << PACKED_LEFT_SHIFT) | slow | failures
+    }
+
+    /// (outcomes, failures, slow calls) in `word`.
+    #[inline(always)]
+    fn counts(&self, word: u64) -> (u64, u64, u64) {
+        let calls = u64::from(self.n).saturating_sub(word >> PACKED_LEFT_SHIFT);
+        let failures = u64::from((word & self.mask).count_ones());
+        let slow = if self.slow {
+            u64::from(((word >> self.n) & self.mask).count_ones())
+        } else {
+            0
+        };
+        (calls, failures, slow)
+    }
+
+    #[inline(always)]
+    fn record(&self, word: &AtomicU64, o: Outcome) -> Option<Trip> {
+        let mut cur = word.load(Relaxed);
+        if !o.failure && !o.slow && cur == 0 {
+            // A success replacing a success: nothing to write.
+            return None;
+        }
+        let new = loop {
+            let new = self.next(cur, o);
+            if new == cur {
+                break new;
+            }
+            match word.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => break new,
+                Err(now) => cur = now,
+            }
+        };
+        self.decide(new)
+    }
+
+    /// [`decide`] on `word`, by the tables.
+    #[inline(always)]
+    fn decide(&self, word: u64) -> Option<Trip> {
+        // The count left is at most `n` by construction; `get` rather than
+        // trusting it.
+        let calls = u64::from(self.n).wrapping_sub(word >> PACKED_LEFT_SHIFT) as usize;
+        let need = |table: &[u8; PACKED_MAX as usize + 1]| {
+            u32::from(table.get(calls).copied().unwrap_or(u8::MAX))
+        };
+        let failures = word & self.mask;
+        if failures != 0 && failures.count_ones() >= need(&self.trip_failures) {
+            return Some(Trip::FailureRate);
+        }
+        let slow = (word >> self.n) & self.mask;
+        if self.slow && slow != 0 && slow.count_ones() >= need(&self.trip_slow) {
+            return Some(Trip::SlowCallRate);
+        }
+        None
+    }
+
+    fn rates(&self, word: u64) -> Option<(f64, f64)> {
+        let (calls, failures, slow) = self.counts(word);
+        (calls > 0 && calls >= u64::from(self.min_calls))
+            .then(|| (failures as f64 / calls as f64, slow as f64 / calls as f64))
+    }
+
+    /// The outcomes in `word`, oldest first.
+    fn outcomes(&self, word: u64) -> Vec<u8> {
+        let (calls, _, _) = self.counts(word);
+        (0..calls)
+            .rev()
+            .map(|i| {
+                let failure = if (word >> i) & 1 != 0 { FAILURE } else { 0 };
+                let slow = if self.slow && (word >> (u64::from(self.n) + i)) & 1 != 0 {
+                    SLOW
+                } else {
+                    0
+                };
+                failure | slow
+            })
+            .collect()
+    }
+
+    /// The word of an empty window after recording the newest of `outcomes`.
+    fn restored(&self, outcomes: &[u8]) -> u64 {
+        let kept = &outcomes[outcomes.len().saturating_sub(self.n as usize)..];
+        kept.iter().fold(self.empty(), |word, o| {
+            self.next(
+                word,
+                Outcome {
+                    failure: o & FAILURE != 0,
+                    slow: self.slow && o & SLOW != 0,
+                },
+            )
+        })
+    }
+}
 
 /// Stats word of a count window (kept in its [`Window`]): failures in bits 0..24,
 /// slow calls in bits 24..48, and `NOT_FULL` until every slot holds an outcome. So
@@ -638,6 +833,123 @@ mod tests {
         assert_eq!(w.record(&st, SLOW_OK), Some(Trip::SlowCallRate));
     }
 
+    fn rate_window(n: u32, slow_call: bool, min_calls: u32, rate: f64, slow_rate: f64) -> Window {
+        Window::new(&BreakerConfig {
+            mode: BreakerMode::Rate {
+                failure_rate: rate,
+                window: WindowConfig::Calls(n),
+                min_calls,
+            },
+            slow_call: slow_call.then_some(Duration::from_secs(1)),
+            slow_call_rate: slow_rate,
+            cooldown: Duration::from_secs(1),
+            cooldown_max: None,
+            half_open_calls: 1,
+            success_threshold: 1,
+        })
+    }
+
+    fn is_packed(w: &Window) -> bool {
+        matches!(w.kind, Kind::Packed(_))
+    }
+
+    #[test]
+    fn a_count_window_is_packed_exactly_when_it_fits_in_the_word() {
+        assert!(is_packed(&rate_window(1, true, 1, 0.5, 1.0)));
+        assert!(is_packed(&rate_window(PACKED_MAX_SLOW, true, 1, 0.5, 1.0)));
+        assert!(!is_packed(&rate_window(
+            PACKED_MAX_SLOW + 1,
+            true,
+            1,
+            0.5,
+            1.0
+        )));
+        // Without `slow_call` no outcome is slow: only the failures need bits.
+        assert!(is_packed(&rate_window(
+            PACKED_MAX_SLOW + 1,
+            false,
+            1,
+            0.5,
+            1.0
+        )));
+        assert!(is_packed(&rate_window(PACKED_MAX, false, 1, 0.5, 1.0)));
+        assert!(!is_packed(&rate_window(PACKED_MAX + 1, false, 1, 0.5, 1.0)));
+        assert!(!is_packed(&rate_window(1000, false, 1, 0.5, 1.0)));
+    }
+
+    #[test]
+    fn the_trip_tables_say_what_decide_says() {
+        for n in 1..=PACKED_MAX {
+            for min_calls in [1, n / 2 + 1, n] {
+                for twentieths in 1..=20 {
+                    let rate = f64::from(twentieths) / 20.0;
+                    let w = PackedWindow::new(n, false, min_calls, rate, rate).unwrap();
+                    for calls in 0..=u64::from(n) {
+                        for k in 0..=calls {
+                            let by_table = k > 0 && k >= u64::from(w.trip_failures[calls as usize]);
+                            let by_rule = decide(calls, k, 0, min_calls, rate, 1.0).is_some();
+                            assert_eq!(
+                                by_table, by_rule,
+                                "n {n} min {min_calls} rate {rate} calls {calls} failures {k}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The packed window and the ring, given the same settings and outcomes,
+        /// decide the same after every outcome, report the same rates and hold the
+        /// same outcomes, and their words are zero at the same times.
+        #[test]
+        fn a_packed_window_behaves_as_the_ring(
+            n in 1u32..=PACKED_MAX,
+            slow_call in proptest::bool::ANY,
+            min_frac in 0.0f64..=1.0,
+            rate in 1u32..=20,
+            slow_rate in 1u32..=20,
+            outcomes in proptest::collection::vec((proptest::bool::ANY, proptest::bool::weighted(0.2)), 0..150),
+        ) {
+            let slow_call = slow_call || n <= PACKED_MAX_SLOW;
+            let n = if slow_call { n.min(PACKED_MAX_SLOW) } else { n };
+            let min_calls = ((f64::from(n) * min_frac) as u32).max(1);
+            let (rate, slow_rate) = (f64::from(rate) / 20.0, f64::from(slow_rate) / 20.0);
+            let packed = rate_window(n, slow_call, min_calls, rate, slow_rate);
+            proptest::prop_assert!(is_packed(&packed));
+            let (ring, stats) = (CountWindow::new(n, min_calls, rate, slow_rate), AtomicU64::new(NOT_FULL));
+            for (i, &(failure, slow)) in outcomes.iter().enumerate() {
+                let o = Outcome { failure, slow: slow && slow_call };
+                proptest::prop_assert_eq!(packed.record(o), ring.record(&stats, o), "outcome {}", i);
+                proptest::prop_assert_eq!(packed.rates(), ring.rates(&stats), "outcome {}", i);
+                proptest::prop_assert_eq!(packed.success_changes_nothing(), stats.load(Relaxed) == 0, "outcome {}", i);
+                proptest::prop_assert_eq!(packed.snapshot(), WindowSnapshot::Count { outcomes: ring.outcomes() }, "outcome {}", i);
+            }
+        }
+
+        /// A count window's snapshot restored into a packed window keeps its
+        /// newest outcomes, as the ring does.
+        #[test]
+        fn a_packed_window_restores_what_the_ring_restores(
+            n in 1u32..=PACKED_MAX_SLOW,
+            outcomes in proptest::collection::vec(0u8..4, 0..80),
+        ) {
+            let packed = rate_window(n, true, 1, 0.5, 0.5);
+            let (ring, stats) = (CountWindow::new(n, 1, 0.5, 0.5), AtomicU64::new(NOT_FULL));
+            let snap = WindowSnapshot::Count { outcomes };
+            packed.restore(&snap);
+            if let WindowSnapshot::Count { outcomes } = &snap {
+                ring.restore(&stats, outcomes);
+            }
+            proptest::prop_assert_eq!(packed.snapshot(), WindowSnapshot::Count { outcomes: ring.outcomes() });
+            proptest::prop_assert_eq!(packed.rates(), ring.rates(&stats));
+            proptest::prop_assert_eq!(packed.success_changes_nothing(), stats.load(Relaxed) == 0);
+        }
+    }
+
     #[test]
     fn time_window_ages_out() {
         let w = TimeWindow::new(Duration::from_secs(10), 2, 0.5, 1.0);
@@ -657,6 +969,30 @@ mod loom_model {
     use super::*;
     use loom::sync::Arc;
     use loom::thread;
+
+    /// Three threads record S, F, S into an empty packed window of three: one
+    /// compare-and-swap each, so whatever the order none is lost. A load and a
+    /// store in its place lose one (the window then holds two outcomes).
+    #[test]
+    fn loom_a_packed_window_loses_no_outcome_under_contention() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let w = Arc::new(PackedWindow::new(3, true, 4, 1.0, 1.0).unwrap());
+            let word = Arc::new(AtomicU64::new(w.empty()));
+            let hs: Vec<_> = [S, F, S]
+                .into_iter()
+                .map(|o| {
+                    let (w, word) = (w.clone(), word.clone());
+                    thread::spawn(move || {
+                        let _ = w.record(&word, o);
+                    })
+                })
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+            assert_eq!(w.counts(word.load(Relaxed)), (3, 1, 0));
+        });
+    }
 
     /// Three threads record into one slot (a window of one, filled with a
     /// success): whichever swap lands last, the stats word counts the failure
