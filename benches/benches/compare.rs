@@ -629,6 +629,68 @@ fn two_threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// One call in `FAIL_EVERY` fails: a count window of 20 then always holds a
+/// failure, so every success is written into it (a full window of successes
+/// writes nothing; the closed-breaker rows above measure that).
+const FAIL_EVERY: u32 = 20;
+
+/// The body of the rows with failures: fails on every `FAIL_EVERY`-th call, by a
+/// counter of the caller's thread.
+fn sometimes_failing(n: &std::cell::Cell<u32>) -> Result<u32, BenchError> {
+    let i = n.get() + 1;
+    n.set(if i == FAIL_EVERY { 0 } else { i });
+    if i == FAIL_EVERY {
+        Err(BenchError)
+    } else {
+        ok_sync()
+    }
+}
+
+thread_local! {
+    static CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A rate-mode breaker (window of 20 calls, opens at half of them failed) whose
+/// calls fail one in 20: no target; ours against recloser's of the same settings,
+/// on one thread and on two sharing the breaker.
+fn breaker_with_failures(c: &mut Criterion) {
+    let mut g = c.benchmark_group("breaker_with_failures");
+    let ours = Arc::new(build(
+        Resilience::builder("bench.with_failures")
+            .no_retry()
+            .failure_rate(0.5)
+            .window_calls(20),
+    ));
+    let rc = Arc::new(
+        recloser::Recloser::custom()
+            .error_rate(0.5)
+            .closed_len(20)
+            .build(),
+    );
+    let n = std::cell::Cell::new(0);
+    g.bench_function("resilience", |b| {
+        b.tight(|| ours.call_sync(|| sometimes_failing(&n)))
+    });
+    g.bench_function("recloser", |b| {
+        b.tight(|| rc.call(|| sometimes_failing(&n)))
+    });
+    g.bench_function("resilience_2t", |b| {
+        b.iter_custom(|iters| {
+            run_threads(iters, 2, &ours, |p| {
+                keep(CALLS.with(|n| p.call_sync(|| sometimes_failing(n))));
+            })
+        })
+    });
+    g.bench_function("recloser_2t", |b| {
+        b.iter_custom(|iters| {
+            run_threads(iters, 2, &rc, |r| {
+                keep(CALLS.with(|n| r.call(|| sometimes_failing(n))));
+            })
+        })
+    });
+    g.finish();
+}
+
 // ---------------------------------------------------------------------------------
 // 9. The whole stack: tower vs ours
 // ---------------------------------------------------------------------------------
@@ -706,6 +768,7 @@ criterion_group!(
     rate_limiter,
     keyed,
     two_threads,
+    breaker_with_failures,
     stack
 );
 criterion_main!(benches);
