@@ -293,12 +293,15 @@ struct PackedWindow {
     mask: u64,
     slow: bool,
     min_calls: u32,
-    /// How many failures, and how many slow calls, open the breaker with `c`
-    /// outcomes in the window, at index `c` ([`u8::MAX`]: none can): [`decide`]'s
-    /// rule worked out for every `c` when the window is made, so a call compares
-    /// integers.
-    trip_failures: [u8; PACKED_MAX as usize + 1],
-    trip_slow: [u8; PACKED_MAX as usize + 1],
+    rate: f64,
+    slow_rate: f64,
+    /// How many failures, and how many slow calls, open the breaker once the
+    /// window is full ([`u8::MAX`]: none can): [`decide`]'s rule worked out when
+    /// the window is made, so a call of a full window compares integers. (A window
+    /// not full yet, in its first `n` calls after each change of state, decides
+    /// by the rule.)
+    full_failures: u8,
+    full_slow: u8,
 }
 
 /// Where a packed window's count of outcomes still to fill it starts.
@@ -314,24 +317,22 @@ impl PackedWindow {
         let n = n.max(1);
         let slow = slow_call || n <= PACKED_MAX_SLOW;
         (n <= if slow { PACKED_MAX_SLOW } else { PACKED_MAX }).then(|| {
-            // The fewest of `c` outcomes that reach `rate` by `decide`'s rule.
-            let table = |rate: f64| {
-                let mut t = [u8::MAX; PACKED_MAX as usize + 1];
-                for (c, need) in t.iter_mut().enumerate().take(n as usize + 1) {
-                    let c = c as u64;
-                    *need = (1..=c)
-                        .find(|&k| decide(c, k, 0, min_calls, rate, 1.0).is_some())
-                        .map_or(u8::MAX, |k| k as u8);
-                }
-                t
+            // The fewest of `n` outcomes that reach `rate` by `decide`'s rule.
+            let full = |rate: f64| {
+                let n = u64::from(n);
+                (1..=n)
+                    .find(|&k| decide(n, k, 0, min_calls, rate, 1.0).is_some())
+                    .map_or(u8::MAX, |k| k as u8)
             };
             Self {
                 n,
                 mask: (1 << n) - 1,
                 slow,
                 min_calls,
-                trip_failures: table(rate),
-                trip_slow: table(slow_rate),
+                rate,
+                slow_rate,
+                full_failures: full(rate),
+                full_slow: full(slow_rate),
             }
         })
     }
@@ -388,21 +389,26 @@ impl PackedWindow {
         self.decide(new)
     }
 
-    /// [`decide`] on `word`, by the tables.
+    /// [`decide`] on `word`: by the full window's thresholds once it is full.
     #[inline(always)]
     fn decide(&self, word: u64) -> Option<Trip> {
-        // The count left is at most `n` by construction; `get` rather than
-        // trusting it.
-        let calls = u64::from(self.n).wrapping_sub(word >> PACKED_LEFT_SHIFT) as usize;
-        let need = |table: &[u8; PACKED_MAX as usize + 1]| {
-            u32::from(table.get(calls).copied().unwrap_or(u8::MAX))
-        };
+        if word >> PACKED_LEFT_SHIFT != 0 {
+            let (calls, failures, slow) = self.counts(word);
+            return decide(
+                calls,
+                failures,
+                slow,
+                self.min_calls,
+                self.rate,
+                self.slow_rate,
+            );
+        }
         let failures = word & self.mask;
-        if failures != 0 && failures.count_ones() >= need(&self.trip_failures) {
+        if failures != 0 && failures.count_ones() >= u32::from(self.full_failures) {
             return Some(Trip::FailureRate);
         }
         let slow = (word >> self.n) & self.mask;
-        if self.slow && slow != 0 && slow.count_ones() >= need(&self.trip_slow) {
+        if self.slow && slow != 0 && slow.count_ones() >= u32::from(self.full_slow) {
             return Some(Trip::SlowCallRate);
         }
         None
@@ -878,21 +884,28 @@ mod tests {
     }
 
     #[test]
-    fn the_trip_tables_say_what_decide_says() {
+    fn the_full_window_thresholds_say_what_decide_says() {
         for n in 1..=PACKED_MAX {
-            for min_calls in [1, n / 2 + 1, n] {
+            for min_calls in [1, n / 2 + 1, n, n + 1] {
                 for twentieths in 1..=20 {
                     let rate = f64::from(twentieths) / 20.0;
-                    let w = PackedWindow::new(n, false, min_calls, rate, rate).unwrap();
-                    for calls in 0..=u64::from(n) {
-                        for k in 0..=calls {
-                            let by_table = k > 0 && k >= u64::from(w.trip_failures[calls as usize]);
-                            let by_rule = decide(calls, k, 0, min_calls, rate, 1.0).is_some();
-                            assert_eq!(
-                                by_table, by_rule,
-                                "n {n} min {min_calls} rate {rate} calls {calls} failures {k}"
-                            );
-                        }
+                    let w = PackedWindow::new(n, false, min_calls, rate, 1.0).unwrap();
+                    let calls = u64::from(n);
+                    for k in 0..=calls {
+                        let by_threshold = k > 0 && k >= u64::from(w.full_failures);
+                        let by_rule = decide(calls, k, 0, min_calls, rate, 1.0).is_some();
+                        assert_eq!(
+                            by_threshold, by_rule,
+                            "n {n} min {min_calls} rate {rate} failures {k}"
+                        );
+                    }
+                    let w = PackedWindow::new(n.min(PACKED_MAX_SLOW), true, min_calls, 1.0, rate)
+                        .unwrap();
+                    let calls = u64::from(w.n);
+                    for k in 0..=calls {
+                        let by_threshold = k > 0 && k >= u64::from(w.full_slow);
+                        let by_rule = decide(calls, 0, k, min_calls, 1.0, rate).is_some();
+                        assert_eq!(by_threshold, by_rule, "n {} slow rate {rate} slow {k}", w.n);
                     }
                 }
             }
