@@ -107,24 +107,17 @@ impl Window {
                 failure_rate,
                 window: WindowConfig::Calls(n),
                 min_calls,
-            } => match PackedWindow::new(
-                n,
-                config.slow_call.is_some(),
-                min_calls,
-                failure_rate,
-                config.slow_call_rate,
-            ) {
-                Some(w) => (w.empty(), Kind::Packed(w)),
-                None => (
-                    NOT_FULL,
-                    Kind::Count(CountWindow::new(
-                        n,
-                        min_calls,
-                        failure_rate,
-                        config.slow_call_rate,
-                    )),
-                ),
-            },
+            } => {
+                let rule = Rule {
+                    min_calls,
+                    rate: failure_rate,
+                    slow_rate: config.slow_call_rate,
+                };
+                match PackedWindow::new(n, config.slow_call.is_some(), rule) {
+                    Some(w) => (w.empty(), Kind::Packed(w)),
+                    None => (NOT_FULL, Kind::Count(CountWindow::new(n, rule))),
+                }
+            }
             BreakerMode::Rate {
                 failure_rate,
                 window: WindowConfig::Time(d),
@@ -133,9 +126,11 @@ impl Window {
                 1,
                 Kind::Time(TimeWindow::new(
                     d,
-                    min_calls,
-                    failure_rate,
-                    config.slow_call_rate,
+                    Rule {
+                        min_calls,
+                        rate: failure_rate,
+                        slow_rate: config.slow_call_rate,
+                    },
                 )),
             ),
         };
@@ -248,27 +243,36 @@ impl Window {
     }
 }
 
-/// Opens when, with at least `min_calls` outcomes in the window, either rate reaches
-/// its threshold.
-fn decide(
-    calls: u64,
-    failures: u64,
-    slow: u64,
+/// A rate-mode window's rule: it opens when, with at least `min_calls` outcomes in
+/// the window, either rate reaches its threshold. Every kind of window counts its
+/// outcomes its own way and asks this.
+#[derive(Clone, Copy, Debug)]
+struct Rule {
     min_calls: u32,
     rate: f64,
     slow_rate: f64,
-) -> Option<Trip> {
-    if calls == 0 || calls < u64::from(min_calls) {
-        return None;
+}
+
+impl Rule {
+    fn decide(&self, calls: u64, failures: u64, slow: u64) -> Option<Trip> {
+        if calls == 0 || calls < u64::from(self.min_calls) {
+            return None;
+        }
+        // Compare without division: failures / calls >= rate.
+        if failures > 0 && failures as f64 >= self.rate * calls as f64 {
+            return Some(Trip::FailureRate);
+        }
+        if slow > 0 && slow as f64 >= self.slow_rate * calls as f64 {
+            return Some(Trip::SlowCallRate);
+        }
+        None
     }
-    // Compare without division: failures / calls >= rate.
-    if failures > 0 && failures as f64 >= rate * calls as f64 {
-        return Some(Trip::FailureRate);
+
+    /// (failures, slow calls) / outcomes, once there are `min_calls` of them.
+    fn rates(&self, calls: u64, failures: u64, slow: u64) -> Option<(f64, f64)> {
+        (calls > 0 && calls >= u64::from(self.min_calls))
+            .then(|| (failures as f64 / calls as f64, slow as f64 / calls as f64))
     }
-    if slow > 0 && slow as f64 >= slow_rate * calls as f64 {
-        return Some(Trip::SlowCallRate);
-    }
-    None
 }
 
 const FAILURE: u8 = 1;
@@ -292,14 +296,12 @@ struct PackedWindow {
     /// `(1 << n) - 1`.
     mask: u64,
     slow: bool,
-    min_calls: u32,
-    rate: f64,
-    slow_rate: f64,
+    rule: Rule,
     /// How many failures, and how many slow calls, open the breaker once the
     /// window is full ([`u8::MAX`]: none can): [`decide`]'s rule worked out when
     /// the window is made, so a call of a full window compares integers. (A window
     /// not full yet, in its first `n` calls after each change of state, decides
-    /// by the rule.)
+    /// by the rule itself.)
     full_failures: u8,
     full_slow: u8,
 }
@@ -313,26 +315,22 @@ const PACKED_MAX_SLOW: u32 = PACKED_LEFT_SHIFT / 2;
 
 impl PackedWindow {
     /// A packed window of `n` outcomes, or `None` when they do not fit.
-    fn new(n: u32, slow_call: bool, min_calls: u32, rate: f64, slow_rate: f64) -> Option<Self> {
+    fn new(n: u32, slow_call: bool, rule: Rule) -> Option<Self> {
         let n = n.max(1);
         let slow = slow_call || n <= PACKED_MAX_SLOW;
         (n <= if slow { PACKED_MAX_SLOW } else { PACKED_MAX }).then(|| {
-            // The fewest of `n` outcomes that reach `rate` by `decide`'s rule.
-            let full = |rate: f64| {
-                let n = u64::from(n);
-                (1..=n)
-                    .find(|&k| decide(n, k, 0, min_calls, rate, 1.0).is_some())
-                    .map_or(u8::MAX, |k| k as u8)
+            // The fewest failures, and slow calls, of `n` outcomes that open it.
+            let calls = u64::from(n);
+            let fewest = |trips: &dyn Fn(u64) -> bool| {
+                (1..=calls).find(|&k| trips(k)).map_or(u8::MAX, |k| k as u8)
             };
             Self {
                 n,
                 mask: (1 << n) - 1,
                 slow,
-                min_calls,
-                rate,
-                slow_rate,
-                full_failures: full(rate),
-                full_slow: full(slow_rate),
+                rule,
+                full_failures: fewest(&|k| rule.decide(calls, k, 0).is_some()),
+                full_slow: fewest(&|k| rule.decide(calls, 0, k).is_some()),
             }
         })
     }
@@ -389,19 +387,12 @@ impl PackedWindow {
         self.decide(new)
     }
 
-    /// [`decide`] on `word`: by the full window's thresholds once it is full.
+    /// [`Rule::decide`] on `word`: by the full window's thresholds once it is full.
     #[inline(always)]
     fn decide(&self, word: u64) -> Option<Trip> {
         if word >> PACKED_LEFT_SHIFT != 0 {
             let (calls, failures, slow) = self.counts(word);
-            return decide(
-                calls,
-                failures,
-                slow,
-                self.min_calls,
-                self.rate,
-                self.slow_rate,
-            );
+            return self.rule.decide(calls, failures, slow);
         }
         let failures = word & self.mask;
         if failures != 0 && failures.count_ones() >= u32::from(self.full_failures) {
@@ -416,8 +407,7 @@ impl PackedWindow {
 
     fn rates(&self, word: u64) -> Option<(f64, f64)> {
         let (calls, failures, slow) = self.counts(word);
-        (calls > 0 && calls >= u64::from(self.min_calls))
-            .then(|| (failures as f64 / calls as f64, slow as f64 / calls as f64))
+        self.rule.rates(calls, failures, slow)
     }
 
     /// The outcomes in `word`, oldest first.
@@ -464,19 +454,15 @@ const NOT_FULL: u64 = 1 << 63;
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     head: AtomicU64,
-    min_calls: u32,
-    rate: f64,
-    slow_rate: f64,
+    rule: Rule,
 }
 
 impl CountWindow {
-    fn new(n: u32, min_calls: u32, rate: f64, slow_rate: f64) -> Self {
+    fn new(n: u32, rule: Rule) -> Self {
         Self {
             slots: (0..n.max(1)).map(|_| AtomicU8::new(0)).collect(),
             head: AtomicU64::new(0),
-            min_calls,
-            rate,
-            slow_rate,
+            rule,
         }
     }
 
@@ -520,14 +506,8 @@ impl CountWindow {
             stats
         };
         let calls = (at + 1).min(n);
-        decide(
-            calls,
-            stats & FIELD,
-            (stats >> SLOW_SHIFT) & FIELD,
-            self.min_calls,
-            self.rate,
-            self.slow_rate,
-        )
+        self.rule
+            .decide(calls, stats & FIELD, (stats >> SLOW_SHIFT) & FIELD)
     }
 
     /// The outcomes in the ring, oldest first.
@@ -560,12 +540,8 @@ impl CountWindow {
         let n = self.slots.len() as u64;
         let calls = self.head.load(Relaxed).min(n);
         let stats = stats.load(Relaxed);
-        (calls > 0 && calls >= u64::from(self.min_calls)).then(|| {
-            (
-                (stats & FIELD) as f64 / calls as f64,
-                ((stats >> SLOW_SHIFT) & FIELD) as f64 / calls as f64,
-            )
-        })
+        self.rule
+            .rates(calls, stats & FIELD, (stats >> SLOW_SHIFT) & FIELD)
     }
 
     fn clear(&self, stats: &AtomicU64) {
@@ -590,13 +566,11 @@ struct Bucket {
 pub(crate) struct TimeWindow {
     buckets: Box<[Bucket]>,
     width: u64,
-    min_calls: u32,
-    rate: f64,
-    slow_rate: f64,
+    rule: Rule,
 }
 
 impl TimeWindow {
-    fn new(period: Duration, min_calls: u32, rate: f64, slow_rate: f64) -> Self {
+    fn new(period: Duration, rule: Rule) -> Self {
         let secs = period.as_secs().max(1);
         let count = secs.min(60);
         let width = clock::dur_nanos(period) / count;
@@ -610,9 +584,7 @@ impl TimeWindow {
                 })
                 .collect(),
             width: width.max(1),
-            min_calls,
-            rate,
-            slow_rate,
+            rule,
         }
     }
 
@@ -638,14 +610,7 @@ impl TimeWindow {
             b.slow.fetch_add(1, Relaxed);
         }
         let (calls, failures, slow) = self.sums(seq);
-        decide(
-            calls,
-            failures,
-            slow,
-            self.min_calls,
-            self.rate,
-            self.slow_rate,
-        )
+        self.rule.decide(calls, failures, slow)
     }
 
     fn sums(&self, seq: u64) -> (u64, u64, u64) {
@@ -714,8 +679,7 @@ impl TimeWindow {
 
     fn rates(&self, now: Nanos) -> Option<(f64, f64)> {
         let (calls, failures, slow) = self.sums(now / self.width + 1);
-        (calls > 0 && calls >= u64::from(self.min_calls))
-            .then(|| (failures as f64 / calls as f64, slow as f64 / calls as f64))
+        self.rule.rates(calls, failures, slow)
     }
 
     fn clear(&self) {
@@ -731,6 +695,14 @@ impl TimeWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    pub(super) fn rule(min_calls: u32, rate: f64, slow_rate: f64) -> Rule {
+        Rule {
+            min_calls,
+            rate,
+            slow_rate,
+        }
+    }
 
     pub(super) const S: Outcome = Outcome {
         failure: false,
@@ -803,7 +775,10 @@ mod tests {
 
     #[test]
     fn count_window_slides() {
-        let (w, st) = (CountWindow::new(4, 4, 0.5, 1.0), AtomicU64::new(NOT_FULL));
+        let (w, st) = (
+            CountWindow::new(4, rule(4, 0.5, 1.0)),
+            AtomicU64::new(NOT_FULL),
+        );
         assert_eq!(w.record(&st, F), None);
         assert_eq!(w.record(&st, S), None);
         assert_eq!(w.record(&st, S), None);
@@ -819,7 +794,10 @@ mod tests {
 
     #[test]
     fn the_stats_word_counts_the_failures_the_slots_hold() {
-        let (w, st) = (CountWindow::new(3, 3, 0.9, 1.0), AtomicU64::new(NOT_FULL));
+        let (w, st) = (
+            CountWindow::new(3, rule(3, 0.9, 1.0)),
+            AtomicU64::new(NOT_FULL),
+        );
         for o in [F, S, S, S, F, S, S, F, F, S, S, S, S] {
             let _ = w.record(&st, o);
             let failures = w
@@ -834,7 +812,10 @@ mod tests {
 
     #[test]
     fn count_window_slow_rate() {
-        let (w, st) = (CountWindow::new(2, 2, 1.0, 0.5), AtomicU64::new(NOT_FULL));
+        let (w, st) = (
+            CountWindow::new(2, rule(2, 1.0, 0.5)),
+            AtomicU64::new(NOT_FULL),
+        );
         assert_eq!(w.record(&st, S), None);
         assert_eq!(w.record(&st, SLOW_OK), Some(Trip::SlowCallRate));
     }
@@ -889,22 +870,23 @@ mod tests {
             for min_calls in [1, n / 2 + 1, n, n + 1] {
                 for twentieths in 1..=20 {
                     let rate = f64::from(twentieths) / 20.0;
-                    let w = PackedWindow::new(n, false, min_calls, rate, 1.0).unwrap();
+                    let w = PackedWindow::new(n, false, rule(min_calls, rate, 1.0)).unwrap();
                     let calls = u64::from(n);
                     for k in 0..=calls {
                         let by_threshold = k > 0 && k >= u64::from(w.full_failures);
-                        let by_rule = decide(calls, k, 0, min_calls, rate, 1.0).is_some();
+                        let by_rule = rule(min_calls, rate, 1.0).decide(calls, k, 0).is_some();
                         assert_eq!(
                             by_threshold, by_rule,
                             "n {n} min {min_calls} rate {rate} failures {k}"
                         );
                     }
-                    let w = PackedWindow::new(n.min(PACKED_MAX_SLOW), true, min_calls, 1.0, rate)
-                        .unwrap();
+                    let w =
+                        PackedWindow::new(n.min(PACKED_MAX_SLOW), true, rule(min_calls, 1.0, rate))
+                            .unwrap();
                     let calls = u64::from(w.n);
                     for k in 0..=calls {
                         let by_threshold = k > 0 && k >= u64::from(w.full_slow);
-                        let by_rule = decide(calls, 0, k, min_calls, 1.0, rate).is_some();
+                        let by_rule = rule(min_calls, 1.0, rate).decide(calls, 0, k).is_some();
                         assert_eq!(by_threshold, by_rule, "n {} slow rate {rate} slow {k}", w.n);
                     }
                 }
@@ -933,7 +915,7 @@ mod tests {
             let (rate, slow_rate) = (f64::from(rate) / 20.0, f64::from(slow_rate) / 20.0);
             let packed = rate_window(n, slow_call, min_calls, rate, slow_rate);
             proptest::prop_assert!(is_packed(&packed));
-            let (ring, stats) = (CountWindow::new(n, min_calls, rate, slow_rate), AtomicU64::new(NOT_FULL));
+            let (ring, stats) = (CountWindow::new(n, rule(min_calls, rate, slow_rate)), AtomicU64::new(NOT_FULL));
             for (i, &(failure, slow)) in outcomes.iter().enumerate() {
                 let o = Outcome { failure, slow: slow && slow_call };
                 proptest::prop_assert_eq!(packed.record(o), ring.record(&stats, o), "outcome {}", i);
@@ -951,7 +933,7 @@ mod tests {
             outcomes in proptest::collection::vec(0u8..4, 0..80),
         ) {
             let packed = rate_window(n, true, 1, 0.5, 0.5);
-            let (ring, stats) = (CountWindow::new(n, 1, 0.5, 0.5), AtomicU64::new(NOT_FULL));
+            let (ring, stats) = (CountWindow::new(n, rule(1, 0.5, 0.5)), AtomicU64::new(NOT_FULL));
             let snap = WindowSnapshot::Count { outcomes };
             packed.restore(&snap);
             if let WindowSnapshot::Count { outcomes } = &snap {
@@ -965,7 +947,7 @@ mod tests {
 
     #[test]
     fn time_window_ages_out() {
-        let w = TimeWindow::new(Duration::from_secs(10), 2, 0.5, 1.0);
+        let w = TimeWindow::new(Duration::from_secs(10), rule(2, 0.5, 1.0));
         let s = 1_000_000_000u64;
         let base = 1u64 << 62;
         assert_eq!(w.record(F, base), None); // 1 call, below min_calls
@@ -978,7 +960,7 @@ mod tests {
 
 #[cfg(all(test, resilience_loom))]
 mod loom_model {
-    use super::tests::{F, S};
+    use super::tests::{rule, F, S};
     use super::*;
     use loom::sync::Arc;
     use loom::thread;
@@ -991,7 +973,7 @@ mod loom_model {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(3);
         b.check(|| {
-            let w = Arc::new(PackedWindow::new(3, true, 4, 1.0, 1.0).unwrap());
+            let w = Arc::new(PackedWindow::new(3, true, rule(4, 1.0, 1.0)).unwrap());
             let word = Arc::new(AtomicU64::new(w.empty()));
             let hs: Vec<_> = [S, F, S]
                 .into_iter()
@@ -1017,7 +999,10 @@ mod loom_model {
         b.check(|| {
             // min_calls above the window's length: no decision, so no trip, to
             // look at the counts alone.
-            let w = Arc::new((CountWindow::new(1, 2, 1.0, 1.0), AtomicU64::new(NOT_FULL)));
+            let w = Arc::new((
+                CountWindow::new(1, rule(2, 1.0, 1.0)),
+                AtomicU64::new(NOT_FULL),
+            ));
             let _ = w.0.record(&w.1, S);
             let hs: Vec<_> = [S, F, S]
                 .into_iter()
