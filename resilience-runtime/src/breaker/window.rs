@@ -298,7 +298,7 @@ struct PackedWindow {
     slow: bool,
     rule: Rule,
     /// How many failures, and how many slow calls, open the breaker once the
-    /// window is full ([`u8::MAX`]: none can): [`decide`]'s rule worked out when
+    /// window is full ([`u8::MAX`]: none can): [`Rule::decide`] worked out when
     /// the window is made, so a call of a full window compares integers. (A window
     /// not full yet, in its first `n` calls after each change of state, decides
     /// by the rule itself.)
