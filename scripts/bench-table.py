@@ -153,28 +153,25 @@ def main() -> int:
         peer = mean_ns(root, peer_b)
         ratio = met = "-"
         target_s = "-"
-        if op is not None:
-            # A row with an operator and no target shows the ratio only.
-            if op == "<=":
-                if target is not None:
-                    target_s = f"<= {target:g}x"
-                if ours is not None and peer is not None and peer > 0:
-                    r = ours / peer
-                    ratio = f"{r:.3f}x"
-                    if target is not None:
-                        ok = r <= target
-                        met = "yes" if ok else "**no**"
-                        missed += not ok
-            else:
-                if target is not None:
-                    target_s = f">= {target:g}x throughput"
-                if ours is not None and peer is not None and ours > 0:
-                    r = peer / ours
-                    ratio = f"{r:.2f}x"
-                    if target is not None:
-                        ok = r >= target
-                        met = "yes" if ok else "**no**"
-                        missed += not ok
+        r = None
+        # `<=` rows compare our time with the peer's; `>=` rows our throughput
+        # (peer time / ours). A row with an operator and no target shows the ratio only.
+        if op == "<=":
+            if ours is not None and peer is not None and peer > 0:
+                r = ours / peer
+                ratio = f"{r:.3f}x"
+            if target is not None:
+                target_s = f"<= {target:g}x"
+        elif op == ">=":
+            if ours is not None and peer is not None and ours > 0:
+                r = peer / ours
+                ratio = f"{r:.2f}x"
+            if target is not None:
+                target_s = f">= {target:g}x throughput"
+        if target is not None and r is not None:
+            ok = r <= target if op == "<=" else r >= target
+            met = "yes" if ok else "**no**"
+            missed += not ok
         print(f"| {item} | {fmt_ns(ours)} | {peer_label} | {fmt_ns(peer)} | {ratio} | {target_s} | {met} |")
     print()
     print(f"ratio: ours / peer time for `<=` rows; peer / ours time (throughput multiple) for `>=` rows. "
