@@ -386,10 +386,7 @@ where
     // SAFETY: checked above, or the caller's word; nothing here has touched the
     // slot since.
     let fut = unsafe { body.as_mut().as_pin_mut().unwrap_unchecked() };
-    let guard = PollGuard {
-        svc,
-        epoch: lane.epoch,
-    };
+    let guard = PollGuard { svc, lane };
     let held = FreshGuard(&mut *phase);
     let mut fut = fut;
     let polled = fut.as_mut().project().fut.poll(cx);
@@ -1545,7 +1542,7 @@ where
         let mut fut = this.body.as_mut().put_fut(fut);
         let guard = PollGuard {
             svc: this.svc,
-            epoch: lane.epoch,
+            lane,
         };
         // A body that unwinds here is dropped with the future.
         let running = PhaseGuard(&mut *this.phase, LeanPhase::Panicked);

@@ -965,13 +965,12 @@ impl Drop for WordGuard<'_> {
 
 /// [`LaneGuard`] for one poll of an async body on the swift lane, made to cost one
 /// store: it refers to the service where the call's future already holds it (an
-/// address the compiler recomputes rather than saves), and keeps only the epoch the
-/// call was let in at. The breaker is the service's (the one it was admitted by,
-/// unless live configuration replaced it during that poll, when the epoch no longer
-/// applies to it either).
+/// address the compiler recomputes rather than saves), and keeps the lane (the
+/// breaker it was admitted by, or none, which the lane reads again after the
+/// poll anyway, and the epoch).
 pub(crate) struct PollGuard<'f, 'a> {
     pub(crate) svc: &'f &'a Service,
-    pub(crate) epoch: u32,
+    pub(crate) lane: Lane<'a>,
 }
 
 impl Drop for PollGuard<'_, '_> {
@@ -979,17 +978,16 @@ impl Drop for PollGuard<'_, '_> {
     // to memory for it: the unwinding path passes them to `poll_panicked`.
     #[inline(always)]
     fn drop(&mut self) {
-        poll_panicked(self.svc, self.epoch);
+        poll_panicked(self.svc, self.lane);
     }
 }
 
 /// The body of a [`PollGuard`] panicked: recorded as a failure.
 #[cold]
 #[inline(never)]
-fn poll_panicked(svc: &Service, epoch: u32) {
+fn poll_panicked(svc: &Service, lane: Lane<'_>) {
     if std::thread::panicking() {
-        let breaker = svc.policies().breaker.as_deref();
-        svc.body_panicked(breaker.map(|b| (b, Admission::closed(epoch))));
+        svc.body_panicked(lane.breaker.map(|b| (b, Admission::closed(lane.epoch))));
     }
 }
 
@@ -1037,12 +1035,25 @@ enum Swift<'a, T, E, B> {
 /// breaker is closed (or none), a bulkhead slot is free (or no bulkhead) and a
 /// rate-limit permit is due now (or no limiter). Nothing is taken unless it
 /// admits.
+///
+/// Hooks without `into_error` (an attribute none of whose policies can refuse:
+/// a retry alone, a fallback alone) have no policy but timing and the retry apply
+/// to them (see [`Call::begin`]): whatever breaker, bulkhead or limiter live
+/// configuration gives the service, their lane is the bare one with no breaker,
+/// unless attempts are timed or a bar is up.
 #[inline(always)]
 pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmit<'a> {
-    if hooks.into_error.is_none() {
-        return SwiftAdmit::Off;
-    }
     let gate = p.gate.load(Relaxed);
+    if hooks.into_error.is_none() {
+        return if p.lean && gate & BARS == 0 {
+            SwiftAdmit::Bare(Lane {
+                breaker: None,
+                epoch: 0,
+            })
+        } else {
+            SwiftAdmit::Off
+        };
+    }
     // The common shape first, in one test: no bulkhead or limiter, no bar up.
     if gate == 0 {
         return match closed_lane(p) {
@@ -1097,10 +1108,25 @@ fn closed_lane(p: &Policies) -> Result<Lane<'_>, (&Breaker, u64)> {
 
 /// Whether a first attempt may take the swift lane in its commonest shape: a
 /// breaker or nothing (no bulkhead, no rate limiter, attempts not timed), and no
-/// bar up.
+/// bar up. Without `into_error` no breaker, bulkhead or limiter applies (see
+/// [`swift_admit`]): only the timing and the bars count.
 #[inline(always)]
 fn bare_lane<E>(p: &Policies, hooks: &Hooks<E>) -> bool {
-    hooks.into_error.is_some() && p.gate.load(Relaxed) == 0
+    let gate = p.gate.load(Relaxed);
+    match hooks.into_error {
+        Some(_) => gate == 0,
+        None => p.lean && gate & BARS == 0,
+    }
+}
+
+/// The breaker that applies to a call with these hooks: the policies', unless
+/// the hooks cannot make a rejection into the caller's error (no `into_error`).
+#[inline(always)]
+fn applied_breaker<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> Option<&'a Breaker> {
+    match hooks.into_error {
+        Some(_) => p.breaker.as_deref(),
+        None => None,
+    }
 }
 
 /// Counts a swift-lane success (its slot given back, no waiter to wake) on
@@ -1504,7 +1530,7 @@ impl<'a, E> Call<'a, E> {
         if !bare_lane(p, hooks) {
             return Self::run_sync_other(svc, p, hooks, single, body);
         }
-        match Self::bare_sync(svc, p, &mut body) {
+        match Self::bare_sync(svc, applied_breaker(p, hooks), &mut body) {
             BareSync::Done(r) => r,
             BareSync::NotClosed(_, b, ctl) => {
                 Self::run_sync_not_closed(svc, p, hooks, single, body, b, ctl)
@@ -1634,8 +1660,9 @@ impl<'a, E> Call<'a, E> {
                 b.wake();
             }
         }
+        // The lane's breaker, as `swift_admit` gave it.
         let lane = Lane {
-            breaker: self.p.breaker.as_deref(),
+            breaker: applied_breaker(self.p, self.hooks),
             epoch: ran.epoch,
         };
         match ran.result {
@@ -1856,7 +1883,7 @@ impl<'a, E> Call<'a, E> {
         if !bare_lane(p, hooks) {
             return Self::once_swift(svc, p, hooks, body);
         }
-        match Self::bare_sync(svc, p, body) {
+        match Self::bare_sync(svc, applied_breaker(p, hooks), body) {
             BareSync::Done(r) => r,
             BareSync::NotClosed(body, b, ctl) => Self::once_not_closed(svc, p, hooks, body, b, ctl),
             BareSync::After(ran) => Self::once_after_swift(svc, p, hooks, ran),
@@ -1869,12 +1896,12 @@ impl<'a, E> Call<'a, E> {
     #[inline(always)]
     fn bare_sync<T, B: FnOnce() -> Result<T, E>>(
         svc: &'a Service,
-        p: &'a Policies,
+        breaker: Option<&'a Breaker>,
         body: B,
     ) -> BareSync<'a, T, E, B> {
         // The breaker's state word as read: its epoch is taken from it only on the
         // ways that need it.
-        let (breaker, ctl) = match p.breaker.as_deref() {
+        let (breaker, ctl) = match breaker {
             None => (None, 0),
             Some(b) => match b.closed_ctl() {
                 Ok(ctl) => (Some(b), ctl),

@@ -521,3 +521,67 @@ fn a_call_that_waits_for_a_bulkhead_slot_allocates_nothing_once_warm() {
     assert_eq!(p.service().bulkhead_available(), Some(1));
     assert_eq!(p.service().status().successes, 2 * (N + 1));
 }
+
+// ---- a retry alone (hooks without `into_error`: no policy may refuse) ----
+
+#[resilience_runtime::with_retry(service = "alloc::retry_alone", max_attempts = 3, delay = "0ms")]
+async fn retry_alone(runs: &mut u64, fail_first: bool) -> Result<u32, E> {
+    *runs += 1;
+    if fail_first && *runs == 1 {
+        return Err(E::Boom);
+    }
+    Ok(1)
+}
+
+#[resilience_runtime::with_retry(
+    service = "alloc::retry_alone.sync",
+    max_attempts = 3,
+    delay = "0ms"
+)]
+fn retry_alone_sync(fail_first: bool) -> Result<u32, E> {
+    let run = RUNS_SYNC.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if fail_first && run % 2 == 0 {
+        return Err(E::Boom);
+    }
+    Ok(1)
+}
+
+static RUNS_SYNC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[test]
+fn a_retry_alone_allocates_nothing_succeeding_or_retried() {
+    // The retry's zero backoff is tokio's timer: driven by `block_on`.
+    let rt = timer_runtime();
+    let _in = rt.enter();
+    for fail_first in [false, true] {
+        let mut runs = 0;
+        assert_eq!(rt.block_on(retry_alone(&mut runs, fail_first)), Ok(1));
+        let (n, ()) = allocations(|| {
+            for _ in 0..N {
+                let mut runs = 0;
+                assert_eq!(rt.block_on(retry_alone(&mut runs, fail_first)), Ok(1));
+                assert_eq!(runs, 1 + u64::from(fail_first));
+            }
+        });
+        assert_eq!(n, 0, "async, fail_first {fail_first}");
+        RUNS_SYNC.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(retry_alone_sync(fail_first), Ok(1));
+        RUNS_SYNC.store(0, std::sync::atomic::Ordering::Relaxed);
+        let (n, ()) = allocations(|| {
+            for _ in 0..N {
+                assert_eq!(retry_alone_sync(fail_first), Ok(1));
+            }
+        });
+        assert_eq!(n, 0, "sync, fail_first {fail_first}");
+    }
+    let s = resilience_runtime::status("alloc::retry_alone").unwrap();
+    assert_eq!(
+        (s.successes, s.failures, s.retries),
+        (2 * (N + 1), N + 1, N + 1)
+    );
+    let s = resilience_runtime::status("alloc::retry_alone.sync").unwrap();
+    assert_eq!(
+        (s.successes, s.failures, s.retries),
+        (2 * (N + 1), N + 1, N + 1)
+    );
+}
