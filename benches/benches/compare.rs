@@ -101,14 +101,19 @@ async fn site_closed_async() -> Result<u32, BenchError> {
     svc.retry(hooks, move || async move { ok_sync() }).await
 }
 
-/// `#[circuit_breaker(failure_threshold = 5)] async fn f(n: &mut u32) -> Result<u32, BenchError>`,
-/// by hand: an argument lent `&mut` to each attempt keeps the attempts in a loop.
-async fn site_closed_async_lending(n: &mut u32) -> Result<u32, BenchError> {
+/// `#[with_resilience(retry(max_attempts = 3), circuit_breaker(failure_threshold = 5))]
+/// async fn f(n: &mut u32) -> Result<u32, BenchError>`, by hand: an argument lent `&mut`
+/// to each attempt of a retry keeps the attempts in a loop. (Without a retry the
+/// function has one attempt, whose body may borrow freely, and the expansion takes
+/// the shorter way of `macro_closed_async_lending`.)
+async fn site_retry_async_lending(n: &mut u32) -> Result<u32, BenchError> {
     static SITE: Site = Site::new(
-        SiteName::Fixed("bench.site.closed_async_lending"),
+        SiteName::Fixed("bench.site.retry_async_lending"),
         Spec {
             breaker: true,
             failure_threshold: Some(5),
+            retry: true,
+            max_attempts: Some(3),
             ..Spec::EMPTY
         },
     );
@@ -159,6 +164,35 @@ fn macro_closed_sync() -> Result<u32, BenchError> {
 #[resilience_macros::circuit_breaker(service = "bench.macro.closed_async", failure_threshold = 5)]
 async fn macro_closed_async() -> Result<u32, BenchError> {
     ok_sync()
+}
+
+/// A breaker alone around a function that takes an argument `&mut`: one attempt,
+/// whose body borrows the argument directly.
+#[resilience_macros::circuit_breaker(
+    service = "bench.macro.closed_async_lending",
+    failure_threshold = 5
+)]
+async fn macro_closed_async_lending(n: &mut u32) -> Result<u32, BenchError> {
+    ok_sync().map(|v| v + *n)
+}
+
+/// A retry alone: no policy that can refuse, so the hooks have no `into_error`.
+#[resilience_macros::with_retry(service = "bench.macro.retry_sync", max_attempts = 3)]
+fn macro_retry_sync() -> Result<u32, BenchError> {
+    ok_sync()
+}
+
+/// A retry alone, async.
+#[resilience_macros::with_retry(service = "bench.macro.retry_async", max_attempts = 3)]
+async fn macro_retry_async() -> Result<u32, BenchError> {
+    ok_sync()
+}
+
+/// A retry alone around a function that lends an argument `&mut` to each attempt:
+/// the attempts are a loop of `Lend::attempt` in the function's own future.
+#[resilience_macros::with_retry(service = "bench.macro.retry_async_lending", max_attempts = 3)]
+async fn macro_retry_async_lending(n: &mut u32) -> Result<u32, BenchError> {
+    ok_sync().map(|v| v + *n)
 }
 
 /// The same policies as `stack/resilience`: the preset's breaker, 3 attempts, a 1 s
@@ -266,11 +300,14 @@ fn closed_breaker_async(c: &mut Criterion) {
         b.tight(|| poll_once(site_closed_async()))
     });
     let mut lent = 0u32;
-    g.bench_function("resilience_site_lending", |b| {
-        b.tight(|| poll_once(site_closed_async_lending(&mut lent)))
+    g.bench_function("resilience_site_retry_lending", |b| {
+        b.tight(|| poll_once(site_retry_async_lending(&mut lent)))
     });
     g.bench_function("resilience_macro", |b| {
         b.tight(|| poll_once(macro_closed_async()))
+    });
+    g.bench_function("resilience_macro_lending", |b| {
+        b.tight(|| poll_once(macro_closed_async_lending(&mut lent)))
     });
 
     let rc = recloser::AsyncRecloser::from(recloser_closed());
@@ -373,6 +410,7 @@ fn retry(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("retry_sync");
     g.bench_function("resilience", |b| b.tight(|| ours.call_sync(ok_sync)));
+    g.bench_function("resilience_macro", |b| b.tight(macro_retry_sync));
     g.bench_function("backon", |b| {
         b.tight(|| ok_sync.retry(ExponentialBuilder::default()).call())
     });
@@ -381,6 +419,13 @@ fn retry(c: &mut Criterion) {
     let mut g = c.benchmark_group("retry_async");
     g.bench_function("resilience", |b| {
         b.tight(|| poll_once(ours.call(|| async { ok_sync() })))
+    });
+    g.bench_function("resilience_macro", |b| {
+        b.tight(|| poll_once(macro_retry_async()))
+    });
+    let mut lent = 0u32;
+    g.bench_function("resilience_macro_lending", |b| {
+        b.tight(|| poll_once(macro_retry_async_lending(&mut lent)))
     });
     g.bench_function("backon", |b| {
         b.tight(|| poll_once((|| async { ok_sync() }).retry(ExponentialBuilder::default())))
