@@ -1045,7 +1045,7 @@ enum Swift<'a, T, E, B> {
 pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmit<'a> {
     let gate = p.gate.load(Relaxed);
     if hooks.into_error.is_none() {
-        return if p.lean && gate & BARS == 0 {
+        return if hookless_lane(p, gate) {
             SwiftAdmit::Bare(Lane {
                 breaker: None,
                 epoch: 0,
@@ -1115,8 +1115,16 @@ fn bare_lane<E>(p: &Policies, hooks: &Hooks<E>) -> bool {
     let gate = p.gate.load(Relaxed);
     match hooks.into_error {
         Some(_) => gate == 0,
-        None => p.lean && gate & BARS == 0,
+        None => hookless_lane(p, gate),
     }
+}
+
+/// Whether a first attempt whose hooks have no `into_error` may take the swift
+/// lane (with no breaker): attempts not timed and no bar up (`gate`: the
+/// policies' [`Policies::gate`] as read).
+#[inline(always)]
+fn hookless_lane(p: &Policies, gate: u8) -> bool {
+    p.lean && gate & BARS == 0
 }
 
 /// The breaker that applies to a call with these hooks: the policies', unless
