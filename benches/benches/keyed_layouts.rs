@@ -25,7 +25,7 @@
 //!   flight in place of the `Arc`'s count (what keeps a key in use from eviction).
 //!
 //! Run: `cargo bench -p resilience-benches --bench keyed_layouts -- --warm-up-time 1
-//! --measurement-time 3`. The README's performance notes give the figures.
+//! --measurement-time 3`. docs/PERFORMANCE.md gives the figures.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Arc;
