@@ -858,10 +858,7 @@ impl<'a> Admitted<'a> {
     #[inline(always)]
     pub(crate) fn as_lane(&self) -> Option<Lane<'a>> {
         match (self.breaker, self.adm) {
-            (None, _) => Some(Lane {
-                breaker: None,
-                epoch: 0,
-            }),
+            (None, _) => Some(Lane::NO_BREAKER),
             (Some(b), Some(adm)) => adm.closed_epoch().map(|epoch| Lane {
                 breaker: Some(b),
                 epoch,
@@ -908,6 +905,12 @@ pub(crate) struct Lane<'a> {
 }
 
 impl<'a> Lane<'a> {
+    /// The lane of a call no breaker applies to.
+    pub(crate) const NO_BREAKER: Self = Lane {
+        breaker: None,
+        epoch: 0,
+    };
+
     /// The admission of a lane call, for the paths that record it as any other.
     #[inline]
     pub(crate) fn admitted(self, svc: &'a Service) -> Admitted<'a> {
@@ -1046,10 +1049,7 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
     let gate = p.gate.load(Relaxed);
     if hooks.into_error.is_none() {
         return if hookless_lane(p, gate) {
-            SwiftAdmit::Bare(Lane {
-                breaker: None,
-                epoch: 0,
-            })
+            SwiftAdmit::Bare(Lane::NO_BREAKER)
         } else {
             SwiftAdmit::Off
         };
@@ -1092,10 +1092,7 @@ pub(crate) fn swift_admit<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> SwiftAdmi
 #[inline(always)]
 fn closed_lane(p: &Policies) -> Result<Lane<'_>, (&Breaker, u64)> {
     match p.breaker.as_deref() {
-        None => Ok(Lane {
-            breaker: None,
-            epoch: 0,
-        }),
+        None => Ok(Lane::NO_BREAKER),
         Some(b) => match b.closed_epoch_or_ctl() {
             Ok(epoch) => Ok(Lane {
                 breaker: Some(b),
@@ -1430,10 +1427,7 @@ impl<'a, E> Call<'a, E> {
             return Gate::Full;
         }
         match self.p.breaker.as_deref() {
-            None if self.p.lean => Gate::Lane(Lane {
-                breaker: None,
-                epoch: 0,
-            }),
+            None if self.p.lean => Gate::Lane(Lane::NO_BREAKER),
             None => Gate::Full,
             Some(b) => match b.closed_epoch() {
                 Some(epoch) if self.p.lean => Gate::Lane(Lane {
