@@ -31,6 +31,8 @@ ROWS = [
     ("floor: one atomic read-modify-write", "plain_call/atomic_fetch_add", "-", None, None, None),
     ("floor: two atomic read-modify-writes (a slot taken and given back)",
      "plain_call/atomic_take_and_give_back", "-", None, None, None),
+    ("floor: the same, taken by a compare-and-swap under a limit (a bounded slot)",
+     "plain_call/atomic_bounded_take_and_give_back", "-", None, None, None),
     ("floor: tokio's clock read (Instant::now)", "plain_call/tokio_instant_now", "-", None, None, None),
     ("closed breaker, sync (consecutive)", "closed_breaker_sync/resilience_consecutive",
      "recloser", "closed_breaker_sync/recloser", "<=", 0.25),

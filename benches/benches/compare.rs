@@ -238,6 +238,29 @@ fn plain_call(c: &mut Criterion) {
             taken
         })
     });
+    // The same with the acquire a bulkhead needs to never hold more than its limit:
+    // a compare-and-swap under the limit (a load, then the locked instruction, which
+    // may fail and go round again), where the row above adds blindly.
+    let bounded = std::sync::atomic::AtomicUsize::new(0);
+    let limit = black_box(1_000);
+    g.bench_function("atomic_bounded_take_and_give_back", |b| {
+        b.tight(|| {
+            let mut cur = bounded.load(std::sync::atomic::Ordering::Relaxed);
+            while cur < limit {
+                match bounded.compare_exchange_weak(
+                    cur,
+                    cur + 1,
+                    std::sync::atomic::Ordering::Acquire,
+                    std::sync::atomic::Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
+            bounded.fetch_sub(1, std::sync::atomic::Ordering::Release);
+            cur
+        })
+    });
     g.bench_function("tokio_instant_now", |b| b.tight(tokio::time::Instant::now));
     g.finish();
 }
