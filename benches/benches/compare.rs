@@ -195,6 +195,18 @@ async fn macro_retry_async_lending(n: &mut u32) -> Result<u32, BenchError> {
     ok_sync().map(|v| v + *n)
 }
 
+/// A bulkhead alone, as `bulkhead/resilience_sync` has it through the builder.
+#[resilience_macros::bulkhead(service = "bench.macro.bulkhead_sync", max_concurrent = 1000)]
+fn macro_bulkhead_sync() -> Result<u32, BenchError> {
+    ok_sync()
+}
+
+/// A bulkhead alone, async.
+#[resilience_macros::bulkhead(service = "bench.macro.bulkhead_async", max_concurrent = 1000)]
+async fn macro_bulkhead_async() -> Result<u32, BenchError> {
+    ok_sync()
+}
+
 /// The same policies as `stack/resilience`: the preset's breaker, 3 attempts, a 1 s
 /// timeout per attempt, a bulkhead of 1000.
 #[resilience_macros::with_resilience(
@@ -474,6 +486,10 @@ fn bulkhead(c: &mut Criterion) {
         b.tight(|| poll_once(ours.call(|| async { ok_sync() })))
     });
     g.bench_function("resilience_sync", |b| b.tight(|| ours.call_sync(ok_sync)));
+    g.bench_function("resilience_macro", |b| {
+        b.tight(|| poll_once(macro_bulkhead_async()))
+    });
+    g.bench_function("resilience_macro_sync", |b| b.tight(macro_bulkhead_sync));
 
     let mut svc = tower::limit::ConcurrencyLimit::new(
         tower::service_fn(|x: u32| std::future::ready(Ok::<u32, BenchError>(x))),
