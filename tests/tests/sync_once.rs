@@ -33,14 +33,19 @@ fn runs() -> u32 {
     RUNS.with(Cell::get)
 }
 
-#[circuit_breaker(service = "sync_once.trip", failure_threshold = 2, cooldown = "1h")]
-fn tripping(fail: bool) -> Result<u32, E> {
+/// A run counted: `Boom` or 7.
+fn outcome(fail: bool) -> Result<u32, E> {
     RUNS.with(|r| r.set(r.get() + 1));
     if fail {
         Err(E::Boom)
     } else {
         Ok(7)
     }
+}
+
+#[circuit_breaker(service = "sync_once.trip", failure_threshold = 2, cooldown = "1h")]
+fn tripping(fail: bool) -> Result<u32, E> {
+    outcome(fail)
 }
 
 #[test]
@@ -171,12 +176,7 @@ fn available(name: &str) -> Option<u32> {
 )]
 #[bulkhead(max_concurrent = 1)]
 fn guarded(fail: bool) -> Result<u32, E> {
-    RUNS.with(|r| r.set(r.get() + 1));
-    if fail {
-        Err(E::Boom)
-    } else {
-        Ok(7)
-    }
+    outcome(fail)
 }
 
 #[test]
