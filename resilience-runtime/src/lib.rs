@@ -62,6 +62,7 @@ mod pool;
 mod rate_limit;
 mod registry;
 mod retry;
+mod returns;
 mod run;
 mod service;
 mod status;

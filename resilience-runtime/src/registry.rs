@@ -5,6 +5,8 @@
 //! looked up per call with the `&str` itself, which allocates nothing when the key
 //! is known. Computed keys are bounded: past the cap, a sweep evicts keys that were
 //! not used since the previous sweep, are not in use and whose breaker is closed.
+//! Keys that come back soon after their eviction mean the cap is below the keys in
+//! use; the sweep warns (see `returns`).
 
 use std::ptr::NonNull;
 use std::sync::atomic::{
@@ -16,6 +18,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::config::{PolicyConfig, Spec};
 use crate::hold::Hold;
 use crate::retry::thread_random;
+use crate::returns::Returns;
 use crate::service::{Registration, Service, ServiceSnapshot};
 use crate::CircuitState;
 
@@ -93,6 +96,8 @@ pub(crate) struct Registry {
     sweeping: Mutex<()>,
     /// Where the next sweep starts (an index in the map's iteration order).
     hand: AtomicUsize,
+    /// Keys the sweep evicted, to notice them coming back.
+    returns: Returns,
     /// Snapshots of services not registered yet, restored when they register.
     pending: Mutex<std::collections::HashMap<String, (ServiceSnapshot, crate::clock::Instant)>>,
 }
@@ -105,12 +110,16 @@ pub(crate) fn registry() -> &'static Registry {
         capacity: AtomicUsize::new(DEFAULT_KEY_CAPACITY),
         sweeping: Mutex::new(()),
         hand: AtomicUsize::new(0),
+        returns: Returns::new(),
         pending: Mutex::new(std::collections::HashMap::new()),
     })
 }
 
 /// Sets how many computed service keys are kept at once (at least 1). Returns the
-/// previous cap. Beyond it, idle keys are evicted (see the crate docs).
+/// previous cap. Beyond it, idle keys are evicted (see the crate docs). Set it above
+/// the number of keys in use at once: when keys come back soon after their eviction
+/// (each call on them registering its key again, its breaker's window and counts
+/// started over), the registry logs a warning naming the cap, at most once a minute.
 pub fn set_key_capacity(cap: usize) -> usize {
     registry().capacity.swap(cap.max(1), Relaxed)
 }
@@ -222,6 +231,7 @@ impl Registry {
                 self.restore_pending(s);
                 let over = !s.pinned && {
                     tracing::debug!(service = name, "registered computed service key");
+                    self.returns.registered(name);
                     self.keyed.fetch_add(1, Relaxed) + 1 > self.capacity.load(Relaxed)
                 };
                 (slot, over)
@@ -312,8 +322,24 @@ impl Registry {
                 // replaced: this one is still in the map, and goes.
                 map.remove(k);
                 self.keyed.fetch_sub(1, Relaxed);
+                self.returns.evicted(k);
                 evicted += 1;
             }
+        }
+        if let Some(t) = self.returns.judge() {
+            tracing::warn!(
+                cap,
+                returned = t.returned,
+                new_keys = t.fresh,
+                "computed service keys come back soon after their eviction: {} of the last \
+                 {} new keys had been evicted by a recent sweep. More keys are in use than \
+                 the key cap of {cap} holds, so each call on them registers its key again: \
+                 its breaker's window and counts start over, and the call costs far more. \
+                 Raise the cap above the number of keys in use with set_key_capacity \
+                 (this warning is given at most once a minute)",
+                t.returned,
+                t.fresh,
+            );
         }
         // The evicted entries no longer count in the iteration order.
         self.hand

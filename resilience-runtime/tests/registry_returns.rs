@@ -1,0 +1,106 @@
+//! Keys that come back soon after the sweep evicted them: more keys in use than the
+//! cap holds. The sweep warns, naming the cap, at most once a minute; a stream of
+//! new keys that never come back, however long, gives no warning.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
+use resilience_runtime::{key_count, set_key_capacity, status, ResilienceError};
+
+#[derive(Debug, PartialEq)]
+struct Fail;
+impl From<ResilienceError> for Fail {
+    fn from(_: ResilienceError) -> Self {
+        Fail
+    }
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn warnings(&self) -> usize {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.matches("come back soon after their eviction").count()
+    }
+}
+
+static KEYED: Site = Site::new(
+    SiteName::Fixed("unused"),
+    Spec {
+        breaker: true,
+        ..Spec::EMPTY
+    },
+);
+
+fn call_key(key: &str) {
+    let svc = KEYED.keyed(key);
+    let hooks = Hooks::<Fail>::DEFAULT;
+    let mut call = svc.call(&hooks);
+    loop {
+        if let std::ops::ControlFlow::Break(r) = call.attempt_sync(|| Ok::<(), Fail>(())) {
+            r.unwrap();
+            return;
+        }
+    }
+}
+
+#[test]
+fn keys_evicted_and_called_again_warn_once_naming_the_cap() {
+    // The only test in this binary: it owns the cap.
+    let previous = set_key_capacity(100);
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        // 5,000 keys, each called once: thousands evicted, none back.
+        for i in 0..5_000 {
+            call_key(&format!("ret.once.{i}"));
+        }
+        assert!(key_count() <= 101);
+        assert_eq!(logs.warnings(), 0, "one-off keys are not keys coming back");
+
+        // 300 keys called in turn under a cap of 100: each is evicted before its
+        // next call and registered again, its counts started over.
+        for round in 0..5 {
+            for i in 0..300 {
+                call_key(&format!("ret.turn.{i}"));
+            }
+            assert!(key_count() <= 101, "round {round}");
+        }
+        assert_eq!(
+            status("ret.turn.0").map(|s| s.successes),
+            None,
+            "the first key was evicted again"
+        );
+        assert_eq!(logs.warnings(), 1, "warned once, not once a sweep");
+
+        // Under a cap that holds them, the keys stay and count every call.
+        set_key_capacity(1_000);
+        for _ in 0..3 {
+            for i in 0..300 {
+                call_key(&format!("ret.turn.{i}"));
+            }
+        }
+        assert_eq!(status("ret.turn.0").map(|s| s.successes), Some(3));
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("WARN"), "{text}");
+    assert!(text.contains("key cap of 100"), "{text}");
+    assert!(text.contains("set_key_capacity"), "{text}");
+    set_key_capacity(previous);
+}
