@@ -70,7 +70,7 @@ impl RateLimiter {
     }
 
     /// Takes a permit at `now`, or reserves one up to `max_wait` ahead.
-    #[cfg(any(test, resilience_loom))]
+    #[cfg(test)]
     pub(crate) fn acquire_at(&self, now: Nanos) -> Result<Grant, Limited> {
         self.reserve_at(now).map(|(grant, _)| grant)
     }
