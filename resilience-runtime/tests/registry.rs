@@ -1,8 +1,8 @@
 //! The registry: shared names, first registration wins with a warning, computed keys
 //! bounded with idle eviction.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod captured;
+use captured::Captured;
 
 use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
 use resilience_runtime::{
@@ -17,28 +17,10 @@ impl From<ResilienceError> for Fail {
     }
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn first_registration_wins_and_a_conflict_logs_a_warning() {
     let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    tracing::subscriber::with_default(logs.subscriber(), || {
         let a = Resilience::builder("reg.shared")
             .failure_threshold(2)
             .no_retry()
@@ -60,7 +42,7 @@ fn first_registration_wins_and_a_conflict_logs_a_warning() {
             .build()
             .unwrap();
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert_eq!(
         text.matches("first registration's settings are kept")
             .count(),

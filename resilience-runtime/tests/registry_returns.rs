@@ -2,8 +2,8 @@
 //! cap holds. The sweep warns, naming the cap, at most once a minute; a stream of
 //! new keys that never come back, however long, gives no warning.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod captured;
+use captured::Captured;
 
 use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
 use resilience_runtime::{key_count, set_key_capacity, status, ResilienceError};
@@ -16,24 +16,11 @@ impl From<ResilienceError> for Fail {
     }
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn warnings(&self) -> usize {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.matches("come back soon after their eviction").count()
-    }
+/// How many times the sweep's warning was logged.
+fn warnings(logs: &Captured) -> usize {
+    logs.text()
+        .matches("come back soon after their eviction")
+        .count()
 }
 
 static KEYED: Site = Site::new(
@@ -61,18 +48,13 @@ fn keys_evicted_and_called_again_warn_once_naming_the_cap() {
     // The only test in this binary: it owns the cap.
     let previous = set_key_capacity(100);
     let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    tracing::subscriber::with_default(logs.subscriber(), || {
         // 5,000 keys, each called once: thousands evicted, none back.
         for i in 0..5_000 {
             call_key(&format!("ret.once.{i}"));
         }
         assert!(key_count() <= 101);
-        assert_eq!(logs.warnings(), 0, "one-off keys are not keys coming back");
+        assert_eq!(warnings(&logs), 0, "one-off keys are not keys coming back");
 
         // 300 keys called in turn under a cap of 100: each is evicted before its
         // next call and registered again, its counts started over.
@@ -87,7 +69,7 @@ fn keys_evicted_and_called_again_warn_once_naming_the_cap() {
             None,
             "the first key was evicted again"
         );
-        assert_eq!(logs.warnings(), 1, "warned once, not once a sweep");
+        assert_eq!(warnings(&logs), 1, "warned once, not once a sweep");
 
         // Under a cap that holds them, the keys stay and count every call.
         set_key_capacity(1_000);
@@ -98,7 +80,7 @@ fn keys_evicted_and_called_again_warn_once_naming_the_cap() {
         }
         assert_eq!(status("ret.turn.0").map(|s| s.successes), Some(3));
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("WARN"), "{text}");
     assert!(text.contains("key cap of 100"), "{text}");
     assert!(text.contains("set_key_capacity"), "{text}");

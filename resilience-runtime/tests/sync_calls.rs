@@ -3,9 +3,10 @@
 //! refusal, a full bulkhead, a panic. Each must still count and decide exactly as
 //! the full path does.
 
+mod captured;
+use captured::Captured;
+
 use std::cell::Cell;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use resilience_runtime::{breaker, status, CircuitState, Resilience, ResilienceError};
@@ -209,31 +210,11 @@ fn a_tripped_breaker_refuses_with_the_cooldown_left() {
     assert_eq!((s.calls, s.failures, s.rejections), (1, 1, 1));
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Runs `f` under a subscriber that records every level; returns what it wrote.
 fn traced(f: impl FnOnce()) -> String {
     let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let text = logs.0.lock().expect("not poisoned").clone();
-    String::from_utf8(text).expect("utf-8")
+    tracing::subscriber::with_default(logs.subscriber_at_trace(), f);
+    logs.text()
 }
 
 #[test]
