@@ -2,20 +2,12 @@
 //! bounded with idle eviction.
 
 mod captured;
+mod keyed_calls;
 use captured::Captured;
+use keyed_calls::Fail;
 
-use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
-use resilience_runtime::{
-    key_count, set_key_capacity, status, CircuitState, Resilience, ResilienceError,
-};
-
-#[derive(Debug, PartialEq)]
-struct Fail;
-impl From<ResilienceError> for Fail {
-    fn from(_: ResilienceError) -> Self {
-        Fail
-    }
-}
+use resilience_runtime::__private::{Site, SiteName, Spec};
+use resilience_runtime::{key_count, set_key_capacity, status, CircuitState, Resilience};
 
 #[test]
 fn first_registration_wins_and_a_conflict_logs_a_warning() {
@@ -62,16 +54,7 @@ static KEYED: Site = Site::new(
 );
 
 fn call_key(key: &str, fail: bool) -> Result<(), Fail> {
-    let svc = KEYED.keyed(key);
-    let hooks = Hooks::<Fail>::DEFAULT;
-    let mut call = svc.call(&hooks);
-    loop {
-        if let std::ops::ControlFlow::Break(r) =
-            call.attempt_sync(|| if fail { Err(Fail) } else { Ok(()) })
-        {
-            return r;
-        }
-    }
+    keyed_calls::call(&KEYED, key, fail)
 }
 
 #[test]

@@ -4,16 +4,11 @@
 //! for Miri, which checks that no handle reads an entry after it was freed:
 //! `MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p resilience-runtime --test registry_holds`.
 
-use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
-use resilience_runtime::{key_count, set_key_capacity, status, ResilienceError};
+mod keyed_calls;
+use keyed_calls::Fail;
 
-#[derive(Debug, PartialEq)]
-struct Fail;
-impl From<ResilienceError> for Fail {
-    fn from(_: ResilienceError) -> Self {
-        Fail
-    }
-}
+use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
+use resilience_runtime::{key_count, set_key_capacity, status};
 
 static KEYED: Site = Site::new(
     SiteName::Fixed("unused"),

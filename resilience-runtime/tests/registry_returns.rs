@@ -3,18 +3,11 @@
 //! new keys that never come back, however long, gives no warning.
 
 mod captured;
+mod keyed_calls;
 use captured::Captured;
 
-use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
-use resilience_runtime::{key_count, set_key_capacity, status, ResilienceError};
-
-#[derive(Debug, PartialEq)]
-struct Fail;
-impl From<ResilienceError> for Fail {
-    fn from(_: ResilienceError) -> Self {
-        Fail
-    }
-}
+use resilience_runtime::__private::{Site, SiteName, Spec};
+use resilience_runtime::{key_count, set_key_capacity, status};
 
 /// How many times the sweep's warning was logged.
 fn warnings(logs: &Captured) -> usize {
@@ -32,15 +25,7 @@ static KEYED: Site = Site::new(
 );
 
 fn call_key(key: &str) {
-    let svc = KEYED.keyed(key);
-    let hooks = Hooks::<Fail>::DEFAULT;
-    let mut call = svc.call(&hooks);
-    loop {
-        if let std::ops::ControlFlow::Break(r) = call.attempt_sync(|| Ok::<(), Fail>(())) {
-            r.unwrap();
-            return;
-        }
-    }
+    keyed_calls::call(&KEYED, key, false).unwrap();
 }
 
 #[test]
