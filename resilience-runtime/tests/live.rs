@@ -170,6 +170,57 @@ fn an_open_breaker_stays_open_and_counters_are_kept_across_a_change() {
 }
 
 #[test]
+fn a_change_that_leaves_the_breaker_alone_keeps_the_very_breaker() {
+    let _g = lock();
+    let p = Resilience::builder("live-same-breaker")
+        .failure_threshold(3)
+        .cooldown(Duration::from_secs(60))
+        .no_retry()
+        .build()
+        .unwrap();
+    assert_eq!(fail(&p), Err(E::Boom));
+    // A bulkhead added, the breaker's settings untouched: the failure counted
+    // before the change still counts after it.
+    toml("[services.live-same-breaker.bulkhead]\nmax_concurrent = 4\n");
+    assert_eq!(p.service().bulkhead_available(), Some(4));
+    assert_eq!(fail(&p), Err(E::Boom));
+    // Changed again (policies put in force over policies put in force): still the
+    // same breaker, and the third failure opens it.
+    toml("[services.live-same-breaker.bulkhead]\nmax_concurrent = 2\n");
+    assert_eq!(p.service().bulkhead_available(), Some(2));
+    assert_eq!(
+        status("live-same-breaker").unwrap().state,
+        CircuitState::Closed
+    );
+    assert_eq!(fail(&p), Err(E::Boom));
+    assert_eq!(
+        status("live-same-breaker").unwrap().state,
+        CircuitState::Open
+    );
+    assert!(matches!(
+        fail(&p),
+        Err(E::R(ResilienceError::CircuitOpen { .. }))
+    ));
+    // Control through the registry reaches the breaker in force.
+    breaker("live-same-breaker").unwrap().reset();
+    assert_eq!(succeed(&p), Ok(()));
+    assert_eq!(
+        status("live-same-breaker").unwrap().state,
+        CircuitState::Closed
+    );
+    // Back to the first settings: the breaker is still the one the calls use.
+    clear_config();
+    for _ in 0..3 {
+        assert_eq!(fail(&p), Err(E::Boom));
+    }
+    assert_eq!(
+        status("live-same-breaker").unwrap().state,
+        CircuitState::Open
+    );
+    breaker("live-same-breaker").unwrap().reset();
+}
+
+#[test]
 fn a_resized_window_keeps_what_still_fits() {
     let _g = lock();
     let p = Resilience::builder("live-window")
