@@ -2283,9 +2283,8 @@ mod swift_tests {
 #[cfg(test)]
 mod layout_tests {
     use std::mem::{align_of, offset_of};
-    use std::time::Duration;
 
-    use super::{Breaker, Policies};
+    use super::Policies;
     use crate::__private::{Site, SiteName, Spec};
 
     /// What the lanes read of the policies lies within their first 64 bytes, and
@@ -2312,45 +2311,6 @@ mod layout_tests {
         ] {
             assert!(end <= 64, "the lanes read byte {end} of the policies");
         }
-    }
-
-    /// The breaker a service's calls use, by address.
-    fn breaker_of(svc: &crate::Service) -> *const Breaker {
-        std::ptr::from_ref(svc.policies().breaker.as_deref().expect("a breaker"))
-    }
-
-    /// Policies that keep their predecessor's breaker share the very breaker,
-    /// across changes; a change of its settings makes a new one, and so does a
-    /// restore.
-    #[test]
-    fn policies_keep_their_predecessors_breaker_until_its_settings_change() {
-        let policy = crate::Resilience::builder("layout.breaker")
-            .no_retry()
-            .build()
-            .unwrap();
-        let svc = policy.service();
-        let mut config = *svc.config();
-        let first = breaker_of(svc);
-
-        // A bulkhead added, then resized: the breaker is kept, not copied.
-        for max_concurrent in [4, 2] {
-            config.bulkhead = Some(crate::config::BulkheadConfig {
-                max_concurrent,
-                max_wait: Duration::ZERO,
-            });
-            assert!(svc.reconfigure(config, svc.policies().extras()));
-            assert_eq!(breaker_of(svc), first);
-        }
-
-        // The breaker's settings changed: a new one.
-        config.breaker.as_mut().unwrap().cooldown = Duration::from_secs(7);
-        assert!(svc.reconfigure(config, svc.policies().extras()));
-        let second = breaker_of(svc);
-        assert_ne!(second, first);
-
-        // Restored from a snapshot: a new one again.
-        svc.restore(&svc.snapshot());
-        assert_ne!(breaker_of(svc), second);
     }
 
     /// Keys of a computed name keep no copy of their call site's settings: every key
@@ -2436,5 +2396,52 @@ mod gate_tests {
         assert!(svc.reconfigure(config, extras));
         let (gate, bars) = gate_and_bars(svc);
         assert_eq!(gate, bars);
+    }
+}
+
+/// What policies put in force by live configuration or a restore carry over.
+#[cfg(test)]
+mod succession_tests {
+    use std::time::Duration;
+
+    use super::Breaker;
+
+    /// The breaker a service's calls use, by address.
+    fn breaker_of(svc: &crate::Service) -> *const Breaker {
+        std::ptr::from_ref(svc.policies().breaker.as_deref().expect("a breaker"))
+    }
+
+    /// Policies that keep their predecessor's breaker share the very breaker,
+    /// across changes; a change of its settings makes a new one, and so does a
+    /// restore.
+    #[test]
+    fn policies_keep_their_predecessors_breaker_until_its_settings_change() {
+        let policy = crate::Resilience::builder("layout.breaker")
+            .no_retry()
+            .build()
+            .unwrap();
+        let svc = policy.service();
+        let mut config = *svc.config();
+        let first = breaker_of(svc);
+
+        // A bulkhead added, then resized: the breaker is kept, not copied.
+        for max_concurrent in [4, 2] {
+            config.bulkhead = Some(crate::config::BulkheadConfig {
+                max_concurrent,
+                max_wait: Duration::ZERO,
+            });
+            assert!(svc.reconfigure(config, svc.policies().extras()));
+            assert_eq!(breaker_of(svc), first);
+        }
+
+        // The breaker's settings changed: a new one.
+        config.breaker.as_mut().unwrap().cooldown = Duration::from_secs(7);
+        assert!(svc.reconfigure(config, svc.policies().extras()));
+        let second = breaker_of(svc);
+        assert_ne!(second, first);
+
+        // Restored from a snapshot: a new one again.
+        svc.restore(&svc.snapshot());
+        assert_ne!(breaker_of(svc), second);
     }
 }
