@@ -15,7 +15,18 @@
 //! beyond the first-level cache) and `LL misses` (from memory), per call once
 //! divided by `N`. Run without valgrind, it prints the time per call. With
 //! `KEY_ORDER` set (to anything), the loop calls the keys in the order they were
-//! registered, as the table's other computed-key row does.
+//! registered, as the table's other computed-key row does; `KEYS` sets how many
+//! keys (100,000 unless set).
+//!
+//! Which bytes of each object a call reads, with valgrind's `dhat` (its counts
+//! wrap at 65,536 over an allocation site's blocks, hence 1,000 keys: 26 calls a
+//! key, 25 before the loop and one in it):
+//!
+//! ```text
+//! MODE=ours KEYS=1000 N=1000 valgrind --tool=dhat --dhat-out-file=dhat.json \
+//!     target/release/examples/keyed_misses
+//! python3 scripts/dhat-bytes.py dhat.json 1000
+//! ```
 //!
 //! Every key is called 25 times before the loop (`keyed::warm`).
 
@@ -37,7 +48,13 @@ fn main() {
         eprintln!("MODE must be `ours` or `governor`, not `{mode}`");
         std::process::exit(2);
     }
-    let keys = keyed::keys();
+    let keys = match keyed::count_from_env("KEYS", keyed::KEYS) {
+        Ok(n) => keyed::keys_of(n),
+        Err(e) => {
+            eprintln!("keyed_misses: {e}");
+            std::process::exit(2);
+        }
+    };
     let mut shuffled = keys.clone();
     if std::env::var_os("KEY_ORDER").is_none() {
         common::shuffle(&mut shuffled);

@@ -190,7 +190,7 @@ mod pages {
         map_regions()?;
 
         CURRENT.store(KEYS_REGION, Relaxed);
-        let keys = super::keyed::keys();
+        let keys = super::keyed::keys_of(super::keyed::KEYS);
         let mut shuffled = keys.clone();
         shuffle(&mut shuffled);
         CURRENT.store(GOVERNOR, Relaxed);

@@ -30,9 +30,9 @@ pub fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
     }
 }
 
-/// The keys as the bench names them.
-pub fn keys() -> Vec<String> {
-    (0..KEYS).map(|i| format!("tenant-{i:06}")).collect()
+/// The first `n` keys as the bench names them (it makes [`KEYS`]).
+pub fn keys_of(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("tenant-{i:06}")).collect()
 }
 
 /// What the bench's row calls: the lookup and a closed breaker's call.
@@ -52,7 +52,7 @@ pub fn call_keyed(key: &str) -> Result<u32, BenchError> {
 /// preset) records each success until it is full, and a full window of successes
 /// is the closed breaker's steady state.
 pub fn warm(keys: &[String]) -> Result<(), String> {
-    resilience_runtime::set_key_capacity(2 * KEYS);
+    resilience_runtime::set_key_capacity(2 * keys.len());
     for _ in 0..25 {
         for k in keys {
             call_keyed(k).map_err(|_| "a closed breaker refused a call".to_owned())?;
