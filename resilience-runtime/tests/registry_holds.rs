@@ -5,18 +5,10 @@
 //! `MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p resilience-runtime --test registry_holds`.
 
 mod keyed_calls;
-use keyed_calls::Fail;
+use keyed_calls::{Fail, KEYED};
 
-use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
+use resilience_runtime::__private::Hooks;
 use resilience_runtime::{key_count, set_key_capacity, status};
-
-static KEYED: Site = Site::new(
-    SiteName::Fixed("unused"),
-    Spec {
-        breaker: true,
-        ..Spec::EMPTY
-    },
-);
 
 fn call(key: &str) {
     let svc = KEYED.keyed(key);

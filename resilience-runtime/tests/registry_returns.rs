@@ -5,8 +5,8 @@
 mod captured;
 mod keyed_calls;
 use captured::Captured;
+use keyed_calls::KEYED;
 
-use resilience_runtime::__private::{Site, SiteName, Spec};
 use resilience_runtime::{key_count, set_key_capacity, status};
 
 /// How many times the sweep's warning was logged.
@@ -15,14 +15,6 @@ fn warnings(logs: &Captured) -> usize {
         .matches("come back soon after their eviction")
         .count()
 }
-
-static KEYED: Site = Site::new(
-    SiteName::Fixed("unused"),
-    Spec {
-        breaker: true,
-        ..Spec::EMPTY
-    },
-);
 
 fn call_key(key: &str) {
     keyed_calls::call(&KEYED, key, false).unwrap();

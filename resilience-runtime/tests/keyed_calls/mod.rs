@@ -1,12 +1,12 @@
 //! Shared by the computed-key registry tests (`registry.rs`, `registry_holds.rs`,
-//! `registry_returns.rs`): their error type, and one call on a key through the
-//! attribute protocol.
+//! `registry_returns.rs`): their error type, a call site with a breaker, and one
+//! call on a key through the attribute protocol.
 
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::ops::ControlFlow;
 
-use resilience_runtime::__private::{Hooks, Site};
+use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
 use resilience_runtime::ResilienceError;
 
 /// The body's error; rejections convert into it.
@@ -18,6 +18,15 @@ impl From<ResilienceError> for Fail {
         Fail
     }
 }
+
+/// A computed name's call site with a breaker of the default settings.
+pub static KEYED: Site = Site::new(
+    SiteName::Fixed("unused"),
+    Spec {
+        breaker: true,
+        ..Spec::EMPTY
+    },
+);
 
 /// One call on `key` of `site`'s computed name: a failure when `fail`.
 pub fn call(site: &'static Site, key: &str, fail: bool) -> Result<(), Fail> {
