@@ -1,13 +1,32 @@
 //! The bulkhead: at most `max_concurrent` calls inside at once.
 //!
-//! Acquiring is a compare-and-swap on one counter; releasing is a subtraction and,
-//! only when someone waits, a wake-up. Waiting is bounded by `max_wait`, async (a
-//! `Notify`) or sync (a `Condvar`). A permit is given back when dropped, so a
-//! cancelled or panicking call never keeps its slot.
+//! Acquiring is a compare-and-swap on the count of slots ever taken, under the
+//! limit of those given back plus `max_concurrent`. Giving a slot back is counted
+//! on a cache line the thread owns (a plain load and store, like the service's
+//! counters), then, only when someone waits, a wake-up. A locked subtraction on
+//! the shared count cost as much as the acquire (each locked instruction drains
+//! the store buffer): the give-back is now a plain store. An acquire reads the
+//! count of slots given back from a copy, `seen`, and sums the threads' lines
+//! only when the copy says the bulkhead is full, so a call far from the limit
+//! reads two words and one line; a bulkhead at its limit sums the lines (two per
+//! CPU at most, see `counters`) on each try. Threads without a line, and the
+//! bulkheads of computed keys (there may be very many), count their give-backs
+//! with an atomic add on a shared count.
+//!
+//! Every count is of the past, so a try may miss a slot given back an instant
+//! before and never over-admits: a give-back is counted after its slot was
+//! taken, and the sum a try uses was read before its compare-and-swap.
+//!
+//! A waiter counts itself, then looks for a slot; a give-back stores, then looks
+//! for waiters. So that one of the two always sees the other without a full
+//! fence on every give-back, the waiter's side runs the process-wide fence of
+//! `asym` (see there). Waiting is bounded by `max_wait`, async (a `Notify`) or
+//! sync (a `Condvar`). A permit is given back when dropped, so a cancelled or
+//! panicking call never keeps its slot.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,15 +35,37 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use crate::config::BulkheadConfig;
+use crate::counters::{owned_lines, LINE};
 use crate::sync::{AtomicU32, AtomicU64, Condvar, Mutex};
 
+/// A thread's count of slots given back, alone on its cache lines (the size of
+/// the counters' lines, so a thread's line is at the same byte offset).
+#[repr(align(128))]
 #[derive(Debug)]
+struct Given(AtomicU64);
+
+#[cfg(not(resilience_loom))]
+const _: () = assert!(std::mem::size_of::<Given>() == LINE);
+
+// `repr(C)`: what an acquire reads (`taken`, `seen`, `max`) on one line, the
+// lines' length right after, for a give-back.
+#[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Bulkhead {
-    in_use: AtomicU32,
+    /// Slots ever taken.
+    taken: AtomicU64,
+    /// A sum of slots given back that some try read: never above the true sum.
+    seen: AtomicU64,
     /// Changed in place by live configuration; calls inside keep their slots.
     max: AtomicU32,
-    max_wait_ns: AtomicU64,
     waiters: AtomicU32,
+    /// The bytes of `given`: a thread's line offset (see `counters`) is below it.
+    given_bytes: usize,
+    /// Slots given back by threads without a line of theirs.
+    given_shared: AtomicU64,
+    /// Line 0 is not used (as in `counters`), lines 1.. belong to threads.
+    given: Box<[Given]>,
+    max_wait_ns: AtomicU64,
     notify: Notify,
     sync_lock: Mutex<()>,
     sync_cv: Condvar,
@@ -40,7 +81,9 @@ pub(crate) struct Permit<'a> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.bulkhead.release();
+        if self.bulkhead.give_back() {
+            self.bulkhead.wake();
+        }
     }
 }
 
@@ -51,8 +94,7 @@ impl<'a> Permit<'a> {
     pub(crate) fn release_quiet(self) -> Option<&'a Bulkhead> {
         let b = self.bulkhead;
         std::mem::forget(self);
-        b.in_use.fetch_sub(1, SeqCst);
-        (b.waiters.load(SeqCst) != 0).then_some(b)
+        b.give_back().then_some(b)
     }
 }
 
@@ -61,23 +103,55 @@ impl<'a> Permit<'a> {
 pub(crate) struct Full;
 
 impl Bulkhead {
-    pub(crate) fn new(config: BulkheadConfig) -> Self {
+    /// `owned`: count give-backs on the threads' own lines (fixed-name services);
+    /// without, on the shared count (computed keys: nothing apart, as their
+    /// counters).
+    pub(crate) fn new(config: BulkheadConfig, owned: bool) -> Self {
+        crate::asym::init();
+        let given: Box<[Given]> = if owned {
+            (0..=owned_lines())
+                .map(|_| Given(AtomicU64::new(0)))
+                .collect()
+        } else {
+            Box::new([])
+        };
         Self {
-            in_use: AtomicU32::new(0),
+            taken: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
             max: AtomicU32::new(config.max_concurrent),
-            max_wait_ns: AtomicU64::new(nanos(config.max_wait)),
             waiters: AtomicU32::new(0),
+            given_bytes: given.len() * LINE,
+            given_shared: AtomicU64::new(0),
+            given,
+            max_wait_ns: AtomicU64::new(nanos(config.max_wait)),
             notify: Notify::new(),
             sync_lock: Mutex::new(()),
             sync_cv: Condvar::new(),
         }
     }
 
+    /// Slots given back, summed over the threads' lines and the shared count.
+    /// Acquire: every give-back it counts is of a slot whose taking the reader
+    /// then sees in `taken`.
+    fn given_back(&self) -> u64 {
+        self.given
+            .iter()
+            .skip(1)
+            .map(|g| g.0.load(Acquire))
+            .fold(self.given_shared.load(Acquire), u64::wrapping_add)
+    }
+
+    /// Slots taken and not given back (a moment's view).
+    fn inside(&self) -> u64 {
+        // Given back first: those it counts were taken before `taken` is read.
+        let given = self.given_back();
+        self.taken.load(Acquire).saturating_sub(given)
+    }
+
     /// Slots free now.
     pub(crate) fn available(&self) -> u32 {
-        self.max
-            .load(Relaxed)
-            .saturating_sub(self.in_use.load(Relaxed))
+        let max = u64::from(self.max.load(Relaxed));
+        u32::try_from(max.saturating_sub(self.inside())).unwrap_or(u32::MAX)
     }
 
     fn max_wait(&self) -> Duration {
@@ -96,25 +170,61 @@ impl Bulkhead {
 
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
-        let mut cur = self.in_use.load(Relaxed);
-        let max = self.max.load(Relaxed);
-        while cur < max {
+        // `seen` before `taken` (Acquire): the give-backs it counts are of slots
+        // the compare-and-swap below sees taken.
+        let mut given = self.seen.load(Acquire);
+        let mut taken = self.taken.load(Relaxed);
+        let max = u64::from(self.max.load(Relaxed));
+        loop {
+            if taken.wrapping_sub(given) >= max {
+                given = self.refresh(given)?;
+                taken = self.taken.load(Relaxed);
+                continue;
+            }
             match self
-                .in_use
-                .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
+                .taken
+                .compare_exchange_weak(taken, taken + 1, SeqCst, Relaxed)
             {
                 Ok(_) => return Some(Permit { bulkhead: self }),
-                Err(now) => cur = now,
+                Err(now) => taken = now,
             }
         }
-        None
     }
 
-    #[inline]
-    fn release(&self) {
-        self.in_use.fetch_sub(1, SeqCst);
-        if self.waiters.load(SeqCst) != 0 {
-            self.wake();
+    /// The copy of slots given back says the bulkhead is full: the sum of the
+    /// lines instead, if any came back since `given` (kept in `seen` for the next
+    /// tries); `None` if none did.
+    #[cold]
+    #[inline(never)]
+    fn refresh(&self, given: u64) -> Option<u64> {
+        let now = self.given_back();
+        if now == given {
+            return None;
+        }
+        self.seen.fetch_max(now, AcqRel);
+        Some(now)
+    }
+
+    /// Counts a slot given back; true if someone waits (see `asym`).
+    #[inline(always)]
+    fn give_back(&self) -> bool {
+        let off = line_offset();
+        if off < self.given_bytes {
+            // SAFETY: `off` is a nonzero multiple of `LINE` (a line the counters
+            // gave this thread), below the bytes of `given`, whose elements are
+            // `LINE` bytes each: the offset of the thread's own line.
+            #[cfg(not(resilience_loom))]
+            let g = unsafe { &*self.given.as_ptr().byte_add(off) };
+            #[cfg(resilience_loom)]
+            let g = &self.given[off / LINE];
+            // This thread alone writes its line. Release: a try that reads the
+            // count sees the slot's taking.
+            g.0.store(g.0.load(Relaxed).wrapping_add(1), Release);
+            crate::asym::light();
+            self.waiters.load(Relaxed) != 0
+        } else {
+            self.given_shared.fetch_add(1, SeqCst);
+            self.waiters.load(SeqCst) != 0
         }
     }
 
@@ -123,6 +233,17 @@ impl Bulkhead {
         self.notify.notify_waiters();
         let _g = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.sync_cv.notify_all();
+    }
+
+    /// A waiter's first round, for the loom model: counts itself, tries once
+    /// (the permit, if any, given back at once), and stays counted, as a waiter
+    /// that found no slot and sleeps.
+    #[cfg(resilience_loom)]
+    pub(crate) fn wait_then_try(&self) -> bool {
+        let waiting = Waiting::new(&self.waiters);
+        let got = self.try_acquire().is_some();
+        std::mem::forget(waiting);
+        got
     }
 
     /// Calls waiting for a slot now.
@@ -247,8 +368,12 @@ impl<'a> Future for AcquireSlow<'a> {
 struct Waiting<'a>(&'a AtomicU32);
 
 impl<'a> Waiting<'a> {
+    /// Counts the waiter, then fences against give-backs (see `asym`): a slot
+    /// given back after this sees the waiter, one given back before is seen by
+    /// the waiter's next try.
     fn new(c: &'a AtomicU32) -> Self {
         c.fetch_add(1, SeqCst);
+        crate::asym::heavy();
         Self(c)
     }
 }
@@ -257,4 +382,23 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, SeqCst);
     }
+}
+
+/// The byte offset of this thread's line (see `counters`).
+#[cfg(not(resilience_loom))]
+#[inline(always)]
+fn line_offset() -> usize {
+    crate::counters::thread_line()
+}
+
+#[cfg(resilience_loom)]
+loom::thread_local! {
+    /// A model thread's line: loom runs its threads on one of the system's, so
+    /// the counters' thread-local line would be shared. Set by the model.
+    pub(crate) static LOOM_LINE: std::cell::Cell<usize> = std::cell::Cell::new(usize::MAX);
+}
+
+#[cfg(resilience_loom)]
+fn line_offset() -> usize {
+    LOOM_LINE.with(std::cell::Cell::get)
 }

@@ -52,7 +52,7 @@ impl Line {
 const MAX_OWNED: usize = 64;
 
 /// Own lines per service: two per CPU, at least 4, at most 64.
-fn owned_lines() -> usize {
+pub(crate) fn owned_lines() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     *N.get_or_init(|| {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -64,7 +64,7 @@ fn owned_lines() -> usize {
 static CLAIMED: AtomicU64 = AtomicU64::new(0);
 
 /// The size of a line: own lines are found by their byte offset.
-const LINE: usize = std::mem::size_of::<Line>();
+pub(crate) const LINE: usize = std::mem::size_of::<Line>();
 
 /// [`SLOT`] before this thread's first count.
 const UNCLAIMED: usize = usize::MAX;
@@ -96,7 +96,7 @@ impl Drop for SlotRelease {
 
 /// This thread's [`SLOT`], claimed on its first count.
 #[inline(always)]
-fn thread_line() -> usize {
+pub(crate) fn thread_line() -> usize {
     let off = SLOT.with(Cell::get);
     if off != UNCLAIMED {
         return off;

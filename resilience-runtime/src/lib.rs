@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+mod asym;
 mod breaker;
 mod builder;
 mod bulkhead;

@@ -144,32 +144,88 @@ fn loom_successful_probes_close_it_once() {
     });
 }
 
+/// Gives the model thread the bulkhead's line `i` (1-based), or none (`None`:
+/// its give-backs go to the shared count).
+fn on_line(i: Option<usize>) {
+    let off = i.map_or(usize::MAX, |i| i * crate::counters::LINE);
+    crate::bulkhead::LOOM_LINE.with(|l| l.set(off));
+}
+
 #[test]
 fn loom_bulkhead_never_exceeds_its_limit_and_returns_every_permit() {
-    model(|| {
-        let bh = Arc::new(Bulkhead::new(BulkheadConfig {
-            max_concurrent: 1,
-            max_wait: Duration::ZERO,
-        }));
-        let inside = Arc::new(AtomicU32::new(0));
-        let hs: Vec<_> = (0..2)
-            .map(|_| {
-                let (bh, inside) = (bh.clone(), inside.clone());
-                thread::spawn(move || {
-                    if let Some(p) = bh.try_acquire() {
-                        assert_eq!(
-                            inside.fetch_add(1, SeqCst),
-                            0,
-                            "two calls inside a bulkhead of 1"
-                        );
-                        inside.fetch_sub(1, SeqCst);
-                        drop(p);
-                    }
+    // Each thread on a line of its own, and one on the shared count.
+    for lines in [[Some(1), Some(2)], [Some(1), None]] {
+        model(move || {
+            let bh = Arc::new(Bulkhead::new(
+                BulkheadConfig {
+                    max_concurrent: 1,
+                    max_wait: Duration::ZERO,
+                },
+                true,
+            ));
+            let inside = Arc::new(AtomicU32::new(0));
+            let hs: Vec<_> = lines
+                .into_iter()
+                .map(|line| {
+                    let (bh, inside) = (bh.clone(), inside.clone());
+                    thread::spawn(move || {
+                        on_line(line);
+                        // Twice: the second try reads what the first gave back.
+                        for _ in 0..2 {
+                            if let Some(p) = bh.try_acquire() {
+                                assert_eq!(
+                                    inside.fetch_add(1, SeqCst),
+                                    0,
+                                    "two calls inside a bulkhead of 1"
+                                );
+                                inside.fetch_sub(1, SeqCst);
+                                drop(p);
+                            }
+                        }
+                    })
                 })
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+            assert_eq!(bh.available(), 1);
+        });
+    }
+}
+
+#[test]
+fn loom_a_slot_given_back_is_seen_by_a_waiter_or_wakes_it() {
+    // A gives its slot back on its own line (a plain store); B counts itself
+    // waiting and then tries. A lost wake-up: A saw no waiter and B's try saw no
+    // slot, so B would sleep while the slot is free.
+    model(|| {
+        let bh = Arc::new(Bulkhead::new(
+            BulkheadConfig {
+                max_concurrent: 1,
+                max_wait: Duration::from_secs(1),
+            },
+            true,
+        ));
+        let a = {
+            let bh = bh.clone();
+            thread::spawn(move || {
+                on_line(Some(1));
+                bh.try_acquire().map(|p| p.release_quiet().is_some())
             })
-            .collect();
-        hs.into_iter().for_each(|h| h.join().unwrap());
-        assert_eq!(bh.available(), 1);
+        };
+        let b = {
+            let bh = bh.clone();
+            thread::spawn(move || {
+                on_line(Some(2));
+                bh.wait_then_try()
+            })
+        };
+        let a_saw_waiter = a.join().unwrap();
+        let b_got = b.join().unwrap();
+        if a_saw_waiter == Some(false) {
+            assert!(
+                b_got,
+                "the slot was given back unseen by the waiter, and no wake-up"
+            );
+        }
     });
 }
 

@@ -260,20 +260,29 @@ fn timed(config: &PolicyConfig, extras: Extras) -> bool {
 }
 
 impl Policies {
-    fn new(name: &ServiceName, config: PolicyConfig, extras: Extras) -> Self {
+    /// `owned`: the service's threads count on lines of their own (see
+    /// [`Counters::new`]), and so give its bulkhead's slots back on lines of
+    /// their own.
+    fn new(name: &ServiceName, config: PolicyConfig, extras: Extras, owned: bool) -> Self {
         Self::assemble(
             config,
             extras,
             config
                 .breaker
                 .map(|b| Arc::new(Breaker::new(name.clone(), b))),
-            config.bulkhead.map(|b| Arc::new(Bulkhead::new(b))),
+            config.bulkhead.map(|b| Arc::new(Bulkhead::new(b, owned))),
             config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
         )
     }
 
     /// The policies of `config` that carry over this one's state.
-    fn succeed(&self, name: &ServiceName, config: PolicyConfig, extras: Extras) -> Self {
+    fn succeed(
+        &self,
+        name: &ServiceName,
+        config: PolicyConfig,
+        extras: Extras,
+        owned: bool,
+    ) -> Self {
         let breaker = match (&self.breaker, config.breaker) {
             (Some(old), Some(new)) if *old.config() == new => Some(old.clone()),
             (Some(old), Some(new)) => {
@@ -288,7 +297,7 @@ impl Policies {
                 old.reconfigure(new);
                 Some(old.clone())
             }
-            (None, Some(new)) => Some(Arc::new(Bulkhead::new(new))),
+            (None, Some(new)) => Some(Arc::new(Bulkhead::new(new, owned))),
             (_, None) => None,
         };
         let limiter = match (&self.limiter, config.rate_limit) {
@@ -445,7 +454,7 @@ impl Service {
         } else {
             ServiceName::from(name)
         };
-        let policies = Box::new(Policies::new(&name, effective, extras));
+        let policies = Box::new(Policies::new(&name, effective, extras, pinned));
         Self {
             policies: AtomicPtr::new(Box::into_raw(policies)),
             retired: Mutex::new(Vec::new()),
@@ -500,7 +509,7 @@ impl Service {
         if old.config == config && old.extras() == extras {
             return false;
         }
-        let next = old.succeed(&self.name, config, extras);
+        let next = old.succeed(&self.name, config, extras, self.pinned);
         self.install(next, &mut retired);
         true
     }
@@ -564,7 +573,7 @@ impl Service {
                 let fresh = Breaker::restored(self.name.clone(), *old.config(), bs);
                 let state = fresh.state();
                 old.retire();
-                let mut next = cur.succeed(&self.name, cur.config, cur.extras());
+                let mut next = cur.succeed(&self.name, cur.config, cur.extras(), self.pinned);
                 next.breaker = Some(Arc::new(fresh));
                 self.install(next, &mut retired);
                 tracing::info!(service = %self.name, ?state, "breaker state restored");

@@ -1,0 +1,134 @@
+//! A bulkhead shared by threads. Each thread gives its slots back on a cache line
+//! of its own (threads past the lines, on a shared count), and a call that finds
+//! the bulkhead full sums those lines; a waiter must see every slot given back or
+//! be woken by it. These run real threads against one bulkhead: never more calls
+//! inside than its size, every waiter let in (a lost wake-up leaves one waiting
+//! out its `max_wait` and refused), and every slot back at the end, also when
+//! tasks give back on another worker than the one they took the slot on, and
+//! when threads end and others take their lines.
+
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use resilience_runtime::{status, Policy, Resilience, ResilienceError};
+
+/// Calls inside now, and the most seen at once.
+#[derive(Default)]
+struct Inside {
+    now: AtomicU32,
+    most: AtomicU32,
+}
+
+impl Inside {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, SeqCst);
+    }
+}
+
+fn bulkhead(name: &str, size: u32) -> Policy {
+    Resilience::builder(name)
+        .no_circuit_breaker()
+        .no_retry()
+        .max_concurrent(size)
+        // Long enough that only a lost wake-up runs it out.
+        .bulkhead_max_wait(Duration::from_secs(120))
+        .build()
+        .expect("valid policy")
+}
+
+#[test]
+fn threads_waiting_on_a_bulkhead_all_get_in_and_never_more_than_its_size() {
+    let name = "bulkhead.threads.sync";
+    let p = Arc::new(bulkhead(name, 2));
+    let inside = Arc::new(Inside::default());
+    // Three waves of six threads: more threads than own lines (two per CPU, at
+    // least four), and lines given back by ended threads taken by new ones.
+    for _wave in 0..3 {
+        let hs: Vec<_> = (0..6)
+            .map(|_| {
+                let (p, inside) = (p.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..2_000 {
+                        let r: Result<(), ResilienceError> = p.call_sync(|| {
+                            inside.enter();
+                            std::thread::yield_now();
+                            inside.leave();
+                            Ok(())
+                        });
+                        r.expect("every waiter gets a slot");
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+    }
+    assert!(
+        inside.most.load(SeqCst) <= 2,
+        "{} calls inside a bulkhead of 2",
+        inside.most.load(SeqCst)
+    );
+    assert_eq!(
+        p.service().bulkhead_available(),
+        Some(2),
+        "every slot given back"
+    );
+    let s = status(name).expect("registered");
+    assert_eq!(s.successes, 36_000);
+    assert_eq!(s.rejections, 0);
+}
+
+#[test]
+fn tasks_that_give_back_on_another_worker_leave_every_slot_free() {
+    let name = "bulkhead.threads.tasks";
+    let p = Arc::new(bulkhead(name, 3));
+    let inside = Arc::new(Inside::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (p, inside) = (p.clone(), inside.clone());
+                tokio::spawn(async move {
+                    for _ in 0..500 {
+                        let inside = &inside;
+                        let r: Result<(), ResilienceError> = p
+                            .call(|| async move {
+                                inside.enter();
+                                // The task may resume on the other worker.
+                                tokio::task::yield_now().await;
+                                inside.leave();
+                                Ok(())
+                            })
+                            .await;
+                        r.expect("every waiter gets a slot");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    assert!(
+        inside.most.load(SeqCst) <= 3,
+        "{} calls inside a bulkhead of 3",
+        inside.most.load(SeqCst)
+    );
+    assert_eq!(
+        p.service().bulkhead_available(),
+        Some(3),
+        "every slot given back"
+    );
+    let s = status(name).expect("registered");
+    assert_eq!(s.successes, 4_000);
+    assert_eq!(s.rejections, 0);
+}
