@@ -26,7 +26,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -54,7 +54,8 @@ const _: () = assert!(std::mem::size_of::<Given>() == LINE);
 pub(crate) struct Bulkhead {
     /// Slots ever taken.
     taken: AtomicU64,
-    /// A sum of slots given back that some try read: never above the true sum.
+    /// A sum of slots given back that some try read: never above the true sum
+    /// (and so never above what a try then sees taken).
     seen: AtomicU64,
     /// Changed in place by live configuration; calls inside keep their slots.
     max: AtomicU32,
@@ -134,8 +135,16 @@ impl Bulkhead {
     /// Acquire: every give-back it counts is of a slot whose taking the reader
     /// then sees in `taken`.
     fn given_back(&self) -> u64 {
+        // Lines no thread has claimed yet hold nothing: on a machine of many
+        // CPUs with few threads calling, a small bulkhead, which sums on most
+        // tries, reads a few lines rather than all.
+        #[cfg(not(resilience_loom))]
+        let used = crate::counters::lines_in_use() + 1;
+        #[cfg(resilience_loom)]
+        let used = self.given.len();
         self.given
             .iter()
+            .take(used)
             .skip(1)
             .map(|g| g.0.load(Acquire))
             .fold(self.given_shared.load(Acquire), u64::wrapping_add)
@@ -201,7 +210,9 @@ impl Bulkhead {
         if now == given {
             return None;
         }
-        self.seen.fetch_max(now, AcqRel);
+        // A store, not a maximum (a locked instruction): a racing try may put
+        // back an older sum, which only makes the next tries sum again.
+        self.seen.store(now, Release);
         Some(now)
     }
 

@@ -16,8 +16,8 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{
-    AtomicU64,
-    Ordering::{AcqRel, Relaxed, Release},
+    AtomicU64, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use std::sync::{Mutex, OnceLock};
 
@@ -62,6 +62,17 @@ pub(crate) fn owned_lines() -> usize {
 
 /// Line indices held by live threads (bit `i - 1` for line `i`).
 static CLAIMED: AtomicU64 = AtomicU64::new(0);
+
+/// The highest line index any thread has claimed: lines past it were never
+/// counted on, so a sum over every service's (or bulkhead's) lines may stop there.
+static HIGHEST: AtomicUsize = AtomicUsize::new(0);
+
+/// How many own lines may hold counts: the highest index claimed so far. A read
+/// that misses a claim made meanwhile misses only counts made after it.
+#[inline]
+pub(crate) fn lines_in_use() -> usize {
+    HIGHEST.load(Acquire)
+}
 
 /// The size of a line: own lines are found by their byte offset.
 pub(crate) const LINE: usize = std::mem::size_of::<Line>();
@@ -113,7 +124,11 @@ fn claim_line() -> usize {
         let Some(b) = free else { break NONE };
         // Acquire: this thread sees the counts of the line's previous owner.
         match CLAIMED.compare_exchange_weak(claimed, claimed | (1u64 << b), AcqRel, Relaxed) {
-            Ok(_) => break (b + 1) * LINE,
+            Ok(_) => {
+                // Release: a sum that reads the new highest sees the claim.
+                HIGHEST.fetch_max(b + 1, AcqRel);
+                break (b + 1) * LINE;
+            }
             Err(now) => claimed = now,
         }
     };
