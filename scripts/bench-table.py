@@ -33,6 +33,8 @@ ROWS = [
      "plain_call/atomic_take_and_give_back", "-", None, None, None),
     ("floor: the same, taken by a compare-and-swap under a limit (a bounded slot)",
      "plain_call/atomic_bounded_take_and_give_back", "-", None, None, None),
+    ("floor: a bounded slot taken by compare-and-swap, given back by a plain store on the thread's line",
+     "plain_call/atomic_bounded_take_plain_give_back", "-", None, None, None),
     ("floor: tokio's clock read (Instant::now)", "plain_call/tokio_instant_now", "-", None, None, None),
     ("closed breaker, sync (consecutive)", "closed_breaker_sync/resilience_consecutive",
      "recloser", "closed_breaker_sync/recloser", "<=", 0.25),

@@ -25,6 +25,10 @@ use common::{
     BenchError, Tight,
 };
 
+/// A value alone on its cache lines.
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
 // ---------------------------------------------------------------------------------
 // Shared helpers
 // ---------------------------------------------------------------------------------
@@ -271,6 +275,29 @@ fn plain_call(c: &mut Criterion) {
             }
             bounded.fetch_sub(1, std::sync::atomic::Ordering::Release);
             cur
+        })
+    });
+    // What the bulkhead does since it gives slots back on the thread's own line:
+    // the compare-and-swap under the limit (slots taken less slots given back),
+    // then a plain load and store of the count given back, a compiler fence and a
+    // load of the waiters' count (the asymmetric fence's cheap side).
+    let taken = std::sync::atomic::AtomicU64::new(0);
+    let given = CacheLine(std::sync::atomic::AtomicU64::new(0));
+    let waiters = std::sync::atomic::AtomicU32::new(0);
+    g.bench_function("atomic_bounded_take_plain_give_back", |b| {
+        b.tight(|| {
+            use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+            let back = given.0.load(Relaxed);
+            let mut cur = taken.load(Relaxed);
+            while cur - back < limit as u64 {
+                match taken.compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
+            given.0.store(back + 1, Release);
+            std::sync::atomic::compiler_fence(SeqCst);
+            waiters.load(Relaxed) + cur as u32
         })
     });
     g.bench_function("tokio_instant_now", |b| b.tight(tokio::time::Instant::now));

@@ -38,12 +38,6 @@ pub(crate) fn init() {
     let _ = STATE.compare_exchange(UNKNOWN, state, Relaxed, Relaxed);
 }
 
-/// Whether the light side is a compiler fence only (for tests and docs).
-#[cfg(test)]
-pub(crate) fn is_asymmetric() -> bool {
-    STATE.load(Relaxed) == MEMBARRIER
-}
-
 /// The side of every call: between a store and a load that the other side's
 /// [`heavy`] pairs with.
 #[inline(always)]
@@ -118,20 +112,4 @@ mod sys {
 
     #[allow(dead_code)]
     pub(super) fn barrier() {}
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn linux_takes_the_asymmetric_fence_where_the_kernel_allows_it() {
-        super::init();
-        // This machine's kernel allows it (checked when the project set up the
-        // fence); elsewhere the test says which way the process went.
-        let allowed = super::sys::register();
-        assert_eq!(super::is_asymmetric(), allowed);
-        // Either way both sides run.
-        super::light();
-        super::heavy();
-    }
 }
