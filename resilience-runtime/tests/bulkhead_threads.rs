@@ -42,19 +42,18 @@ fn bulkhead(name: &str, size: u32) -> Policy {
         .expect("valid policy")
 }
 
-#[test]
-fn threads_waiting_on_a_bulkhead_all_get_in_and_never_more_than_its_size() {
-    let name = "bulkhead.threads.sync";
-    let p = Arc::new(bulkhead(name, 2));
+/// `threads` threads a wave, three waves (more threads than own lines, two per
+/// CPU and at least four; lines given back by ended threads taken by new ones),
+/// `calls` calls each, through a bulkhead of `size`.
+fn threads_through(name: &str, size: u32, threads: usize, calls: u64) {
+    let p = Arc::new(bulkhead(name, size));
     let inside = Arc::new(Inside::default());
-    // Three waves of six threads: more threads than own lines (two per CPU, at
-    // least four), and lines given back by ended threads taken by new ones.
     for _wave in 0..3 {
-        let hs: Vec<_> = (0..6)
+        let hs: Vec<_> = (0..threads)
             .map(|_| {
                 let (p, inside) = (p.clone(), inside.clone());
                 std::thread::spawn(move || {
-                    for _ in 0..2_000 {
+                    for _ in 0..calls {
                         let r: Result<(), ResilienceError> = p.call_sync(|| {
                             inside.enter();
                             std::thread::yield_now();
@@ -68,25 +67,33 @@ fn threads_waiting_on_a_bulkhead_all_get_in_and_never_more_than_its_size() {
             .collect();
         hs.into_iter().for_each(|h| h.join().unwrap());
     }
-    assert!(
-        inside.most.load(SeqCst) <= 2,
-        "{} calls inside a bulkhead of 2",
-        inside.most.load(SeqCst)
-    );
+    let most = inside.most.load(SeqCst);
+    assert!(most <= size, "{most} calls inside a bulkhead of {size}");
     assert_eq!(
         p.service().bulkhead_available(),
-        Some(2),
+        Some(size),
         "every slot given back"
     );
     let s = status(name).expect("registered");
-    assert_eq!(s.successes, 36_000);
+    assert_eq!(s.successes, 3 * threads as u64 * calls);
     assert_eq!(s.rejections, 0);
 }
 
 #[test]
-fn tasks_that_give_back_on_another_worker_leave_every_slot_free() {
-    let name = "bulkhead.threads.tasks";
-    let p = Arc::new(bulkhead(name, 3));
+fn threads_waiting_on_a_small_bulkhead_all_get_in_and_never_more_than_its_size() {
+    // Under 16 slots: every give-back on the shared count.
+    threads_through("bulkhead.threads.sync.2", 2, 6, 2_000);
+}
+
+#[test]
+fn threads_waiting_on_a_bulkhead_of_lines_all_get_in_and_never_more_than_its_size() {
+    // 16 slots and more: give-backs on the threads' own lines.
+    threads_through("bulkhead.threads.sync.16", 16, 24, 500);
+}
+
+/// `tasks` tasks on two workers, `calls` calls each, through a bulkhead of `size`.
+fn tasks_through(name: &str, size: u32, tasks: usize, calls: u64) {
+    let p = Arc::new(bulkhead(name, size));
     let inside = Arc::new(Inside::default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -94,11 +101,11 @@ fn tasks_that_give_back_on_another_worker_leave_every_slot_free() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tasks: Vec<_> = (0..8)
+        let handles: Vec<_> = (0..tasks)
             .map(|_| {
                 let (p, inside) = (p.clone(), inside.clone());
                 tokio::spawn(async move {
-                    for _ in 0..500 {
+                    for _ in 0..calls {
                         let inside = &inside;
                         let r: Result<(), ResilienceError> = p
                             .call(|| async move {
@@ -114,21 +121,30 @@ fn tasks_that_give_back_on_another_worker_leave_every_slot_free() {
                 })
             })
             .collect();
-        for t in tasks {
-            t.await.unwrap();
+        for h in handles {
+            h.await.unwrap();
         }
     });
-    assert!(
-        inside.most.load(SeqCst) <= 3,
-        "{} calls inside a bulkhead of 3",
-        inside.most.load(SeqCst)
-    );
+    // More tasks than slots, each yielding inside: the bulkhead fills, and the
+    // rest wait for slots given back.
+    let most = inside.most.load(SeqCst);
+    assert_eq!(most, size, "{most} calls inside a bulkhead of {size}");
     assert_eq!(
         p.service().bulkhead_available(),
-        Some(3),
+        Some(size),
         "every slot given back"
     );
     let s = status(name).expect("registered");
-    assert_eq!(s.successes, 4_000);
+    assert_eq!(s.successes, tasks as u64 * calls);
     assert_eq!(s.rejections, 0);
+}
+
+#[test]
+fn tasks_that_give_back_on_another_worker_leave_every_slot_of_a_small_bulkhead_free() {
+    tasks_through("bulkhead.threads.tasks.3", 3, 8, 500);
+}
+
+#[test]
+fn tasks_that_give_back_on_another_worker_leave_every_slot_of_a_bulkhead_of_lines_free() {
+    tasks_through("bulkhead.threads.tasks.16", 16, 40, 200);
 }
