@@ -435,11 +435,14 @@ fn lines_bytes(lines: usize, max: u32) -> usize {
     }
 }
 
-/// The byte offset of this thread's line (see `counters`).
+/// The byte offset of this thread's line (see `counters`), without claiming one:
+/// a thread claims its line on its first count, and gives back on the shared
+/// count until then. (A claim here is a call, and its registers a stack frame
+/// for the lanes that need none.)
 #[cfg(not(resilience_loom))]
 #[inline(always)]
 fn line_offset() -> usize {
-    crate::counters::thread_line()
+    crate::counters::thread_slot()
 }
 
 #[cfg(resilience_loom)]

@@ -105,6 +105,13 @@ impl Drop for SlotRelease {
     }
 }
 
+/// This thread's [`SLOT`] as it is: `UNCLAIMED` before its first count (which
+/// claims it, off the lanes), so it lies past every line until then.
+#[inline(always)]
+pub(crate) fn thread_slot() -> usize {
+    SLOT.with(Cell::get)
+}
+
 /// This thread's [`SLOT`], claimed on its first count.
 #[inline(always)]
 pub(crate) fn thread_line() -> usize {
