@@ -54,8 +54,8 @@ const _: () = assert!(std::mem::size_of::<Given>() == LINE);
 /// copy, behind by the slots given back since the last sum, says about once in
 /// `max_concurrent` tries: with two slots and two threads, every other try read
 /// the line the other thread had just written (two threads on a bulkhead of 2:
-/// 83-104 ns a call against 57-64 with the locked subtraction; of 1,000: 43-46
-/// against 53-59).
+/// 83-104 ns a call on lines against 54-64 with the locked subtraction; on one
+/// of 1,000 slots, 34-39 against 54-56).
 #[cfg(not(resilience_loom))]
 const LINES_FROM: u32 = 16;
 /// The models run bulkheads of one slot on lines.
@@ -158,8 +158,8 @@ impl Bulkhead {
     /// Slots given back on the threads' lines (Acquire, as [`Self::given_back`]).
     fn lines_sum(&self) -> u64 {
         // Lines no thread has claimed yet hold nothing: on a machine of many
-        // CPUs with few threads calling, a small bulkhead, which sums on most
-        // tries, reads a few lines rather than all.
+        // CPUs with few threads calling, a bulkhead at its limit, which sums on
+        // each try, reads a few lines rather than all.
         #[cfg(not(resilience_loom))]
         let used = crate::counters::lines_in_use() + 1;
         #[cfg(resilience_loom)]
