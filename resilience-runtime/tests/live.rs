@@ -357,6 +357,60 @@ fn a_shrunk_bulkhead_keeps_the_calls_inside() {
     clear_config();
 }
 
+/// `depth` sync calls, each inside the one before; the depth reached.
+fn nest(p: &Policy, depth: u32) -> Result<u32, E> {
+    if depth == 0 {
+        return Ok(0);
+    }
+    p.call_sync(|| nest(p, depth - 1).map(|n| n + 1))
+}
+
+#[test]
+fn a_bulkhead_resized_across_sixteen_slots_keeps_its_limit_exact() {
+    // From 16 slots a bulkhead counts slots given back on the threads' own
+    // lines, below on a shared count: slots taken on one side of a resize and
+    // given back on the other still count, and the limit stays exact.
+    let _g = lock();
+    let p = Resilience::builder("live-bulkhead-lines")
+        .no_circuit_breaker()
+        .no_retry()
+        .max_concurrent(20)
+        .build()
+        .unwrap();
+    let svc = p.service();
+    for _ in 0..50 {
+        assert_eq!(succeed(&p), Ok(()));
+    }
+    let r: Result<(), E> = p.call_sync(|| {
+        p.call_sync(|| {
+            toml("[services.live-bulkhead-lines.bulkhead]\nmax_concurrent = 4\n");
+            assert_eq!(svc.bulkhead_available(), Some(2));
+            Ok(())
+        })
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(svc.bulkhead_available(), Some(4), "both slots came back");
+    assert_eq!(nest(&p, 4), Ok(4));
+    assert!(matches!(
+        nest(&p, 5),
+        Err(E::R(ResilienceError::BulkheadFull { .. }))
+    ));
+    let r: Result<(), E> = p.call_sync(|| {
+        toml("[services.live-bulkhead-lines.bulkhead]\nmax_concurrent = 20\n");
+        assert_eq!(svc.bulkhead_available(), Some(19));
+        Ok(())
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(svc.bulkhead_available(), Some(20), "the slot came back");
+    assert_eq!(nest(&p, 20), Ok(20));
+    assert!(matches!(
+        nest(&p, 21),
+        Err(E::R(ResilienceError::BulkheadFull { .. }))
+    ));
+    assert_eq!(svc.bulkhead_available(), Some(20));
+    clear_config();
+}
+
 // The guard serialises this test with the other tests' threads; nothing else on this
 // test's own single-threaded runtime takes it.
 #[allow(clippy::await_holding_lock)]
