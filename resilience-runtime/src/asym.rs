@@ -38,6 +38,20 @@ pub(crate) fn init() {
     let _ = STATE.compare_exchange(UNKNOWN, state, Relaxed, Relaxed);
 }
 
+/// Whether [`heavy`] fences every running thread of the process (and not only
+/// the caller's): then one call of it serves every later waiter for as long as
+/// the light side's loads find a waiter counted.
+pub(crate) fn heavy_is_process_wide() -> bool {
+    #[cfg(not(resilience_loom))]
+    {
+        STATE.load(Relaxed) == MEMBARRIER
+    }
+    #[cfg(resilience_loom)]
+    {
+        false
+    }
+}
+
 /// The side of every call: between a store and a load that the other side's
 /// [`heavy`] pairs with.
 #[inline(always)]

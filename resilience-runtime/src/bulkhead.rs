@@ -38,7 +38,7 @@ use tokio::time::Sleep;
 
 use crate::config::BulkheadConfig;
 use crate::counters::{owned_lines, LINE};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex};
 
 /// A thread's count of slots given back, alone on its cache lines (the size of
 /// the counters' lines, so a thread's line is at the same byte offset).
@@ -76,10 +76,16 @@ pub(crate) struct Bulkhead {
     given_shared: AtomicU64,
     /// Changed in place by live configuration; calls inside keep their slots.
     max: AtomicU32,
+    /// Calls waiting for a slot, in units of [`WAITER`], and [`FENCED`].
     waiters: AtomicU32,
     /// The bytes of `given` (a thread's line offset, see `counters`, is below
     /// it), or 0 while the bulkhead has fewer than [`LINES_FROM`] slots.
     lines_bytes: AtomicUsize,
+    /// `lines_bytes` has been above 0: a give-back may have been on a line, so
+    /// a waiter fences (see [`Waiting::new`]). Never cleared: a give-back may
+    /// have read `lines_bytes` before a resize set it to 0. Read and set only
+    /// by read-modify-writes, which order them.
+    ever_lines: AtomicBool,
     /// Line 0 is not used (as in `counters`), lines 1.. belong to threads.
     given: Box<[Given]>,
     max_wait_ns: AtomicU64,
@@ -138,6 +144,7 @@ impl Bulkhead {
             max: AtomicU32::new(config.max_concurrent),
             waiters: AtomicU32::new(0),
             lines_bytes: AtomicUsize::new(lines_bytes(given.len(), config.max_concurrent)),
+            ever_lines: AtomicBool::new(lines_bytes(given.len(), config.max_concurrent) != 0),
             given_shared: AtomicU64::new(0),
             given,
             max_wait_ns: AtomicU64::new(nanos(config.max_wait)),
@@ -194,10 +201,12 @@ impl Bulkhead {
     pub(crate) fn reconfigure(&self, config: BulkheadConfig) {
         let old = self.max.swap(config.max_concurrent, SeqCst);
         // Give-backs already on the lines stay counted there; the tries sum them.
-        self.lines_bytes.store(
-            lines_bytes(self.given.len(), config.max_concurrent),
-            Relaxed,
-        );
+        // `ever_lines` first, by a read-modify-write (see `Waiting::new`).
+        let bytes = lines_bytes(self.given.len(), config.max_concurrent);
+        if bytes != 0 {
+            self.ever_lines.swap(true, SeqCst);
+        }
+        self.lines_bytes.store(bytes, Release);
         self.max_wait_ns.store(nanos(config.max_wait), Relaxed);
         if config.max_concurrent > old {
             self.wake();
@@ -251,7 +260,8 @@ impl Bulkhead {
     #[inline(always)]
     fn give_back(&self) -> bool {
         let off = line_offset();
-        if off < self.lines_bytes.load(Relaxed) {
+        // Acquire: a give-back on a line follows `ever_lines` set.
+        if off < self.lines_bytes.load(Acquire) {
             // SAFETY: `off` is a nonzero multiple of `LINE` (a line the counters
             // gave this thread), below the bytes of `given`, whose elements are
             // `LINE` bytes each: the offset of the thread's own line.
@@ -263,10 +273,10 @@ impl Bulkhead {
             // count sees the slot's taking.
             g.0.store(g.0.load(Relaxed).wrapping_add(1), Release);
             crate::asym::light();
-            self.waiters.load(Relaxed) != 0
+            self.waiters.load(Relaxed) >= WAITER
         } else {
             self.given_shared.fetch_add(1, SeqCst);
-            self.waiters.load(SeqCst) != 0
+            self.waiters.load(Acquire) >= WAITER
         }
     }
 
@@ -282,7 +292,7 @@ impl Bulkhead {
     /// that found no slot and sleeps.
     #[cfg(resilience_loom)]
     pub(crate) fn wait_then_try(&self) -> bool {
-        let waiting = Waiting::new(&self.waiters);
+        let waiting = Waiting::new(self);
         let got = self.try_acquire().is_some();
         std::mem::forget(waiting);
         got
@@ -291,7 +301,7 @@ impl Bulkhead {
     /// Calls waiting for a slot now.
     #[cfg(test)]
     pub(crate) fn waiting(&self) -> u32 {
-        self.waiters.load(SeqCst)
+        self.waiters.load(SeqCst) / WAITER
     }
 
     /// Whether a full bulkhead makes calls wait (`max_wait` above zero).
@@ -303,7 +313,7 @@ impl Bulkhead {
     pub(crate) fn acquire_slow(&self) -> AcquireSlow<'_> {
         AcquireSlow {
             bulkhead: self,
-            _waiting: Waiting::new(&self.waiters),
+            _waiting: Waiting::new(self),
             // `sleep` (not `now + max_wait`): a `max_wait` of centuries must not
             // overflow.
             sleep: tokio::time::sleep(self.max_wait()),
@@ -323,7 +333,7 @@ impl Bulkhead {
         }
         // No deadline when `max_wait` is too long to add to an instant: wait on.
         let deadline = std::time::Instant::now().checked_add(max_wait);
-        let _waiting = Waiting::new(&self.waiters);
+        let _waiting = Waiting::new(self);
         let mut guard = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(p) = self.try_acquire() {
@@ -405,24 +415,53 @@ impl<'a> Future for AcquireSlow<'a> {
     }
 }
 
+/// One waiter in [`Bulkhead::waiters`].
+const WAITER: u32 = 2;
+/// [`Bulkhead::waiters`]: a waiter has run the process-wide fence since the count
+/// was last zero, so every give-back since sees the count above zero.
+const FENCED: u32 = 1;
+
 /// Counts a waiter for as long as it lives (also when its future is dropped).
 #[derive(Debug)]
-struct Waiting<'a>(&'a AtomicU32);
+struct Waiting<'a>(&'a Bulkhead);
 
 impl<'a> Waiting<'a> {
-    /// Counts the waiter, then fences against give-backs (see `asym`): a slot
-    /// given back after this sees the waiter, one given back before is seen by
-    /// the waiter's next try.
-    fn new(c: &'a AtomicU32) -> Self {
-        c.fetch_add(1, SeqCst);
-        crate::asym::heavy();
-        Self(c)
+    /// Counts the waiter, then makes sure that a slot given back after this
+    /// sees the waiter (and wakes it) and one given back before is seen by the
+    /// waiter's next try:
+    /// - a give-back on the shared count is an add, then a load of the
+    ///   waiters. The waiter reads the shared count with a read-modify-write:
+    ///   if that comes before the give-back's add, the add reads from it, and so
+    ///   the give-back's load sees the waiter counted; if after, the waiter's
+    ///   next try sees the add;
+    /// - a give-back on a line (only in a bulkhead that has had lines, which
+    ///   the waiter also reads with a read-modify-write, ordered before a
+    ///   resize's setting of it) is met by the heavy side of `asym`'s fence,
+    ///   unless one ran since the count was last zero ([`FENCED`]): every
+    ///   give-back after that one's fence sees the count above zero, and the
+    ///   count has stayed so. Where the heavy side is a plain full fence, every
+    ///   waiter runs it.
+    fn new(b: &'a Bulkhead) -> Self {
+        let before = b.waiters.fetch_add(WAITER, SeqCst);
+        b.given_shared.fetch_add(0, SeqCst);
+        if b.ever_lines.fetch_or(false, SeqCst) {
+            if !crate::asym::heavy_is_process_wide() {
+                crate::asym::heavy();
+            } else if before & FENCED == 0 {
+                crate::asym::heavy();
+                b.waiters.fetch_or(FENCED, SeqCst);
+            }
+        }
+        Self(b)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
+        // The last waiter out clears `FENCED`: the next one fences again.
+        let _ = self.0.waiters.fetch_update(SeqCst, SeqCst, |w| {
+            Some(if w / WAITER == 1 { 0 } else { w - WAITER })
+        });
     }
 }
 

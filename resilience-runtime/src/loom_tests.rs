@@ -193,16 +193,23 @@ fn loom_bulkhead_never_exceeds_its_limit_and_returns_every_permit() {
 
 #[test]
 fn loom_a_slot_given_back_is_seen_by_a_waiter_or_wakes_it() {
-    // A gives its slot back on its own line (a plain store); B counts itself
-    // waiting and then tries. A lost wake-up: A saw no waiter and B's try saw no
-    // slot, so B would sleep while the slot is free.
-    model(|| {
+    // A gives its slot back on its own line (a plain store), or on the shared
+    // count (a bulkhead without lines, whose waiter does not fence); B counts
+    // itself waiting and then tries. A lost wake-up: A saw no waiter and B's try
+    // saw no slot, so B would sleep while the slot is free.
+    for owned in [true, false] {
+        seen_or_woken(owned);
+    }
+}
+
+fn seen_or_woken(owned: bool) {
+    model(move || {
         let bh = Arc::new(Bulkhead::new(
             BulkheadConfig {
                 max_concurrent: 1,
                 max_wait: Duration::from_secs(1),
             },
-            true,
+            owned,
         ));
         let a = {
             let bh = bh.clone();
@@ -223,7 +230,7 @@ fn loom_a_slot_given_back_is_seen_by_a_waiter_or_wakes_it() {
         if a_saw_waiter == Some(false) {
             assert!(
                 b_got,
-                "the slot was given back unseen by the waiter, and no wake-up"
+                "the slot was given back unseen by the waiter, and no wake-up (lines: {owned})"
             );
         }
     });
