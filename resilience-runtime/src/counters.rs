@@ -114,7 +114,7 @@ pub(crate) fn thread_slot() -> usize {
 
 /// This thread's [`SLOT`], claimed on its first count.
 #[inline(always)]
-pub(crate) fn thread_line() -> usize {
+fn thread_line() -> usize {
     let off = SLOT.with(Cell::get);
     if off != UNCLAIMED {
         return off;
