@@ -290,7 +290,7 @@ impl Bulkhead {
     /// A waiter's first round, for the loom model: counts itself, tries once
     /// (the permit, if any, given back at once), and stays counted, as a waiter
     /// that found no slot and sleeps.
-    #[cfg(resilience_loom)]
+    #[cfg(all(test, resilience_loom))]
     pub(crate) fn wait_then_try(&self) -> bool {
         let waiting = Waiting::new(self);
         let got = self.try_acquire().is_some();
