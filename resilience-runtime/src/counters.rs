@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{
     AtomicU64, AtomicUsize,
-    Ordering::{AcqRel, Acquire, Relaxed, Release},
+    Ordering::{AcqRel, Relaxed, Release},
 };
 use std::sync::{Mutex, OnceLock};
 
@@ -73,7 +73,7 @@ static HIGHEST: AtomicUsize = AtomicUsize::new(0);
 #[cfg(not(resilience_loom))]
 #[inline]
 pub(crate) fn lines_in_use() -> usize {
-    HIGHEST.load(Acquire)
+    HIGHEST.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// The size of a line: own lines are found by their byte offset.
@@ -109,6 +109,7 @@ impl Drop for SlotRelease {
 
 /// This thread's [`SLOT`] as it is: `UNCLAIMED` before its first count (which
 /// claims it, off the lanes), so it lies past every line until then.
+#[cfg(not(resilience_loom))]
 #[inline(always)]
 pub(crate) fn thread_slot() -> usize {
     SLOT.with(Cell::get)
