@@ -41,6 +41,7 @@ pub(crate) fn init() {
 /// Whether [`heavy`] fences every running thread of the process (and not only
 /// the caller's): then one call of it serves every later waiter for as long as
 /// the light side's loads find a waiter counted.
+#[inline(always)]
 pub(crate) fn heavy_is_process_wide() -> bool {
     #[cfg(not(resilience_loom))]
     {
@@ -56,8 +57,7 @@ pub(crate) fn heavy_is_process_wide() -> bool {
 /// [`heavy`] pairs with.
 #[inline(always)]
 pub(crate) fn light() {
-    #[cfg(not(resilience_loom))]
-    if STATE.load(Relaxed) == MEMBARRIER {
+    if heavy_is_process_wide() {
         std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
         return;
     }
@@ -67,8 +67,7 @@ pub(crate) fn light() {
 /// The rare side: after its store (a waiter counted), before its loads.
 #[cold]
 pub(crate) fn heavy() {
-    #[cfg(not(resilience_loom))]
-    if STATE.load(Relaxed) == MEMBARRIER {
+    if heavy_is_process_wide() {
         sys::barrier();
         return;
     }

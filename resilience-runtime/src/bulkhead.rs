@@ -138,13 +138,14 @@ impl Bulkhead {
         } else {
             Box::new([])
         };
+        let bytes = lines_bytes(given.len(), config.max_concurrent);
         Self {
             taken: AtomicU64::new(0),
             seen: AtomicU64::new(0),
             max: AtomicU32::new(config.max_concurrent),
             waiters: AtomicU32::new(0),
-            lines_bytes: AtomicUsize::new(lines_bytes(given.len(), config.max_concurrent)),
-            ever_lines: AtomicBool::new(lines_bytes(given.len(), config.max_concurrent) != 0),
+            lines_bytes: AtomicUsize::new(bytes),
+            ever_lines: AtomicBool::new(bytes != 0),
             given_shared: AtomicU64::new(0),
             given,
             max_wait_ns: AtomicU64::new(nanos(config.max_wait)),
