@@ -755,11 +755,22 @@ mod child {
                     .to_string(),
                 "connected" => self.fleet.is_connected().to_string(),
                 "state" => {
-                    let state = resilience_runtime::status(w[1])
-                        .map_or("none".into(), |s| format!("{:?}", s.state));
-                    // The transitions that led here are printed before the reply,
-                    // so a parent that saw this state has seen their events: a
-                    // listener hears of a transition after the state changed.
+                    // The snapshot is taken under the breaker's transition lock,
+                    // and a transition is queued for the listeners before that
+                    // lock is let go: a state seen here has its event queued.
+                    // (`status` reads the state word alone, which a transition
+                    // stores before it queues the event.) Flushing then prints
+                    // the events before the reply, so a parent that saw this
+                    // state has seen the events that led to it.
+                    let state = match self.policies.get(w[1]) {
+                        Some(p) => p
+                            .service()
+                            .snapshot()
+                            .breaker
+                            .map_or("Closed".into(), |b| format!("{:?}", b.state)),
+                        None => resilience_runtime::status(w[1])
+                            .map_or("none".into(), |s| format!("{:?}", s.state)),
+                    };
                     resilience_runtime::events::flush_events();
                     state
                 }
