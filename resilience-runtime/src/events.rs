@@ -263,6 +263,14 @@ pub fn dropped_events() -> u64 {
 
 /// Waits until every event emitted before this call has been delivered to the
 /// listeners.
+///
+/// A transition's event is emitted just after the breaker's state changes, so a
+/// state that [`status`](crate::status) reports (it reads the state word alone) may
+/// be one whose event is still being emitted when this is called. To wait for the
+/// events of the states you observe, read them with
+/// [`snapshot_all`](crate::snapshot_all) or a service's
+/// [`snapshot`](crate::Service::snapshot): those are taken under each breaker's
+/// transition lock, which a transition holds until its event is emitted.
 pub fn flush_events() {
     let b = bus();
     let mut q = b.queue.lock().unwrap_or_else(|p| p.into_inner());
