@@ -22,9 +22,10 @@
 //! A waiter counts itself, then looks for a slot; a give-back stores, then looks
 //! for waiters. So that one of the two always sees the other without a full
 //! fence on every give-back, the waiter's side runs the process-wide fence of
-//! `asym` (see there), once per stretch of waiting (see `Waiting::new`). Waiting is bounded by `max_wait`, async (a `Notify`) or
-//! sync (a `Condvar`). A permit is given back when dropped, so a cancelled or
-//! panicking call never keeps its slot.
+//! `asym` (see there), once per stretch of waiting (see `Waiting::new`).
+//! Waiting is bounded by `max_wait`, async (a `Notify`) or sync (a `Condvar`).
+//! A permit is given back when dropped, so a cancelled or panicking call never
+//! keeps its slot.
 
 use std::future::Future;
 use std::pin::Pin;
