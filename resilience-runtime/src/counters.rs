@@ -7,10 +7,13 @@
 //! rest of a closed-breaker call). A thread claims a line index on its first
 //! protected call and gives it back when it exits; threads beyond the line count,
 //! and services with no own lines (computed keys, of which there may be very many),
-//! use the shared counts. Those are inline in [`Counters`], so a computed key's
-//! calls count in the registry map's entry, on a line the lookup has just read,
-//! rather than on a line of their own (with 100,000 keys in a shuffled order, one
-//! cache miss a call less). A read sums the shared counts and the lines; a reset
+//! use the shared counts. The shared count of successes is the service's
+//! [`Head`], which it lays beside what else a call reads, so a computed key's
+//! successful calls count in the registry map's entry, on the line the lookup has
+//! just read, rather than on a line of their own (with 100,000 keys in a shuffled
+//! order, one cache miss a call less); the other shared counts, which only calls
+//! off the lane add to, are kept apart. A read sums the shared counts and the
+//! lines; a reset
 //! subtracts what it read from the shared counts, so it never races an owner's
 //! store.
 
@@ -152,24 +155,58 @@ fn claim_line() -> usize {
     line
 }
 
-/// A service's counters.
-// `repr(C)`: what a computed key's call reads (the length of the own lines and
-// the shared count of successes) comes first; see the registry's layout check.
-#[repr(C)]
+/// What a computed key's successful call writes of its service's counters: the
+/// shared count of successes. Kept apart from the rest ([`Counters`]) so that the
+/// service can lay it beside what else such a call reads (see the service's
+/// layout).
+pub(crate) struct Head {
+    /// The shared count of successes.
+    successes: AtomicU64,
+}
+
+impl Head {
+    /// Counts a success on the shared count.
+    #[inline(always)]
+    pub(crate) fn add_success(&self) {
+        self.successes.fetch_add(1, Relaxed);
+    }
+}
+
+/// A service's counters, but their [`Head`].
 pub(crate) struct Counters {
-    /// The bytes of `lines`: an own line's offset is below it.
-    lines_bytes: usize,
-    /// The shared counts, inline (see the module docs).
-    shared: [AtomicU64; KINDS],
     /// Line 0 is not counted on (it keeps an own line's offset a multiple of its
     /// index); lines 1.. are own lines. None for a service without own lines.
     lines: Box<[Line]>,
+    /// The shared counts, but successes (in the [`Head`]).
+    shared: [AtomicU64; KINDS],
     /// Serializes resets and restores (both adjust the shared counts by what they
     /// read).
     adjust: Mutex<()>,
 }
 
-/// A line this thread owns (see [`Counters::own_line`]).
+/// `owned`: give threads their own lines (fixed-name services); without, every
+/// count is an atomic add on the shared counts (computed keys: nothing apart).
+/// Also returns the bytes of the own lines (see [`Counts::lines_bytes`]).
+pub(crate) fn new(owned: bool) -> (Head, usize, Counters) {
+    let lines: Box<[Line]> = if owned {
+        (0..=owned_lines()).map(|_| Line::new()).collect()
+    } else {
+        Box::new([])
+    };
+    (
+        Head {
+            successes: AtomicU64::new(0),
+        },
+        lines.len() * LINE,
+        Counters {
+            lines,
+            shared: std::array::from_fn(|_| AtomicU64::new(0)),
+            adjust: Mutex::new(()),
+        },
+    )
+}
+
+/// A line this thread owns (see [`Counts::own_line`]).
 pub(crate) struct OwnLine<'a>(&'a Line);
 
 impl OwnLine<'_> {
@@ -182,41 +219,19 @@ impl OwnLine<'_> {
     }
 }
 
-impl Counters {
-    /// `owned`: give threads their own lines (fixed-name services); without, every
-    /// count is an atomic add on the shared counts (computed keys: nothing apart).
-    pub(crate) fn new(owned: bool) -> Self {
-        let lines: Box<[Line]> = if owned {
-            (0..=owned_lines()).map(|_| Line::new()).collect()
-        } else {
-            Box::new([])
-        };
-        Self {
-            lines_bytes: lines.len() * LINE,
-            lines,
-            shared: std::array::from_fn(|_| AtomicU64::new(0)),
-            adjust: Mutex::new(()),
-        }
-    }
+/// A service's counters: its [`Head`] and the rest.
+#[derive(Clone, Copy)]
+pub(crate) struct Counts<'a> {
+    pub(crate) head: &'a Head,
+    /// The bytes of `Counters::lines`: an own line's offset is below it.
+    pub(crate) lines_bytes: &'a usize,
+    pub(crate) rest: &'a Counters,
+}
 
-    /// The end of what a computed key's successful call reads of its counters
-    /// (the lines' length, the shared count of successes).
-    pub(crate) const HOT_END: usize = {
-        use std::mem::offset_of;
-        assert!(offset_of!(Counters, lines_bytes) < offset_of!(Counters, shared));
-        assert!(Counter::Successes as usize == 0);
-        offset_of!(Counters, shared) + 8
-    };
-
-    /// Where the shared count of successes is, for a prefetch.
-    #[inline(always)]
-    pub(crate) fn hot_end_address(&self) -> usize {
-        std::ptr::from_ref(&self.shared[Counter::Successes as usize]) as usize
-    }
-
+impl<'a> Counts<'a> {
     /// Counts one `c`.
     #[inline(always)]
-    pub(crate) fn add(&self, c: Counter) {
+    pub(crate) fn add(self, c: Counter) {
         match self.line_at(thread_line()) {
             Some(line) => line.add(c),
             None => self.add_shared(c, 1),
@@ -224,9 +239,9 @@ impl Counters {
     }
 
     /// This thread's own line, if it has claimed one (the common case of
-    /// [`Counters::add`], without its claim on a first count).
+    /// [`Counts::add`], without its claim on a first count).
     #[inline(always)]
-    pub(crate) fn own_line(&self) -> Option<OwnLine<'_>> {
+    pub(crate) fn own_line(self) -> Option<OwnLine<'a>> {
         self.line_at(SLOT.with(Cell::get))
     }
 
@@ -234,40 +249,51 @@ impl Counters {
     /// comparison: a claimed offset is at least one line (line 0 is not used), and
     /// `UNCLAIMED` and `NONE` lie past every service's lines.
     #[inline(always)]
-    fn line_at(&self, off: usize) -> Option<OwnLine<'_>> {
-        if off < self.lines_bytes {
+    fn line_at(self, off: usize) -> Option<OwnLine<'a>> {
+        if off < *self.lines_bytes {
             // SAFETY: `off` is a nonzero multiple of `LINE` (set by `claim_line`)
             // below the bytes of `lines`, so it is the offset of an own line.
-            let line = unsafe { &*self.lines.as_ptr().byte_add(off) };
+            let line = unsafe { &*self.rest.lines.as_ptr().byte_add(off) };
             Some(OwnLine(line))
         } else {
             None
         }
     }
 
-    fn add_shared(&self, c: Counter, n: u64) {
-        self.shared[c as usize].fetch_add(n, Relaxed);
-    }
-
-    /// The count of `c` since start or the last reset.
-    pub(crate) fn get(&self, c: Counter) -> u64 {
-        self.lines
-            .iter()
-            .skip(1)
-            .map(|l| l.0[c as usize].load(Relaxed))
-            .fold(self.shared[c as usize].load(Relaxed), u64::wrapping_add)
-    }
-
-    /// Back to zero. Counts made while it runs may or may not survive it.
-    pub(crate) fn reset(&self) {
-        let _g = self.adjust.lock().unwrap_or_else(|p| p.into_inner());
-        for c in ALL {
-            let now = self.get(c);
-            self.shared[c as usize].fetch_sub(now, Relaxed);
+    /// The shared count of `c`.
+    #[inline(always)]
+    fn shared(self, c: Counter) -> &'a AtomicU64 {
+        match c {
+            Counter::Successes => &self.head.successes,
+            _ => &self.rest.shared[c as usize],
         }
     }
 
-    pub(crate) fn snapshot(&self) -> CounterSnapshot {
+    #[inline(always)]
+    fn add_shared(self, c: Counter, n: u64) {
+        self.shared(c).fetch_add(n, Relaxed);
+    }
+
+    /// The count of `c` since start or the last reset.
+    pub(crate) fn get(self, c: Counter) -> u64 {
+        self.rest
+            .lines
+            .iter()
+            .skip(1)
+            .map(|l| l.0[c as usize].load(Relaxed))
+            .fold(self.shared(c).load(Relaxed), u64::wrapping_add)
+    }
+
+    /// Back to zero. Counts made while it runs may or may not survive it.
+    pub(crate) fn reset(self) {
+        let _g = self.rest.adjust.lock().unwrap_or_else(|p| p.into_inner());
+        for c in ALL {
+            let now = self.get(c);
+            self.shared(c).fetch_sub(now, Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(self) -> CounterSnapshot {
         CounterSnapshot {
             successes: self.get(Counter::Successes),
             failures: self.get(Counter::Failures),
@@ -281,8 +307,8 @@ impl Counters {
     }
 
     /// Adds a snapshot's counts to these (counts since the restore are kept).
-    pub(crate) fn restore(&self, s: &CounterSnapshot) {
-        let _g = self.adjust.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn restore(self, s: &CounterSnapshot) {
+        let _g = self.rest.adjust.lock().unwrap_or_else(|p| p.into_inner());
         for (c, n) in [
             (Counter::Successes, s.successes),
             (Counter::Failures, s.failures),
@@ -328,14 +354,31 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn hammer(c: &Arc<Counters>, threads: usize, each: u64) {
+    /// A service's counters, as it keeps them.
+    struct Pair(Head, usize, Counters);
+
+    impl Pair {
+        fn new(owned: bool) -> Self {
+            let (head, lines_bytes, rest) = new(owned);
+            Self(head, lines_bytes, rest)
+        }
+        fn counts(&self) -> Counts<'_> {
+            Counts {
+                head: &self.0,
+                lines_bytes: &self.1,
+                rest: &self.2,
+            }
+        }
+    }
+
+    fn hammer(c: &Arc<Pair>, threads: usize, each: u64) {
         let hs: Vec<_> = (0..threads)
             .map(|_| {
                 let c = c.clone();
                 std::thread::spawn(move || {
                     for _ in 0..each {
-                        c.add(Counter::Successes);
-                        c.add(Counter::Rejections);
+                        c.counts().add(Counter::Successes);
+                        c.counts().add(Counter::Rejections);
                     }
                 })
             })
@@ -345,17 +388,17 @@ mod tests {
 
     #[test]
     fn owned_lines_sum_exactly_across_threads() {
-        let c = Arc::new(Counters::new(true));
+        let c = Arc::new(Pair::new(true));
         hammer(&c, 4, 10_000);
-        assert_eq!(c.get(Counter::Successes), 40_000);
-        assert_eq!(c.get(Counter::Rejections), 40_000);
-        assert_eq!(c.get(Counter::Failures), 0);
+        assert_eq!(c.counts().get(Counter::Successes), 40_000);
+        assert_eq!(c.counts().get(Counter::Rejections), 40_000);
+        assert_eq!(c.counts().get(Counter::Failures), 0);
     }
 
     #[test]
     fn more_threads_than_lines_share_the_shared_counts_exactly() {
         // Every thread stays alive until all have counted, so most find no free line.
-        let c = Arc::new(Counters::new(true));
+        let c = Arc::new(Pair::new(true));
         let n = MAX_OWNED + 8;
         let barrier = Arc::new(std::sync::Barrier::new(n));
         let hs: Vec<_> = (0..n)
@@ -363,47 +406,47 @@ mod tests {
                 let (c, barrier) = (c.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        c.add(Counter::Successes);
+                        c.counts().add(Counter::Successes);
                     }
                     barrier.wait();
                 })
             })
             .collect();
         hs.into_iter().for_each(|h| h.join().unwrap());
-        assert_eq!(c.get(Counter::Successes), 1000 * n as u64);
+        assert_eq!(c.counts().get(Counter::Successes), 1000 * n as u64);
     }
 
     #[test]
     fn lines_of_exited_threads_are_reused_and_keep_their_counts() {
-        let c = Arc::new(Counters::new(true));
+        let c = Arc::new(Pair::new(true));
         for _ in 0..3 * MAX_OWNED {
             hammer(&c, 1, 10);
         }
-        assert_eq!(c.get(Counter::Successes), 30 * MAX_OWNED as u64);
+        assert_eq!(c.counts().get(Counter::Successes), 30 * MAX_OWNED as u64);
     }
 
     #[test]
     fn shared_only_counters_are_exact() {
-        let c = Arc::new(Counters::new(false));
+        let c = Arc::new(Pair::new(false));
         hammer(&c, 4, 5_000);
-        assert_eq!(c.get(Counter::Successes), 20_000);
+        assert_eq!(c.counts().get(Counter::Successes), 20_000);
     }
 
     #[test]
     fn reset_and_restore() {
-        let c = Arc::new(Counters::new(true));
+        let c = Arc::new(Pair::new(true));
         hammer(&c, 2, 100);
-        c.reset();
-        assert_eq!(c.snapshot(), CounterSnapshot::default());
-        c.add(Counter::Timeouts);
-        c.restore(&CounterSnapshot {
+        c.counts().reset();
+        assert_eq!(c.counts().snapshot(), CounterSnapshot::default());
+        c.counts().add(Counter::Timeouts);
+        c.counts().restore(&CounterSnapshot {
             timeouts: 5,
             fallbacks: 2,
             ..CounterSnapshot::default()
         });
-        let s = c.snapshot();
+        let s = c.counts().snapshot();
         assert_eq!((s.timeouts, s.fallbacks, s.successes), (6, 2, 0));
         hammer(&c, 2, 10);
-        assert_eq!(c.get(Counter::Successes), 20);
+        assert_eq!(c.counts().get(Counter::Successes), 20);
     }
 }

@@ -350,7 +350,7 @@ pub fn refresh() {
         let m = &s.metrics;
         m.handles();
         let p = s.policies();
-        if let Some(b) = p.breaker.as_deref() {
+        if let Some(b) = p.breaker() {
             set_state(&m.service, b.state());
             let config = b.config();
             if matches!(config.mode, BreakerMode::Rate { .. }) {

@@ -35,15 +35,17 @@ type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::Fix
 ///
 /// With many keys, each object a computed-key call reads is likely a cache miss,
 /// and each is found through the one before. The lookup reads the entry anyway, to
-/// compare the key (inline, 24 bytes, at the entry's start); the service's own
-/// fields follow it there, rather than behind one more pointer (an `Arc`, before).
-/// What keeps a key in use from eviction is the [`Hold`] beside it, which every
-/// [`ServiceRef`] counts in, and `hot` is the address of the breaker's state word,
-/// which the lookup prefetches with the policies before reading either. Everything
-/// a call reads and writes of the entry (the key, the hold, `hot`, the policies
-/// pointer, the service's counts) lies in its first 64 bytes (`repr(C)`, checked
-/// when the crate compiles, below): one line, or two when the entry does not start
-/// one.
+/// compare the key (inline, 24 bytes, at the entry's start); the service follows it
+/// there, rather than behind one more pointer (an `Arc`, before), and the service
+/// holds its own first policies and breaker (see [`Service`]), rather than behind
+/// two more. What keeps a key in use from eviction is the [`Hold`] beside it, which
+/// every [`ServiceRef`] counts in. Everything a lane call reads and writes of the
+/// entry (the key, the hold, the service's policies word, its shared count of
+/// successes, its breaker's state word and window word) lies in its first 64 bytes
+/// (`repr(C)`, checked when the crate compiles, below): one line, or two when the
+/// entry does not start one, which the lookup prefetches once it has the entry.
+/// The entry is 120 bytes (the rest of the service is boxed apart), so that with
+/// many keys their entries take few lines and pages.
 ///
 /// Entries never move: the map copies pointers to them when it grows, and only
 /// the sweep removes one (never an entry held). Nothing replaces one either: a
@@ -51,7 +53,6 @@ type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::Fix
 #[repr(C)]
 pub(crate) struct Slot {
     hold: Hold,
-    hot: usize,
     svc: Service,
 }
 
@@ -59,18 +60,15 @@ impl Slot {
     fn new(svc: Service) -> Self {
         Self {
             hold: Hold::new(),
-            hot: svc.breaker_address(),
             svc,
         }
     }
 
     #[inline(always)]
     fn prefetch(&self) {
-        // The last of the entry's bytes a call reads (`repr(C)`: `Slot`, `Service`,
-        // `Counters`), on the key's line or the next, and what lies apart.
-        prefetch(self.svc.counters.hot_end_address());
-        prefetch(self.svc.policies_address());
-        prefetch(self.hot);
+        // The last byte a lane call reads (`repr(C)`: `Slot`, `Service`, its
+        // breaker), on the key's line or the next.
+        prefetch(self.svc.hot_end_address());
     }
 }
 
@@ -227,7 +225,7 @@ impl Registry {
             Ok(slot) => {
                 let s = &slot.svc;
                 // Reachable from the registry now: the lane's bars from here on.
-                s.policies().take_bars();
+                s.take_bars();
                 self.restore_pending(s);
                 let over = !s.pinned && {
                     tracing::debug!(service = name, "registered computed service key");
@@ -585,18 +583,24 @@ impl std::fmt::Debug for ServiceRef {
     }
 }
 
-// What a computed-key call reads and writes of its map entry (the key, the hold,
-// `hot`, the service's policies pointer and counts) lies in the entry's first 64
-// bytes: the map's entry is the key and then the value (`repr(C)`), the value at
-// the key's size when it is aligned to 8. Checked when the crate compiles.
+// What a computed-key lane call reads and writes of its map entry (see `Slot`)
+// lies in the entry's first 64 bytes: the map's entry is the key and then the
+// value (`repr(C)`), the value at the key's size rounded up to its alignment.
+// Checked when the crate compiles.
 const _: () = {
     use std::mem::{align_of, offset_of, size_of};
-    assert!(align_of::<Slot>() <= 8, "the slot would start past the key");
+    let key = size_of::<compact_str::CompactString>();
+    // The value follows the key at the value's alignment.
+    let slot = key.next_multiple_of(align_of::<Slot>());
     assert!(offset_of!(Slot, hold) < offset_of!(Slot, svc));
-    assert!(offset_of!(Slot, hot) < offset_of!(Slot, svc));
-    let end = size_of::<compact_str::CompactString>() + offset_of!(Slot, svc) + Service::HOT_END;
+    let end = slot + offset_of!(Slot, svc) + Service::HOT_END;
     assert!(
         end <= 64,
         "a computed-key call reads past the 64th byte of its entry"
     );
+    // The breaker's state word and the window's word are its first 16 bytes, as
+    // an `Option`: no tag before them.
+    assert!(size_of::<Option<crate::breaker::Breaker>>() == size_of::<crate::breaker::Breaker>());
+    // The policies word's three tag bits are free in every offset (see `Service`).
+    assert!(align_of::<Service>() >= 8 && align_of::<crate::service::Policies>() >= 8);
 };

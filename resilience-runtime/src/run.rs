@@ -343,7 +343,7 @@ where
     F: Future<Output = Result<T, E>> + 'b,
     B: FirstBody<'b, F>,
 {
-    match swift_admit(p, hooks) {
+    match swift_admit(svc, p, hooks) {
         // The commonest shape runs in a copy of its own, which knows there is no
         // bulkhead slot to give back.
         // SAFETY: the caller's word.
@@ -1661,7 +1661,7 @@ where
             // on this thread's own line. Only when no policy needs a timer: a body
             // that is not ready stays in this future.
             if p.untimed {
-                match swift_admit(p, hooks) {
+                match swift_admit(svc, p, hooks) {
                     // The commonest shape runs in a copy of its own, which knows
                     // there is no bulkhead slot to give back.
                     SwiftAdmit::Bare(lane) => return Self::lane_poll(this, lane, None, cx),

@@ -43,7 +43,7 @@ pub struct ServiceStatus {
 impl Service {
     /// This service's status now.
     pub fn status(&self) -> ServiceStatus {
-        let c = &self.counters;
+        let c = self.counters();
         let successes = c.get(Counter::Successes);
         let failures = c.get(Counter::Failures);
         let ignored = c.get(Counter::Ignored);
@@ -59,29 +59,19 @@ impl Service {
             timeouts: c.get(Counter::Timeouts),
             retries: c.get(Counter::Retries),
             fallbacks: c.get(Counter::Fallbacks),
-            failure_rate: self
-                .policies()
-                .breaker
-                .as_deref()
-                .and_then(|b| b.failure_rate()),
+            failure_rate: self.policies().breaker().and_then(|b| b.failure_rate()),
             kill_switch: crate::live::kill_switch(),
         }
     }
 
     /// Slow calls / recorded calls over the current window, once it can be computed.
     pub fn slow_call_rate(&self) -> Option<f64> {
-        self.policies()
-            .breaker
-            .as_deref()
-            .and_then(|b| b.slow_call_rate())
+        self.policies().breaker().and_then(|b| b.slow_call_rate())
     }
 
     /// Time since the breaker last changed state (`None`: never, or no breaker).
     pub fn since_transition(&self) -> Option<Duration> {
-        self.policies()
-            .breaker
-            .as_deref()
-            .and_then(|b| b.since_transition())
+        self.policies().breaker().and_then(|b| b.since_transition())
     }
 
     /// Whether an open breaker here makes the application unhealthy: the
@@ -98,10 +88,10 @@ impl Service {
 
     /// Back to closed with an empty window, the first cooldown, and zeroed counters.
     pub fn reset(&self) {
-        if let Some(b) = &self.policies().breaker {
+        if let Some(b) = self.policies().breaker() {
             b.force(CircuitState::Closed, TransitionReason::Forced);
         }
-        self.counters.reset();
+        self.counters().reset();
     }
 }
 
@@ -131,7 +121,7 @@ pub struct BreakerHandle {
 pub fn breaker(service: &str) -> Option<BreakerHandle> {
     registry()
         .get(service)
-        .filter(|s| s.policies().breaker.is_some())
+        .filter(|s| s.policies().breaker().is_some())
         .map(|service| BreakerHandle { service })
 }
 
@@ -160,7 +150,7 @@ impl BreakerHandle {
         self.service.reset();
     }
     fn force(&self, to: CircuitState) {
-        if let Some(b) = &self.service.policies().breaker {
+        if let Some(b) = self.service.policies().breaker() {
             b.force(to, TransitionReason::Forced);
         }
     }

@@ -130,14 +130,24 @@ enum Kind {
     Pass,
 }
 
+// `repr(C)`: what a closed call reads, the state word and the window's word,
+// first and side by side (see the service's layout); what only other calls read
+// boxed apart (`cold`, read through `Deref`), so that a service's own breaker
+// takes 32 bytes of its registry entry.
+#[repr(C)]
 pub(crate) struct Breaker {
-    service: ServiceName,
     ctl: AtomicU64,
+    window: Window,
+    cold: Box<BreakerCold>,
+}
+
+/// What a [`Breaker`] keeps apart: what no closed call reads.
+pub(crate) struct BreakerCold {
     open_until: AtomicU64,
+    service: ServiceName,
     cooldown: AtomicU64,
     /// When the state last changed (clock nanos + 1; 0: never).
     last_transition: AtomicU64,
-    window: Window,
     config: BreakerConfig,
     transitions: Mutex<()>,
     /// Replaced by a breaker of new settings: its late transitions are not reported.
@@ -145,6 +155,14 @@ pub(crate) struct Breaker {
     /// Whether this instance may turn half-open when the cooldown has passed (a
     /// fleet backend closes it while another instance probes).
     probe_gate: std::sync::atomic::AtomicU8,
+}
+
+impl std::ops::Deref for Breaker {
+    type Target = BreakerCold;
+    #[inline(always)]
+    fn deref(&self) -> &BreakerCold {
+        &self.cold
+    }
 }
 
 const GATE_CLOSED: u8 = 1;
@@ -175,18 +193,28 @@ pub struct BreakerSnapshot {
 }
 
 impl Breaker {
+    /// What a closed call reads of a breaker: its first bytes (`repr(C)`), the
+    /// state word and the window's word.
+    pub(crate) const HOT_SIZE: usize = {
+        use std::mem::offset_of;
+        assert!(offset_of!(Breaker, ctl) == 0 && offset_of!(Breaker, window) == 8);
+        16
+    };
+
     pub(crate) fn new(service: ServiceName, config: BreakerConfig) -> Self {
         Self {
-            service,
             ctl: AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0)),
-            open_until: AtomicU64::new(0),
-            cooldown: AtomicU64::new(clock::dur_nanos(config.cooldown)),
-            last_transition: AtomicU64::new(0),
             window: Window::new(&config),
-            config,
-            transitions: Mutex::new(()),
-            retired: std::sync::atomic::AtomicBool::new(false),
-            probe_gate: std::sync::atomic::AtomicU8::new(0),
+            cold: Box::new(BreakerCold {
+                open_until: AtomicU64::new(0),
+                service,
+                cooldown: AtomicU64::new(clock::dur_nanos(config.cooldown)),
+                last_transition: AtomicU64::new(0),
+                config,
+                transitions: Mutex::new(()),
+                retired: std::sync::atomic::AtomicBool::new(false),
+                probe_gate: std::sync::atomic::AtomicU8::new(0),
+            }),
         }
     }
 
@@ -396,11 +424,6 @@ impl Breaker {
                 slow: false,
             }),
         );
-    }
-
-    /// Where the state word is, for a prefetch.
-    pub(crate) fn state_address(&self) -> usize {
-        std::ptr::from_ref(&self.ctl) as usize
     }
 
     /// Whether the call may run. The closed state costs one load.

@@ -74,6 +74,9 @@ pub(crate) struct Outcome {
     pub slow: bool,
 }
 
+// `repr(C)`: `word`, which a closed call reads, first (it follows the breaker's
+// state word).
+#[repr(C)]
 pub(crate) struct Window {
     /// Zero exactly when recording a success would change nothing, so the call
     /// path checks that with one load, whatever the mode: in consecutive mode the
@@ -81,7 +84,9 @@ pub(crate) struct Window {
     /// count window's stats word (whose `NOT_FULL` bit is set until every slot
     /// holds an outcome); 1 for a time window, which records every outcome.
     word: AtomicU64,
-    kind: Kind,
+    /// The mode and its settings and state, apart: a closed call that changes
+    /// nothing reads `word` alone (see the service's layout).
+    kind: Box<Kind>,
 }
 
 enum Kind {
@@ -136,14 +141,14 @@ impl Window {
         };
         Self {
             word: AtomicU64::new(word),
-            kind,
+            kind: Box::new(kind),
         }
     }
 
     /// Records one outcome; says whether the breaker should open.
     #[inline(always)]
     pub(crate) fn record(&self, o: Outcome) -> Option<Trip> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Consecutive { threshold } => {
                 let run = &self.word;
                 if o.failure {
@@ -169,7 +174,7 @@ impl Window {
     }
 
     pub(crate) fn clear(&self) {
-        match &self.kind {
+        match &*self.kind {
             Kind::Consecutive { .. } => self.word.store(0, Relaxed),
             Kind::Packed(w) => self.word.store(w.empty(), Relaxed),
             Kind::Count(w) => w.clear(&self.word),
@@ -188,7 +193,7 @@ impl Window {
     }
 
     fn rates(&self) -> Option<(f64, f64)> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Consecutive { .. } => None,
             Kind::Packed(w) => w.rates(self.word.load(Relaxed)),
             Kind::Count(w) => w.rates(&self.word),
@@ -198,7 +203,7 @@ impl Window {
 
     /// What the window holds now.
     pub(crate) fn snapshot(&self) -> WindowSnapshot {
-        match &self.kind {
+        match &*self.kind {
             Kind::Consecutive { .. } => WindowSnapshot::Consecutive {
                 run: u32::try_from(self.word.load(Relaxed)).unwrap_or(u32::MAX),
             },
@@ -220,7 +225,7 @@ impl Window {
     /// start empty: a time window's counts have no order, and a run of failures says
     /// nothing about the successes before it.
     pub(crate) fn restore(&self, snap: &WindowSnapshot) {
-        match (&self.kind, snap) {
+        match (&*self.kind, snap) {
             (Kind::Consecutive { .. }, WindowSnapshot::Consecutive { run: r }) => {
                 self.word.store(u64::from(*r), Relaxed)
             }
@@ -837,7 +842,7 @@ mod tests {
     }
 
     fn is_packed(w: &Window) -> bool {
-        matches!(w.kind, Kind::Packed(_))
+        matches!(*w.kind, Kind::Packed(_))
     }
 
     #[test]
