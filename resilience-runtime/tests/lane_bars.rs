@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
+use resilience_runtime::__private::{Hooks, Site, SiteName, Spec};
 use resilience_runtime::{
     set_kill_switch, status, CircuitState, Policy, Resilience, ResilienceError,
 };
@@ -30,10 +31,32 @@ fn bare(name: &str) -> Policy {
         .unwrap()
 }
 
+/// Computed keys of an attribute's call site whose breaker one failure trips. A
+/// computed key's lane reads its service's policies word alone (not the policies'
+/// copy of the bars), which the flip must change as well.
+static KEYED: Site = Site::new(
+    SiteName::Fixed("bars.keyed"),
+    Spec {
+        breaker: true,
+        failure_threshold: Some(1),
+        ..Spec::EMPTY
+    },
+);
+static HOOKS: Hooks<E> = Hooks::DEFAULT;
+
+/// One call of the computed key `key`, as the attribute's sync expansion makes it.
+fn keyed_call(key: &str, ok: bool) -> Result<u32, E> {
+    KEYED
+        .keyed(key)
+        .call(&HOOKS)
+        .run_sync(|| if ok { Ok(1) } else { Err(E::Boom) })
+}
+
 /// Services registered on another thread while the kill switch goes on, and one
-/// registered before: with the switch on, a failing call on each is passed through
-/// (the breaker that one failure would trip stays closed); off again, the breaker
-/// applies (a failure trips it).
+/// registered before (and computed keys registered before and after): with the
+/// switch on, a failing call on each is passed through (the breaker that one
+/// failure would trip stays closed); off again, the breaker applies (a failure
+/// trips it).
 #[test]
 fn services_registered_around_a_flip_see_the_kill_switch() {
     const N: usize = 2000;
@@ -54,9 +77,23 @@ fn services_registered_around_a_flip_see_the_kill_switch() {
     while registered.load(SeqCst) < N / 4 {
         std::thread::yield_now();
     }
+    // Called once before the flip: a key's first call registers it.
+    assert_eq!(keyed_call("bars.keyed.before", true), Ok(1));
     assert!(!set_kill_switch(true));
     let during = registering.join().unwrap();
     let after = bare("bars.after");
+    let keys = ["bars.keyed.before", "bars.keyed.after"];
+    for key in keys {
+        for _ in 0..2 {
+            assert_eq!(keyed_call(key, false), Err(E::Boom));
+        }
+        assert_eq!(
+            status(key).unwrap().state,
+            CircuitState::Closed,
+            "{key}: the kill switch passed the failures through"
+        );
+        assert_eq!(keyed_call(key, true), Ok(1));
+    }
 
     let all: Vec<&Policy> = std::iter::once(&before)
         .chain(&during)
@@ -76,6 +113,14 @@ fn services_registered_around_a_flip_see_the_kill_switch() {
     }
 
     assert!(set_kill_switch(false));
+    for key in keys {
+        assert_eq!(keyed_call(key, false), Err(E::Boom));
+        assert_eq!(status(key).unwrap().state, CircuitState::Open, "{key}");
+        assert!(matches!(
+            keyed_call(key, true),
+            Err(E::R(ResilienceError::CircuitOpen { .. }))
+        ));
+    }
     for p in &all {
         assert_eq!(p.call_sync(|| Err::<u32, E>(E::Boom)), Err(E::Boom));
         let name = p.service().name();
