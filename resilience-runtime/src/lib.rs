@@ -44,6 +44,7 @@ mod breaker;
 mod builder;
 mod bulkhead;
 mod clock;
+mod cold;
 mod config;
 mod counters;
 mod document;

@@ -65,7 +65,7 @@ pub struct Service {
     /// The first policies.
     home: Policies,
     /// The rest, which no call on the lane reads.
-    cold: Box<ServiceCold>,
+    cold: crate::cold::ColdBox<ServiceCold>,
 }
 
 /// A tag of [`Service::policies`]: the policies in force are the service's own
@@ -188,7 +188,7 @@ pub(crate) struct Policies {
     /// rate limiter (a bulkhead's wait is read from the bulkhead). See
     /// [`Service::once_lean`].
     pub(crate) untimed: bool,
-    rest: Box<PoliciesRest>,
+    rest: crate::cold::ColdBox<PoliciesRest>,
 }
 
 /// What [`Policies`] keep apart: the components and the settings.
@@ -467,7 +467,7 @@ impl Policies {
             // force (`take_bars`); closed until then.
             gate: AtomicU8::new(shape | BARS),
             lean,
-            rest: Box::new(PoliciesRest {
+            rest: crate::cold::ColdBox::new(PoliciesRest {
                 breaker_own,
                 bulkhead,
                 limiter,
@@ -592,7 +592,7 @@ impl Service {
             lines_bytes,
             home_breaker: effective.breaker.map(|b| Breaker::new(name.clone(), b)),
             home: Policies::first(effective, extras, pinned),
-            cold: Box::new(ServiceCold {
+            cold: crate::cold::ColdBox::new(ServiceCold {
                 counters,
                 retired: Mutex::new(Vec::new()),
                 first: first.keep(),

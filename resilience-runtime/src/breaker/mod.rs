@@ -138,7 +138,7 @@ enum Kind {
 pub(crate) struct Breaker {
     ctl: AtomicU64,
     window: Window,
-    cold: Box<BreakerCold>,
+    cold: crate::cold::ColdBox<BreakerCold>,
 }
 
 /// What a [`Breaker`] keeps apart: what no closed call reads.
@@ -205,7 +205,7 @@ impl Breaker {
         Self {
             ctl: AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0)),
             window: Window::new(&config),
-            cold: Box::new(BreakerCold {
+            cold: crate::cold::ColdBox::new(BreakerCold {
                 open_until: AtomicU64::new(0),
                 service,
                 cooldown: AtomicU64::new(clock::dur_nanos(config.cooldown)),

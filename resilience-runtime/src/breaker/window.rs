@@ -86,7 +86,7 @@ pub(crate) struct Window {
     word: AtomicU64,
     /// The mode and its settings and state, apart: a closed call that changes
     /// nothing reads `word` alone (see the service's layout).
-    kind: Box<Kind>,
+    kind: crate::cold::ColdBox<Kind>,
 }
 
 enum Kind {
@@ -141,7 +141,7 @@ impl Window {
         };
         Self {
             word: AtomicU64::new(word),
-            kind: Box::new(kind),
+            kind: crate::cold::ColdBox::new(kind),
         }
     }
 
