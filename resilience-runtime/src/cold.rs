@@ -27,6 +27,12 @@ use std::sync::{Mutex, PoisonError};
 /// apart from the heap (128 KiB).
 pub(crate) const REGION: usize = 256 * 1024;
 
+/// The layout of a region, aligned as its slots.
+const REGION_LAYOUT: Layout = match Layout::from_size_align(REGION, STEP) {
+    Ok(layout) => layout,
+    Err(_) => panic!("the region layout is valid"),
+};
+
 /// Slot sizes are multiples of this, and slots are aligned to it.
 const STEP: usize = 64;
 
@@ -81,11 +87,10 @@ fn take(class: usize) -> NonNull<u8> {
     }
     let size = (class + 1) * STEP;
     if s.end - s.next < size {
-        let layout = region_layout();
         // SAFETY: the layout is not zero-sized.
-        let region = unsafe { alloc(layout) };
+        let region = unsafe { alloc(REGION_LAYOUT) };
         if region.is_null() {
-            handle_alloc_error(layout);
+            handle_alloc_error(REGION_LAYOUT);
         }
         // The rest of the previous region (less than a slot) is left unused.
         s.next = region as usize;
@@ -107,13 +112,6 @@ fn give(class: usize, slot: NonNull<u8>) {
     // aligned to `STEP`, room for a `Free`.
     unsafe { slot.as_ptr().write(Free(s.free)) };
     s.free = Some(slot);
-}
-
-fn region_layout() -> Layout {
-    match Layout::from_size_align(REGION, STEP) {
-        Ok(layout) => layout,
-        Err(_) => unreachable!("the region layout is valid"),
-    }
 }
 
 /// A box whose memory is a slot of the cold regions (see the module docs), or

@@ -73,7 +73,10 @@ pub struct Service {
 /// breaker's state word alone, without reading the policies. Set only under
 /// [`BARS_COPY`] ([`Service::refresh_lane`]), where every gate changes.
 const LANE: isize = 1;
-/// A tag of [`Service::policies`]: the service has its own breaker.
+/// A tag of [`Service::policies`]: the service has its own breaker. (This and
+/// [`SHARED_COUNTS`] say what the service's fields say too, but those lie past
+/// the 64 bytes of the registry entry a computed key's lane call reads: the
+/// `Option`'s niche is in the breaker's boxes, the lines' length after it.)
 const LANE_BREAKER: isize = 2;
 /// A tag of [`Service::policies`]: the service has no own lines; its calls count
 /// on the shared counts.
@@ -1422,20 +1425,19 @@ fn applied_breaker<'a, E>(p: &'a Policies, hooks: &Hooks<E>) -> Option<&'a Break
 pub(crate) fn swift_count(svc: &Service, breaker: Option<&Breaker>) -> bool {
     // With the `metrics` feature every success is also a metrics event,
     // counted where `Call::lane_success` emits it.
+    let countable =
+        || breaker.is_none_or(Breaker::success_changes_nothing) && !cfg!(feature = "metrics");
     if svc.counts_shared() {
-        // A computed key: no own lines, so its length is not read (it lies past
+        // A computed key: no own lines, so their length is not read (it lies past
         // what such a call reads of the registry's entry).
-        if breaker.is_none_or(Breaker::success_changes_nothing) && !cfg!(feature = "metrics") {
+        if countable() {
             svc.count_head.add_success();
             return true;
         }
         return false;
     }
     match svc.counters().own_line() {
-        Some(line)
-            if breaker.is_none_or(Breaker::success_changes_nothing)
-                && !cfg!(feature = "metrics") =>
-        {
+        Some(line) if countable() => {
             line.add(Counter::Successes);
             true
         }
