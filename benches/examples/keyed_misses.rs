@@ -10,7 +10,8 @@
 //!     target/release/examples/keyed_misses
 //! ```
 //!
-//! (`MODE=governor` for governor's; `--LL` is this VM's 32 MB L3.) valgrind's
+//! (`MODE=governor` for governor's, `MODE=ours_async` for ours through an async
+//! call, as a `#[with_resilience]` async fn without retry makes it; `--LL` is this VM's 32 MB L3.) valgrind's
 //! summary then gives the misses of the loop alone: `D1 misses` (lines read from
 //! beyond the first-level cache) and `LL misses` (from memory), per call once
 //! divided by `N`. Run without valgrind, it prints the time per call. With
@@ -44,8 +45,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if mode != "ours" && mode != "governor" {
-        eprintln!("MODE must be `ours` or `governor`, not `{mode}`");
+    if !["ours", "ours_async", "governor"].contains(&mode.as_str()) {
+        eprintln!("MODE must be `ours`, `ours_async` or `governor`, not `{mode}`");
         std::process::exit(2);
     }
     let keys = match keyed::count_from_env("KEYS", keyed::KEYS) {
@@ -59,15 +60,19 @@ fn main() {
     if std::env::var_os("KEY_ORDER").is_none() {
         common::shuffle(&mut shuffled);
     }
-    let ok = if mode == "ours" {
+    let ok = if mode != "governor" {
         if let Err(e) = keyed::warm(&keys) {
             eprintln!("keyed_misses: {e}");
             std::process::exit(1);
         }
         let t = std::time::Instant::now();
-        let ok = ours_loop(&shuffled, n);
+        let ok = if mode == "ours" {
+            ours_loop(&shuffled, n)
+        } else {
+            ours_async_loop(&shuffled, n)
+        };
         println!(
-            "ours: {:.1} ns a call",
+            "{mode}: {:.1} ns a call",
             t.elapsed().as_nanos() as f64 / n as f64
         );
         ok
@@ -82,4 +87,25 @@ fn main() {
         ok
     };
     assert_eq!(ok, n, "every call succeeds");
+}
+
+/// The async shape of `keyed::call_keyed`, as a `#[with_resilience]` async fn with a
+/// computed service name and no retry expands to (`once_lean`), polled once.
+#[inline(never)]
+fn call_keyed_async(key: &str) -> Result<u32, common::BenchError> {
+    let svc = keyed::SITE.keyed(key);
+    common::poll_once(svc.once_lean(&keyed::HOOKS, || async { common::ok_sync() }))
+}
+
+/// `n` calls of ours through [`call_keyed_async`], going round `keys`; how many
+/// succeeded.
+#[inline(never)]
+fn ours_async_loop(keys: &[String], n: usize) -> usize {
+    let mut i = 0;
+    (0..n)
+        .filter(|_| {
+            i = if i + 1 == keys.len() { 0 } else { i + 1 };
+            call_keyed_async(&keys[i]).is_ok()
+        })
+        .count()
 }

@@ -10,14 +10,14 @@ use super::common::{ok_sync, BenchError};
 /// Live keys, as in the bench's row.
 pub const KEYS: usize = 100_000;
 
-static SITE: Site = Site::new(
+pub static SITE: Site = Site::new(
     SiteName::Fixed("example.keyed"),
     Spec {
         breaker: true,
         ..Spec::EMPTY
     },
 );
-static HOOKS: Hooks<BenchError> = Hooks::DEFAULT;
+pub static HOOKS: Hooks<BenchError> = Hooks::DEFAULT;
 
 /// The count in the environment variable `name`, or `default` when it is unset.
 pub fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
