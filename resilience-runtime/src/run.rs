@@ -1659,8 +1659,10 @@ where
             let p = svc.policies();
             // The swift lane: the body made and polled at once, a success counted
             // on this thread's own line. Only when no policy needs a timer: a body
-            // that is not ready stays in this future.
-            if p.untimed {
+            // that is not ready stays in this future. The policies word says so for
+            // the commonest shape, and the policies are then not read here (a
+            // computed key's lie past the 64 bytes of its entry the lane reads).
+            if svc.lane_untimed() || p.untimed {
                 match swift_admit(svc, p, hooks) {
                     // The commonest shape runs in a copy of its own, which knows
                     // there is no bulkhead slot to give back.

@@ -52,8 +52,9 @@ pub struct Service {
     /// computed key's call then reads them in the entry, at addresses the lookup
     /// knows, rather than behind pointers that one cache miss after another
     /// finds. See [`Service::policies`]. Offsets are multiples of 8 (policies and
-    /// services are aligned to 8); the low three bits are tags: [`LANE`],
-    /// [`LANE_BREAKER`] and [`SHARED_COUNTS`].
+    /// services are aligned to 8), kept doubled ([`policies_word`]) so that the low
+    /// four bits are tags: [`LANE`], [`LANE_BREAKER`], [`SHARED_COUNTS`] and
+    /// [`HOME_UNTIMED`].
     policies: AtomicIsize,
     /// What a computed key's successful call counts in (see [`Head`]).
     count_head: Head,
@@ -81,8 +82,28 @@ const LANE_BREAKER: isize = 2;
 /// A tag of [`Service::policies`]: the service has no own lines; its calls count
 /// on the shared counts.
 const SHARED_COUNTS: isize = 4;
+/// A tag of [`Service::policies`]: the service's own policies need no timer
+/// ([`Policies::untimed`], which lies past the 64 bytes a computed key's lane call
+/// reads). Set when the service is made, and said of its own policies only: an
+/// async call on the swift lane ([`LANE`]) knows from it that a body not ready
+/// at its first poll may wait without a timer.
+const HOME_UNTIMED: isize = 8;
 /// The tags of [`Service::policies`].
-const TAGS: isize = 7;
+const TAGS: isize = 15;
+
+/// The policies word for policies `at` bytes from the service (a multiple of 8,
+/// and far less than 2^61 either way: both lie in the address space), tagged
+/// `tags`: the offset doubled, so that a multiple of 16 leaves four bits to tags.
+#[inline(always)]
+const fn policies_word(at: isize, tags: isize) -> isize {
+    (at << 1) | tags
+}
+
+/// The offset a policies word holds (see [`policies_word`]).
+#[inline(always)]
+const fn policies_at(word: isize) -> isize {
+    (word & !TAGS) >> 1
+}
 
 /// What a service keeps apart from its registry entry: what calls read only off
 /// the lane (counts but a computed key's successes, the name for events and
@@ -489,7 +510,7 @@ impl Policies {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let at = *self.policies.get_mut() & !TAGS;
+        let at = policies_at(*self.policies.get_mut());
         if at != Self::HOME {
             let p = std::ptr::from_mut(self)
                 .expose_provenance()
@@ -583,18 +604,20 @@ impl Service {
             ServiceName::from(name)
         };
         let (count_head, lines_bytes, counters) = counters::new(pinned);
+        let home = Policies::first(effective, extras, pinned);
         let tags = if lines_bytes == 0 { SHARED_COUNTS } else { 0 }
             | if effective.breaker.is_some() {
                 LANE_BREAKER
             } else {
                 0
-            };
+            }
+            | if home.untimed { HOME_UNTIMED } else { 0 };
         let mut svc = Self {
-            policies: AtomicIsize::new(Self::HOME | tags),
+            policies: AtomicIsize::new(policies_word(Self::HOME, tags)),
             count_head,
             lines_bytes,
             home_breaker: effective.breaker.map(|b| Breaker::new(name.clone(), b)),
-            home: Policies::first(effective, extras, pinned),
+            home,
             cold: crate::cold::ColdBox::new(ServiceCold {
                 counters,
                 retired: Mutex::new(Vec::new()),
@@ -623,7 +646,7 @@ impl Service {
     pub(crate) fn policies(&self) -> &Policies {
         let at = std::ptr::from_ref(self)
             .expose_provenance()
-            .wrapping_add_signed(self.policies.load(Acquire) & !TAGS);
+            .wrapping_add_signed(policies_at(self.policies.load(Acquire)));
         // SAFETY: the offset is `HOME` (the service's own policies, a field: valid
         // wherever the service lies) or was set by `install` from the address of
         // boxed policies, which never move, and this service's, which does not move
@@ -679,6 +702,14 @@ impl Service {
         }))
     }
 
+    /// Whether the swift lane is open on the service's own policies ([`LANE`]) and
+    /// they need no timer ([`HOME_UNTIMED`]), from the policies word alone: when
+    /// `false`, [`Policies::untimed`] says whether the policies in force need one.
+    #[inline(always)]
+    pub(crate) fn lane_untimed(&self) -> bool {
+        self.policies.load(Relaxed) & (LANE | HOME_UNTIMED) == LANE | HOME_UNTIMED
+    }
+
     /// Whether the service's calls count on the shared counts (no own lines).
     #[inline(always)]
     pub(crate) fn counts_shared(&self) -> bool {
@@ -704,7 +735,7 @@ impl Service {
     fn refresh_lane(&self) {
         let mut w = self.policies.load(Acquire);
         loop {
-            let home = w & !TAGS == Self::HOME;
+            let home = policies_at(w) == Self::HOME;
             let open = home && self.home.gate.load(Relaxed) == 0;
             let next = if open { w | LANE } else { w & !LANE };
             match self.policies.compare_exchange(w, next, AcqRel, Acquire) {
@@ -745,8 +776,8 @@ impl Service {
         });
         let to = Box::into_raw(next).expose_provenance();
         let at = to.wrapping_sub(std::ptr::from_ref(self).expose_provenance()) as isize;
-        let tags = self.policies.load(Relaxed) & (SHARED_COUNTS | LANE_BREAKER);
-        let prev = self.policies.swap(at | tags, AcqRel) & !TAGS;
+        let tags = self.policies.load(Relaxed) & (SHARED_COUNTS | LANE_BREAKER | HOME_UNTIMED);
+        let prev = policies_at(self.policies.swap(policies_word(at, tags), AcqRel));
         self.take_bars();
         if prev != Self::HOME {
             let prev = std::ptr::from_ref(self)
@@ -2605,7 +2636,7 @@ mod gate_tests {
     use std::sync::atomic::Ordering::Relaxed;
     use std::time::Duration;
 
-    use super::{Service, BARS_COPY, GATE_SHAPE, LANE, LANE_BARS, TAGS};
+    use super::{policies_at, Service, BARS_COPY, GATE_SHAPE, HOME_UNTIMED, LANE, LANE_BARS};
     use crate::__private::{Site, SiteName, Spec};
     use crate::config::BulkheadConfig;
     use crate::Resilience;
@@ -2618,11 +2649,24 @@ mod gate_tests {
         // The policies word's tag says the same as the gate: the lane is open on
         // the service's own policies with a gate of 0.
         let word = svc.policies.load(Relaxed);
-        let home = word & !TAGS == Service::HOME;
+        let home = policies_at(word) == Service::HOME;
         assert_eq!(
             word & LANE != 0,
             home && gate == 0,
             "{}: the lane tag against the gate {gate} (own policies: {home})",
+            svc.name()
+        );
+        // And the untimed tag says what the service's own policies say.
+        assert_eq!(
+            word & HOME_UNTIMED != 0,
+            svc.home.untimed,
+            "{}: the untimed tag",
+            svc.name()
+        );
+        assert_eq!(
+            svc.lane_untimed(),
+            home && gate == 0 && svc.policies().untimed,
+            "{}: the lane and untimed tags together",
             svc.name()
         );
         (gate, LANE_BARS.load(Relaxed))
@@ -2658,6 +2702,18 @@ mod gate_tests {
             .unwrap();
         let (gate, bars) = gate_and_bars(bulkhead.service());
         assert_eq!(gate, GATE_SHAPE | bars);
+
+        // A timeout leaves the gate open (a sync call ignores it) but needs a
+        // timer: the untimed tag is off, so an async call reads the policies.
+        let timed = Resilience::builder("gate.timeout")
+            .no_retry()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let (gate, bars) = gate_and_bars(timed.service());
+        assert_eq!(gate, bars, "a timeout is not a shape the gate closes on");
+        assert_eq!(timed.service().policies.load(Relaxed) & HOME_UNTIMED, 0);
+        assert!(!timed.service().lane_untimed());
 
         // New policies from live configuration: a bulkhead closes the shape, and
         // removing it opens it again, with the bars taken each time.

@@ -29,8 +29,48 @@ async fn slow(secs: u64) -> Result<u32, E> {
     Ok(1)
 }
 
+#[circuit_breaker(service = "lean.first", failure_threshold = 100)]
+async fn first_fixed(secs: u64) -> Result<u32, E> {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    Ok(1)
+}
+
+#[circuit_breaker(service = format!("lean.first.{tenant}"), failure_threshold = 100)]
+async fn first_keyed(tenant: &str, secs: u64) -> Result<u32, E> {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    Ok(1)
+}
+
+/// A call that times out after `secs` seconds of the paused clock.
+fn timed_out_after(r: &Result<u32, E>, secs: u64) -> bool {
+    matches!(r, Err(E::R(ResilienceError::Timeout { after, .. })) if *after == Duration::from_secs(secs))
+}
+
 #[tokio::test(start_paused = true)]
 async fn timers_given_by_live_configuration_apply_to_a_lean_site() {
+    // A document in force when a service is registered gives its first policies:
+    // the lean future's first poll must see their timer, for a fixed name and a
+    // computed key alike (both admitted on the service's own policies).
+    apply_config_str(
+        "[services.\"lean.first\"]\ntimeout = \"1s\"\n\
+         [services.\"lean.first.a\"]\ntimeout = \"1s\"\n",
+        Format::Toml,
+    )
+    .expect("a valid document");
+    let start = tokio::time::Instant::now();
+    let r = first_fixed(20).await;
+    assert!(timed_out_after(&r, 1), "{r:?}");
+    let r = first_keyed("a", 20).await;
+    assert!(timed_out_after(&r, 1), "{r:?}");
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(
+        first_keyed("b", 20).await,
+        Ok(1),
+        "a key the document leaves"
+    );
+    assert_eq!(first_fixed(0).await, Ok(1), "a fast body is not timed out");
+    clear_config();
+
     // Nothing declared: a 20 s body runs to its end.
     assert_eq!(slow(20).await, Ok(1));
 
