@@ -145,7 +145,8 @@ fn claim_line() -> usize {
             Err(now) => claimed = now,
         }
     };
-    // A thread being torn down has no thread locals left: it counts on line 0.
+    // A thread being torn down has no thread locals left to give its line back
+    // with: it keeps none (`NONE`) and counts on the shared counts.
     if line != NONE && RELEASE.try_with(|_| ()).is_err() {
         CLAIMED.fetch_and(!(1u64 << (line / LINE - 1)), Release);
         let _ = SLOT.try_with(|s| s.set(NONE));
