@@ -297,6 +297,39 @@ fn a_lean_attribute_call_allocates_nothing_ready_pending_or_failing() {
     assert_eq!((s.successes, s.failures), (2 * N + 1, N));
 }
 
+#[resilience_runtime::circuit_breaker(service = tenant, failure_threshold = 1000)]
+async fn lean_keyed(tenant: &str, pend: bool) -> Result<u32, E> {
+    if pend {
+        PendingOnce(false).await;
+    }
+    Ok(1)
+}
+
+#[test]
+fn a_computed_keys_lean_call_allocates_nothing_once_the_key_is_registered() {
+    // The lookup of a `&str` key and the call, on the swift lane (the policies
+    // word's tags) or, pending, in the lean future. Warm: each key registered, and
+    // this thread's counter line claimed (a pending success counts through it).
+    let keys = ["alloc::lean.key.a", "alloc::lean.key.b"];
+    for k in keys {
+        assert_eq!(drive(lean_keyed(k, false)), (Ok(1), 1));
+        assert_eq!(drive(lean_keyed(k, true)), (Ok(1), 2));
+    }
+    for (pend, polls) in [(false, 1), (true, 2)] {
+        let (n, ()) = allocations(|| {
+            for _ in 0..N {
+                for k in keys {
+                    assert_eq!(drive(lean_keyed(k, pend)), (Ok(1), polls));
+                }
+            }
+        });
+        assert_eq!(n, 0, "pend {pend}");
+    }
+    for k in keys {
+        assert_eq!(resilience_runtime::status(k).unwrap().successes, 2 * N + 2);
+    }
+}
+
 #[resilience_runtime::circuit_breaker(service = "alloc::lean.open", failure_threshold = 1)]
 #[resilience_runtime::bulkhead(max_concurrent = 1)]
 async fn lean_guarded() -> Result<u32, E> {
