@@ -574,6 +574,13 @@ fn keyed(c: &mut Criterion) {
         }
     }
 
+    // The same call as a `#[with_resilience]` async fn with a computed name and no
+    // retry makes it (`once_lean`), polled once.
+    fn call_keyed_async(key: &str) -> Result<u32, BenchError> {
+        let svc = SITE.keyed(key);
+        poll_once(svc.once_lean(&HOOKS, || async { ok_sync() }))
+    }
+
     // Criterion calls a bench closure once per sample and only when the filter selects
     // it: the 100,000 keys are made on the first call, so a filtered run (callgrind)
     // does not pay for the other side's setup.
@@ -632,6 +639,22 @@ fn keyed(c: &mut Criterion) {
             b.tight(|| {
                 i = if i + 1 == KEYS { 0 } else { i + 1 };
                 call_keyed(&keys[i])
+            });
+            assert!(
+                resilience_runtime::key_count() >= KEYS,
+                "no key was evicted"
+            );
+        });
+    }
+
+    {
+        let mut i = 0usize;
+        g.bench_function("resilience_async_shuffled", |b| {
+            ready(&mut ours_ready);
+            let keys = shuffled();
+            b.tight(|| {
+                i = if i + 1 == KEYS { 0 } else { i + 1 };
+                call_keyed_async(&keys[i])
             });
             assert!(
                 resilience_runtime::key_count() >= KEYS,
