@@ -230,9 +230,14 @@ pub(crate) struct Counts<'a> {
 }
 
 impl<'a> Counts<'a> {
-    /// Counts one `c`.
+    /// Counts one `c`. A service without own lines (a computed key) counts on the
+    /// shared counts without looking at this thread's line, so a thread that only
+    /// calls computed keys never claims one.
     #[inline(always)]
     pub(crate) fn add(self, c: Counter) {
+        if *self.lines_bytes == 0 {
+            return self.add_shared(c, 1);
+        }
         match self.line_at(thread_line()) {
             Some(line) => line.add(c),
             None => self.add_shared(c, 1),
@@ -431,6 +436,27 @@ mod tests {
         let c = Arc::new(Pair::new(false));
         hammer(&c, 4, 5_000);
         assert_eq!(c.counts().get(Counter::Successes), 20_000);
+    }
+
+    /// A thread that counts only on services without own lines (computed keys)
+    /// claims no line: lines are few, and threads of fixed names need them.
+    #[test]
+    fn counting_without_own_lines_claims_no_line() {
+        let shared = Arc::new(Pair::new(false));
+        let owned = Arc::new(Pair::new(true));
+        std::thread::spawn(move || {
+            for c in [Counter::Successes, Counter::Failures, Counter::Rejections] {
+                shared.counts().add(c);
+            }
+            assert_eq!(thread_slot(), UNCLAIMED);
+            assert_eq!(shared.counts().get(Counter::Failures), 1);
+            // A service with own lines claims one on its first count.
+            owned.counts().add(Counter::Successes);
+            assert_ne!(thread_slot(), UNCLAIMED);
+            assert_eq!(owned.counts().get(Counter::Successes), 1);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
