@@ -101,11 +101,5 @@ fn call_keyed_async(key: &str) -> Result<u32, common::BenchError> {
 /// succeeded.
 #[inline(never)]
 fn ours_async_loop(keys: &[String], n: usize) -> usize {
-    let mut i = 0;
-    (0..n)
-        .filter(|_| {
-            i = if i + 1 == keys.len() { 0 } else { i + 1 };
-            call_keyed_async(&keys[i]).is_ok()
-        })
-        .count()
+    keyed::calls_loop(keys, n, call_keyed_async)
 }

@@ -64,11 +64,22 @@ pub fn warm(keys: &[String]) -> Result<(), String> {
 /// `n` calls of ours, going round `keys`; how many succeeded.
 #[inline(never)]
 pub fn ours_loop(keys: &[String], n: usize) -> usize {
+    calls_loop(keys, n, call_keyed)
+}
+
+/// `n` calls of `call`, going round `keys`; how many succeeded. Inlined into
+/// each loop of its own, which valgrind's `--toggle-collect` names.
+#[inline(always)]
+pub fn calls_loop(
+    keys: &[String],
+    n: usize,
+    call: impl Fn(&str) -> Result<u32, BenchError>,
+) -> usize {
     let mut i = 0;
     (0..n)
         .filter(|_| {
             i = if i + 1 == keys.len() { 0 } else { i + 1 };
-            call_keyed(&keys[i]).is_ok()
+            call(&keys[i]).is_ok()
         })
         .count()
 }
