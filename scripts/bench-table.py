@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Markdown table of the benchmarks (benches/benches/compare.rs, and cpu_clock.rs
-for the rows marked "CPU clock") against their targets.
+"""Markdown table of the benchmarks (benches/benches/compare.rs, and tokio_clock.rs
+for the rows marked "tokio's clock, chosen") against their targets.
 
 Reads `target/criterion/<group>/<function>/new/estimates.json` (the mean's point
 estimate, in ns) for every row below and prints:
@@ -70,10 +70,11 @@ ROWS = [
      "recloser async", "closed_breaker_async/recloser", "<=", None),
     ("open rejection (force_open)", "open_rejection/resilience",
      "recloser open", "open_rejection/recloser", "<=", 0.5),
-    ("open rejection (tripped, cooldown)", "open_rejection/resilience_tripped",
+    ("open rejection (tripped, cooldown; the default clock, the CPU's here)", "open_rejection/resilience_tripped",
      "recloser open", "open_rejection/recloser", "<=", 0.5),
-    ("open rejection (tripped, cooldown; CPU clock, opt-in)", "open_rejection_cpu_clock/resilience_tripped",
-     "recloser open", "open_rejection_cpu_clock/recloser", "<=", 0.5),
+    ("open rejection (tripped, cooldown; tokio's clock, chosen; no target)",
+     "open_rejection_tokio_clock/resilience_tripped",
+     "recloser open", "open_rejection_tokio_clock/recloser", "<=", None),
     ("timeout, body ready at first poll", "timeout/resilience",
      "tokio::time::timeout", "timeout/tokio", "<=", 0.2),
     ("retry, success first attempt, sync", "retry_sync/resilience",
@@ -95,10 +96,10 @@ ROWS = [
      "tower ConcurrencyLimit", "bulkhead/tower_concurrency_limit", "<=", 0.3),
     ("bulkhead acquire + release (sync, #[bulkhead] fn)", "bulkhead/resilience_macro_sync",
      "tower ConcurrencyLimit", "bulkhead/tower_concurrency_limit", "<=", 0.3),
-    ("rate limiter permit", "rate_limiter/resilience",
+    ("rate limiter permit (the default clock, the CPU's here)", "rate_limiter/resilience",
      "governor check", "rate_limiter/governor", "<=", 1.0),
-    ("rate limiter permit (CPU clock, opt-in)", "rate_limiter_cpu_clock/resilience",
-     "governor check", "rate_limiter_cpu_clock/governor", "<=", 1.0),
+    ("rate limiter permit (tokio's clock, chosen; no target)", "rate_limiter_tokio_clock/resilience",
+     "governor check", "rate_limiter_tokio_clock/governor", "<=", None),
     ("computed name, 100k keys + closed breaker", "keyed_100k/resilience",
      "governor keyed check_key", "keyed_100k/governor", "<=", 1.0),
     ("computed name, 100k keys + closed breaker (keys in shuffled order)",

@@ -21,8 +21,8 @@ use resilience_runtime::{Resilience, ResilienceError};
 
 mod common;
 use common::{
-    build, governor_direct, keep, ok_sync, poll_once, rate_limited, recloser_open, tripped,
-    BenchError, Tight,
+    build, governor_direct, keep, ok_sync, poll_once, rate_limited, recloser_open,
+    settled_default_clock, tripped, BenchError, Tight,
 };
 
 /// A value alone on its cache lines.
@@ -402,6 +402,7 @@ fn closed_breaker_async(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------
 
 fn open_rejection(c: &mut Criterion) {
+    eprintln!("the default clock: {:?}", settled_default_clock());
     let mut g = c.benchmark_group("open_rejection");
 
     let forced = build(
@@ -539,6 +540,7 @@ fn bulkhead(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------
 
 fn rate_limiter(c: &mut Criterion) {
+    eprintln!("the default clock: {:?}", settled_default_clock());
     let mut g = c.benchmark_group("rate_limiter");
     let ours = rate_limited("bench.rate_limit");
     g.bench_function("resilience", |b| b.tight(|| ours.call_sync(ok_sync)));

@@ -1,20 +1,28 @@
-//! Time. By default every reading and every wait goes through tokio's clock, so a
-//! test that pauses it (`#[tokio::test(start_paused = true)]`) drives the policies
-//! exactly; outside a runtime tokio's clock is the system's monotonic clock.
+//! Time. Every wait goes through tokio's clock, and where tokio is built with its
+//! `test-util` feature (so a runtime's clock can be paused) so does every reading:
+//! a test that pauses it (`#[tokio::test(start_paused = true)]`) drives the policies
+//! exactly. Outside a runtime, and in any runtime whose clock is not paused, tokio's
+//! clock is the system's monotonic clock.
 //!
-//! A process may instead choose the CPU's clock ([`set_clock_source`] with
-//! [`ClockSource::Cpu`]) for the readings on the call path: breaker cooldowns and
-//! time windows, rate-limit schedules. It reads the invariant time-stamp counter,
-//! calibrated against the monotonic clock, which costs about a third of a system
-//! clock read; tokio's paused clock then no longer drives those readings. Waits
-//! (backoff, rate-limit and bulkhead waits, timeouts) and measured latencies stay
-//! on tokio's clock either way.
+//! The readings on the call path (breaker cooldowns and time windows, rate-limit
+//! schedules) may instead come from the CPU's clock, [`ClockSource::Cpu`]: the
+//! invariant time-stamp counter, calibrated against the monotonic clock, which costs
+//! about a third of a system clock read. A process gets it
+//! - by default where tokio cannot pause (no `test-util`), the counter keeps time
+//!   and, on Linux, the kernel keeps its own monotonic clock on it: the first 20 ms
+//!   of readings come from the monotonic clock while the counter is calibrated
+//!   against it, and the readings after from the counter, on the same scale;
+//! - or by choosing it ([`set_clock_source`]); tokio's paused clock then no longer
+//!   drives those readings.
+//!
+//! Waits (backoff, rate-limit and bulkhead waits, timeouts) and measured latencies
+//! stay on tokio's clock either way.
 //!
 //! Shared state keeps instants as `u64` nanoseconds on a private scale (see
 //! [`Nanos`]) so they fit in atomics.
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
-use std::sync::atomic::{AtomicU64, AtomicU8};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -33,10 +41,13 @@ const OFFSET: u64 = 1 << 62;
 #[non_exhaustive]
 pub enum ClockSource {
     /// tokio's clock (`tokio::time::Instant`): follows a paused clock in tests;
-    /// outside a runtime, the system's monotonic clock. The default.
+    /// outside a runtime, the system's monotonic clock. The default where tokio is
+    /// built with `test-util`, or the CPU has no counter that keeps time; also what
+    /// [`clock_source`] says while the default's CPU clock is being calibrated.
     Tokio,
     /// The CPU's invariant time-stamp counter (x86_64), calibrated against the
-    /// monotonic clock. Cheaper per reading; ignores tokio's paused clock.
+    /// monotonic clock. Cheaper per reading; ignores tokio's paused clock. The
+    /// default where tokio cannot pause, once calibrated.
     Cpu,
 }
 
@@ -69,6 +80,20 @@ pub enum ClockError {
 const UNSET: u8 = 0;
 const TOKIO: u8 = 1;
 const CPU: u8 = 2;
+/// The default's CPU clock, being calibrated: readings come from tokio's clock
+/// (which cannot pause, so it is the monotonic clock) until [`CALIBRATION`] has
+/// passed since [`CAL_START`], then the first reading after sets `CPU`.
+const CALIBRATING: u8 = 3;
+
+/// How long the counter is compared with the monotonic clock before it is read.
+const CALIBRATION: Duration = Duration::from_millis(20);
+
+/// The monotonic clock and the counter read together when calibration started.
+/// Set before `source` says `CALIBRATING`.
+static CAL_START: OnceLock<(std::time::Instant, u64)> = OnceLock::new();
+
+/// Set by the one thread that ends the calibration.
+static CAL_ENDING: AtomicBool = AtomicBool::new(false);
 
 /// The source and the CPU clock's parameters, together so that a reading finds
 /// them at one address.
@@ -97,9 +122,14 @@ static CLOCK: Clock = Clock {
 /// [`ClockSource::Cpu`] is for production processes that call rate-limited or
 /// tripped services very often: a reading costs about a third of a system clock
 /// read (11 ns against 32 ns on the machine of the README's performance table).
-/// Choosing it calibrates the counter against the monotonic clock for 20 ms
-/// (this call blocks meanwhile). Tests that pause tokio's clock must keep
-/// [`ClockSource::Tokio`].
+/// It is the default where tokio cannot pause (see [the module](self)); choosing it
+/// before the first reading calibrates the counter against the monotonic clock for
+/// 20 ms (this call blocks meanwhile). Tests that pause tokio's clock must keep
+/// [`ClockSource::Tokio`], the default wherever tokio can pause.
+///
+/// While the default's CPU clock is being calibrated (the first 20 ms after the
+/// first reading), either choice is still open: [`ClockSource::Tokio`] keeps
+/// tokio's clock for good, [`ClockSource::Cpu`] waits for the calibration to end.
 ///
 /// ```
 /// use resilience_runtime::{clock_source, set_clock_source, ClockError, ClockSource};
@@ -123,6 +153,9 @@ pub fn set_clock_source(source: ClockSource) -> Result<(), ClockError> {
         ClockSource::Cpu => CPU,
     };
     let current = CLOCK.source.load(Acquire);
+    if current == CALIBRATING {
+        return settle(want);
+    }
     if current != UNSET {
         return fixed(current, want);
     }
@@ -138,6 +171,33 @@ pub fn set_clock_source(source: ClockSource) -> Result<(), ClockError> {
         Ok(_) => Ok(()),
         Err(current) => fixed(current, want),
     }
+}
+
+/// [`set_clock_source`] while the default's CPU clock is being calibrated.
+fn settle(want: u8) -> Result<(), ClockError> {
+    if want == TOKIO {
+        return match CLOCK
+            .source
+            .compare_exchange(CALIBRATING, TOKIO, AcqRel, Acquire)
+        {
+            Ok(_) => Ok(()),
+            Err(current) => fixed(current, want),
+        };
+    }
+    if let Some(&(start, _)) = CAL_START.get() {
+        sleep_thread(CALIBRATION.saturating_sub(start.elapsed()));
+    }
+    end_calibration();
+    // Another thread may be ending it: a few clock reads.
+    let mut current = CLOCK.source.load(Acquire);
+    while current == CALIBRATING {
+        std::thread::yield_now();
+        current = CLOCK.source.load(Acquire);
+    }
+    if current == TOKIO && CAL_FAILED.load(Acquire) {
+        return Err(ClockError::Unavailable { why: COUNTER_LAGS });
+    }
+    fixed(current, want)
 }
 
 fn fixed(current: u8, want: u8) -> Result<(), ClockError> {
@@ -158,7 +218,8 @@ fn source_of(code: u8) -> ClockSource {
     }
 }
 
-/// The clock source in use (tokio's until another is chosen).
+/// The clock source in use: tokio's until the CPU's is chosen or, by default where
+/// tokio cannot pause, calibrated (see [the module](self)).
 pub fn clock_source() -> ClockSource {
     source_of(CLOCK.source.load(Acquire))
 }
@@ -203,9 +264,64 @@ fn tokio_nanos() -> Nanos {
     match CLOCK.source.load(Acquire) {
         UNSET => first_nanos(),
         CPU => cpu_nanos(),
+        CALIBRATING => calibrating_nanos(),
         _ => nanos(now()),
     }
 }
+
+/// A reading while the default's CPU clock is being calibrated: tokio's, and the
+/// first one [`CALIBRATION`] after the start ends the calibration.
+#[cold]
+#[inline(never)]
+fn calibrating_nanos() -> Nanos {
+    let at = now();
+    if CAL_START
+        .get()
+        .is_some_and(|&(start, _)| at.into_std().saturating_duration_since(start) >= CALIBRATION)
+    {
+        end_calibration();
+    }
+    nanos(at)
+}
+
+/// Ends the default's calibration, once, from the thread that gets here first:
+/// the counter's rate from the two readings [`CALIBRATION`] apart, and its base so
+/// that a counter reading lands on the scale tokio's readings were on. The source
+/// is `CPU` after, or `TOKIO` if the counter did not keep pace (or a choice of
+/// tokio's clock came first).
+fn end_calibration() {
+    if CAL_ENDING.swap(true, AcqRel) {
+        return;
+    }
+    let Some(&(start_at, start_ticks)) = CAL_START.get() else {
+        return;
+    };
+    let (end_at, end_ticks) = cpu::pair();
+    let next = match scale(
+        end_at.saturating_duration_since(start_at),
+        end_ticks.wrapping_sub(start_ticks),
+    ) {
+        Ok(mult) => {
+            // Published by the compare-exchange below (release).
+            let at = nanos(Instant::from_std(end_at));
+            CLOCK.base.store(aligned_base(at, end_ticks, mult), Relaxed);
+            CLOCK.mult.store(mult, Relaxed);
+            CPU
+        }
+        Err(_) => {
+            CAL_FAILED.store(true, Release);
+            TOKIO
+        }
+    };
+    let _ = CLOCK
+        .source
+        .compare_exchange(CALIBRATING, next, AcqRel, Acquire);
+}
+
+/// Set when the default's calibration found a counter that does not keep time.
+static CAL_FAILED: AtomicBool = AtomicBool::new(false);
+
+const COUNTER_LAGS: &str = "the time-stamp counter did not keep pace with the monotonic clock";
 
 /// The CPU clock's reading on the shared scale.
 #[inline(always)]
@@ -219,27 +335,24 @@ fn cpu_nanos() -> Nanos {
 
 #[cfg(target_arch = "x86_64")]
 mod cpu {
-    use super::{scale, ClockError};
+    use super::{scale, ClockError, CALIBRATION};
     use std::arch::x86_64::{__cpuid, _rdtsc};
     use std::time::{Duration, Instant};
-
-    /// How long [`calibrate`] compares the counter with the monotonic clock.
-    const CALIBRATION: Duration = Duration::from_millis(20);
 
     /// The time-stamp counter. Not serialized: a reading may be taken a few
     /// instructions early or late, as any clock read on an out-of-order CPU.
     #[inline(always)]
     pub(super) fn ticks() -> u64 {
-        // SAFETY: `rdtsc` is part of x86_64; `calibrate` checked it keeps time.
+        // SAFETY: `rdtsc` is part of x86_64; it is read only once the counter
+        // was found to keep time.
         unsafe { _rdtsc() }
     }
 
-    /// The counter now, and nanoseconds per tick (32.32 fixed point), measured
-    /// against the monotonic clock over [`CALIBRATION`].
-    pub(super) fn calibrate() -> Result<(u64, u64), ClockError> {
-        // Leaf 0x8000_0007 EDX bit 8 is the invariant counter (constant rate,
-        // runs in every power state); a leaf above the maximum extended leaf
-        // reads other data, so the maximum is checked too.
+    /// Whether the CPU says its counter is invariant (constant rate, runs in
+    /// every power state).
+    fn invariant() -> Result<(), ClockError> {
+        // Leaf 0x8000_0007 EDX bit 8 is the invariant counter; a leaf above the
+        // maximum extended leaf reads other data, so the maximum is checked too.
         // `cpuid` is part of x86_64 (the `unsafe` is for toolchains before 1.87,
         // where the intrinsic was still marked unsafe).
         #[allow(unused_unsafe)]
@@ -250,6 +363,32 @@ mod cpu {
                 why: "the CPU does not report an invariant time-stamp counter",
             });
         }
+        Ok(())
+    }
+
+    /// Whether the default may read the counter: the CPU says it is invariant
+    /// and, on Linux, the kernel keeps its monotonic clock on it (it does not
+    /// where it found the counters unsynchronized across cores, or unstable in a
+    /// virtual machine).
+    pub(super) fn keeps_time() -> bool {
+        invariant().is_ok() && kernel_reads_it()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn kernel_reads_it() -> bool {
+        std::fs::read("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .is_ok_and(|name| name.trim_ascii() == b"tsc")
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn kernel_reads_it() -> bool {
+        true
+    }
+
+    /// The counter now, and nanoseconds per tick (32.32 fixed point), measured
+    /// against the monotonic clock over [`CALIBRATION`].
+    pub(super) fn calibrate() -> Result<(u64, u64), ClockError> {
+        invariant()?;
         let (t0, c0) = pair();
         let (mut t1, mut c1) = (t0, c0);
         while t1.duration_since(t0) < CALIBRATION {
@@ -262,7 +401,7 @@ mod cpu {
     /// A monotonic-clock reading and the counter taken together: the pair whose
     /// two clock reads around the counter's are closest, of a few tries, so a
     /// preemption between them does not skew the calibration.
-    fn pair() -> (Instant, u64) {
+    pub(super) fn pair() -> (Instant, u64) {
         let mut best: Option<(Duration, Instant, u64)> = None;
         for _ in 0..8 {
             let before = Instant::now();
@@ -285,9 +424,7 @@ fn scale(elapsed: Duration, counted: u64) -> Result<u64, ClockError> {
     let nanos = elapsed.as_nanos();
     let counted = u128::from(counted);
     if counted == 0 || counted < nanos / 100 || counted > nanos.saturating_mul(100) {
-        return Err(ClockError::Unavailable {
-            why: "the time-stamp counter did not keep pace with the monotonic clock",
-        });
+        return Err(ClockError::Unavailable { why: COUNTER_LAGS });
     }
     Ok(u64::try_from((nanos << 32) / counted).unwrap_or(u64::MAX))
 }
@@ -312,7 +449,12 @@ fn scaled(ticks: u64, mult: u64) -> u64 {
 
 /// The `base` of [`ticks_nanos`] that puts the counter reading `origin` at `OFFSET`.
 fn base(origin: u64, mult: u64) -> u64 {
-    OFFSET.wrapping_sub(scaled(origin, mult))
+    aligned_base(OFFSET, origin, mult)
+}
+
+/// The `base` of [`ticks_nanos`] that puts the counter reading `ticks` at `at`.
+fn aligned_base(at: Nanos, ticks: u64, mult: u64) -> u64 {
+    at.wrapping_sub(scaled(ticks, mult))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -324,6 +466,14 @@ mod cpu {
         0
     }
 
+    pub(super) fn keeps_time() -> bool {
+        false
+    }
+
+    pub(super) fn pair() -> (std::time::Instant, u64) {
+        (std::time::Instant::now(), 0)
+    }
+
     pub(super) fn calibrate() -> Result<(u64, u64), ClockError> {
         Err(ClockError::Unavailable {
             why: "the CPU clock is read on x86_64 only",
@@ -331,15 +481,89 @@ mod cpu {
     }
 }
 
-/// The process's first reading fixes the source: tokio's, unless the CPU's was
-/// chosen meanwhile.
+/// The process's first reading fixes the source, unless one was chosen meanwhile:
+/// tokio's where it can pause or the counter does not keep time, otherwise the
+/// CPU's, calibrated first (see [the module](self)).
 #[cold]
 #[inline(never)]
 fn first_nanos() -> Nanos {
-    match CLOCK.source.compare_exchange(UNSET, TOKIO, AcqRel, Acquire) {
-        Err(CPU) => cpu_nanos(),
-        _ => nanos(now()),
+    let next = default_source(tokio_can_pause(), cpu::keeps_time());
+    if next == CALIBRATING {
+        CAL_START.get_or_init(cpu::pair);
     }
+    let _ = CLOCK.source.compare_exchange(UNSET, next, AcqRel, Acquire);
+    tokio_nanos()
+}
+
+/// The default source: `CALIBRATING` (the CPU's, once calibrated) where tokio
+/// cannot pause and the counter keeps time, `TOKIO` otherwise.
+fn default_source(tokio_can_pause: bool, counter_keeps_time: bool) -> u8 {
+    if !tokio_can_pause && counter_keeps_time {
+        CALIBRATING
+    } else {
+        TOKIO
+    }
+}
+
+/// Whether tokio was built with `test-util`, so a runtime's clock can be paused:
+/// `Builder::start_paused` exists only then. An inherent method is found before a
+/// trait's of the same name, so the closure below (never called) calls tokio's
+/// where it exists and [`WithoutTestUtil`]'s otherwise; the type it returns
+/// answers.
+fn tokio_can_pause() -> bool {
+    answer(|b| b.start_paused(false).pausable())
+}
+
+fn answer<A: Answer>(_: impl FnOnce(&mut tokio::runtime::Builder) -> A) -> bool {
+    A::PAUSABLE
+}
+
+/// What `start_paused` returns when tokio has none.
+struct Unpausable;
+
+/// What the closure in [`tokio_can_pause`] returns when tokio has `start_paused`.
+struct Pausable;
+
+trait WithoutTestUtil {
+    // Called only where tokio has no `start_paused`.
+    #[allow(dead_code)]
+    fn start_paused(&mut self, _: bool) -> Unpausable {
+        Unpausable
+    }
+}
+
+impl WithoutTestUtil for tokio::runtime::Builder {}
+
+/// Turns either `start_paused`'s result into its answer type.
+trait IntoAnswer {
+    type Answer: Answer;
+    fn pausable(self) -> Self::Answer;
+}
+
+impl IntoAnswer for Unpausable {
+    type Answer = Unpausable;
+    fn pausable(self) -> Unpausable {
+        self
+    }
+}
+
+impl IntoAnswer for &mut tokio::runtime::Builder {
+    type Answer = Pausable;
+    fn pausable(self) -> Pausable {
+        Pausable
+    }
+}
+
+trait Answer {
+    const PAUSABLE: bool;
+}
+
+impl Answer for Unpausable {
+    const PAUSABLE: bool = false;
+}
+
+impl Answer for Pausable {
+    const PAUSABLE: bool = true;
 }
 
 #[inline]
@@ -397,6 +621,31 @@ mod tests {
         let b = base(origin, slowest);
         let century = ticks_nanos(origin + 100 * 365 * 86_400 * 10_000_000, b, slowest);
         assert_eq!(century - OFFSET, 100 * 365 * 86_400 * 1_000_000_000);
+    }
+
+    #[test]
+    fn a_counter_reading_is_aligned_with_the_scale_it_joins() {
+        let mult = scale(Duration::from_millis(20), 60_000_000).expect("3 GHz");
+        let (at, ticks) = (OFFSET + 123_456_789, 365 * 86_400 * 3_000_000_000);
+        let b = aligned_base(at, ticks, mult);
+        assert_eq!(ticks_nanos(ticks, b, mult), at);
+        let later = ticks_nanos(ticks + 3_000_000, b, mult) - at;
+        assert!(later.abs_diff(1_000_000) <= 1, "{later}");
+    }
+
+    #[test]
+    fn the_default_is_the_counter_only_where_tokio_cannot_pause_and_it_keeps_time() {
+        assert_eq!(default_source(false, true), CALIBRATING);
+        assert_eq!(default_source(true, true), TOKIO);
+        assert_eq!(default_source(false, false), TOKIO);
+        assert_eq!(default_source(true, false), TOKIO);
+    }
+
+    #[test]
+    fn tokio_can_pause_where_it_has_test_util() {
+        // The runtime's tests build tokio with `test-util` (a dev-dependency); the
+        // crate `resilience-default-clock`, built alone, checks a build without it.
+        assert!(tokio_can_pause());
     }
 
     #[test]

@@ -145,6 +145,25 @@ pub fn rate_limited(service: &'static str) -> Policy {
     )
 }
 
+/// The default clock, settled: where tokio cannot pause (this crate builds it
+/// without `test-util`, as a production build does) and the CPU's counter keeps
+/// time, the process's first reading starts the counter's 20 ms calibration, and
+/// readings come from the monotonic clock until it ends. Calls through a rate limit
+/// (one reading each) until the source is the counter or a second has passed, so
+/// the rows after measure what a process that has run for a while reads; returns
+/// the source. Not every bench target uses it.
+#[allow(dead_code)]
+pub fn settled_default_clock() -> resilience_runtime::ClockSource {
+    use resilience_runtime::{clock_source, ClockSource};
+    let p = rate_limited("bench.clock.settle");
+    let began = Instant::now();
+    while clock_source() != ClockSource::Cpu && began.elapsed() < std::time::Duration::from_secs(1)
+    {
+        let _ = p.call_sync(ok_sync);
+    }
+    clock_source()
+}
+
 /// governor's direct limiter of [`PERMITS_PER_SECOND`].
 pub fn governor_direct() -> governor::DefaultDirectRateLimiter {
     governor::RateLimiter::direct(governor::Quota::per_second(
