@@ -36,6 +36,7 @@ ROWS = [
     ("floor: a bounded slot taken by compare-and-swap, given back by a plain store on the thread's line",
      "plain_call/atomic_bounded_take_plain_give_back", "-", None, None, None),
     ("floor: tokio's clock read (Instant::now)", "plain_call/tokio_instant_now", "-", None, None, None),
+    ("floor: the CPU's counter read (rdtsc)", "plain_call/cpu_counter", "-", None, None, None),
     ("closed breaker, sync (consecutive)", "closed_breaker_sync/resilience_consecutive",
      "recloser", "closed_breaker_sync/recloser", "<=", 0.25),
     ("closed breaker, sync (consecutive)", "closed_breaker_sync/resilience_consecutive",

@@ -237,8 +237,9 @@ fn plain_call(c: &mut Criterion) {
         b.tight(|| poll_once(async { Ok::<u32, BenchError>(black_box(1)) }))
     });
     // What the contract forces on every protected call: `status()` counters must be
-    // exact across threads (one atomic read-modify-write per outcome), and time goes
-    // through tokio's clock (API.md, "Time").
+    // exact across threads (one atomic read-modify-write per outcome), and a
+    // cooldown or a permit reads the clock (API.md, "Time"; the default of this
+    // build reads the CPU's counter).
     let counter = std::sync::atomic::AtomicU64::new(0);
     g.bench_function("atomic_fetch_add", |b| {
         b.tight(|| counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
@@ -301,6 +302,13 @@ fn plain_call(c: &mut Criterion) {
         })
     });
     g.bench_function("tokio_instant_now", |b| b.tight(tokio::time::Instant::now));
+    // The CPU's counter alone: what the default clock of this build reads for a
+    // cooldown or a permit, and what governor's clock reads for `check()`.
+    #[cfg(target_arch = "x86_64")]
+    g.bench_function("cpu_counter", |b| {
+        // SAFETY: `rdtsc` is part of x86_64.
+        b.tight(|| unsafe { std::arch::x86_64::_rdtsc() })
+    });
     g.finish();
 }
 
