@@ -36,7 +36,21 @@ pub(crate) type Nanos = u64;
 const OFFSET: u64 = 1 << 62;
 
 /// Where the policies read the time on the call path (breaker cooldowns and time
-/// windows, rate-limit schedules). See [`set_clock_source`].
+/// windows, rate-limit schedules). Waits, timeouts and measured latencies always
+/// go through tokio's clock.
+///
+/// The process's first reading fixes the source, unless [`set_clock_source`]
+/// chose one before:
+/// - [`ClockSource::Tokio`] where tokio is built with its `test-util` feature (as
+///   in tests, so a paused clock drives every policy exactly), or where the CPU
+///   has no counter that keeps time;
+/// - otherwise [`ClockSource::Cpu`]: no clock can pause, so tokio's clock is the
+///   system's monotonic clock, and the counter calibrated against it reads the
+///   same time for a third of the cost. The first 20 ms of readings come from
+///   the monotonic clock while the counter is calibrated on them (no thread, no
+///   wait); the readings after come from the counter, on the same scale.
+///   [`clock_source`] says `Tokio` until then. On Linux the counter is used only
+///   where the kernel keeps its own monotonic clock on it (clock source `tsc`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ClockSource {
@@ -122,7 +136,7 @@ static CLOCK: Clock = Clock {
 /// [`ClockSource::Cpu`] is for production processes that call rate-limited or
 /// tripped services very often: a reading costs about a third of a system clock
 /// read (11 ns against 32 ns on the machine of the README's performance table).
-/// It is the default where tokio cannot pause (see [the module](self)); choosing it
+/// It is the default where tokio cannot pause (see [`ClockSource`]); choosing it
 /// before the first reading calibrates the counter against the monotonic clock for
 /// 20 ms (this call blocks meanwhile). Tests that pause tokio's clock must keep
 /// [`ClockSource::Tokio`], the default wherever tokio can pause.
@@ -169,6 +183,8 @@ pub fn set_clock_source(source: ClockSource) -> Result<(), ClockError> {
     }
     match CLOCK.source.compare_exchange(UNSET, want, AcqRel, Acquire) {
         Ok(_) => Ok(()),
+        // A first reading started the default's calibration meanwhile.
+        Err(CALIBRATING) => settle(want),
         Err(current) => fixed(current, want),
     }
 }
@@ -219,7 +235,7 @@ fn source_of(code: u8) -> ClockSource {
 }
 
 /// The clock source in use: tokio's until the CPU's is chosen or, by default where
-/// tokio cannot pause, calibrated (see [the module](self)).
+/// tokio cannot pause, calibrated (see [`ClockSource`]).
 pub fn clock_source() -> ClockSource {
     source_of(CLOCK.source.load(Acquire))
 }
@@ -483,11 +499,11 @@ mod cpu {
 
 /// The process's first reading fixes the source, unless one was chosen meanwhile:
 /// tokio's where it can pause or the counter does not keep time, otherwise the
-/// CPU's, calibrated first (see [the module](self)).
+/// CPU's, calibrated first (see [`ClockSource`]).
 #[cold]
 #[inline(never)]
 fn first_nanos() -> Nanos {
-    let next = default_source(tokio_can_pause(), cpu::keeps_time());
+    let next = default_source(tokio_can_pause(), cpu::keeps_time);
     if next == CALIBRATING {
         CAL_START.get_or_init(cpu::pair);
     }
@@ -496,9 +512,10 @@ fn first_nanos() -> Nanos {
 }
 
 /// The default source: `CALIBRATING` (the CPU's, once calibrated) where tokio
-/// cannot pause and the counter keeps time, `TOKIO` otherwise.
-fn default_source(tokio_can_pause: bool, counter_keeps_time: bool) -> u8 {
-    if !tokio_can_pause && counter_keeps_time {
+/// cannot pause and the counter keeps time, `TOKIO` otherwise. The counter is
+/// asked (a file read on Linux) only where tokio cannot pause.
+fn default_source(tokio_can_pause: bool, counter_keeps_time: impl FnOnce() -> bool) -> u8 {
+    if !tokio_can_pause && counter_keeps_time() {
         CALIBRATING
     } else {
         TOKIO
@@ -635,10 +652,14 @@ mod tests {
 
     #[test]
     fn the_default_is_the_counter_only_where_tokio_cannot_pause_and_it_keeps_time() {
-        assert_eq!(default_source(false, true), CALIBRATING);
-        assert_eq!(default_source(true, true), TOKIO);
-        assert_eq!(default_source(false, false), TOKIO);
-        assert_eq!(default_source(true, false), TOKIO);
+        assert_eq!(default_source(false, || true), CALIBRATING);
+        assert_eq!(default_source(false, || false), TOKIO);
+        assert_eq!(default_source(true, || false), TOKIO);
+        // Where tokio can pause the counter is not even asked.
+        assert_eq!(
+            default_source(true, || panic!("the counter is asked")),
+            TOKIO
+        );
     }
 
     #[test]
