@@ -310,6 +310,11 @@ fn end_calibration() {
         return;
     }
     let Some(&(start_at, start_ticks)) = CAL_START.get() else {
+        // Not reached (the start is noted before the source says `CALIBRATING`);
+        // were it, tokio's clock, rather than a calibration no one ends.
+        let _ = CLOCK
+            .source
+            .compare_exchange(CALIBRATING, TOKIO, AcqRel, Acquire);
         return;
     };
     let (end_at, end_ticks) = cpu::pair();
