@@ -31,11 +31,8 @@ pub fn tokio_can_pause() -> bool {
     fn kind<T: 'static>(_: impl FnOnce(&mut tokio::runtime::Builder) -> T) -> bool {
         std::any::TypeId::of::<T>() != std::any::TypeId::of::<bool>()
     }
-    kind(|b| {
-        // `()` where tokio's method returned `&mut Builder`, `bool` where ours ran.
-        let r = b.start_paused(false);
-        unit_or_bool(r)
-    })
+    // `()` where tokio's method returned `&mut Builder`, `bool` where ours ran.
+    kind(|b| b.start_paused(false).out())
 }
 
 trait UnitOrBool {
@@ -53,10 +50,6 @@ impl UnitOrBool for bool {
 impl UnitOrBool for &mut tokio::runtime::Builder {
     type Out = ();
     fn out(self) {}
-}
-
-fn unit_or_bool<T: UnitOrBool>(t: T) -> T::Out {
-    t.out()
 }
 
 /// Whether the kernel says the counter is invariant (`constant_tsc` and
