@@ -1,0 +1,259 @@
+//! How far the smallest registry entry could take the shuffled computed-key row: a
+//! model of the runtime's entry and of an entry of one cache line, against
+//! governor's keyed `check_key`, over 100,000 keys called in a shuffled order.
+//!
+//! - `today`: the runtime's entry. The map's key (the name, inline, 24 bytes) and
+//!   value (96 bytes: the 40 bytes a lane call reads, the hold, the policies word,
+//!   the count of successes and the breaker's two words, then the 56 it does not
+//!   read); the name's `Arc<str>` allocated on the heap before it, as the runtime's
+//!   service does.
+//! - `line`: the key and those 40 bytes alone, 64 bytes aligned to 64 (the map's
+//!   key, its value none), so a call reads one line of its entry; the other 56 bytes
+//!   and the name allocated before it on the heap. The runtime cannot have it as it
+//!   is: it has no word left for a pointer to the rest of the service.
+//! - `governor`: governor's keyed `check_key`, its map made first and sized.
+//!
+//! Each call does what a lane call does to its entry: the lookup, an add on the
+//! hold, the three words tested, an add on the count, the hold given back.
+//!
+//! ```text
+//! cargo build --release -p resilience-benches --example keyed_one_line
+//! target/release/examples/keyed_one_line
+//! ```
+//!
+//! runs the three in turn in one process, `ROUNDS` rounds (10 unless set) of `N`
+//! calls each (400,000), and prints each round's times and the median ratios. With
+//! `MODE` set to `today`, `line` or `governor` only that one is made and run, once,
+//! for valgrind's cache model at a last-level cache of a given size:
+//!
+//! ```text
+//! MODE=line N=300000 valgrind --tool=callgrind --cache-sim=yes \
+//!     --D1=32768,8,64 --LL=16777216,16,64 --toggle-collect='keyed_one_line::*_loop' \
+//!     target/release/examples/keyed_one_line
+//! ```
+
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+
+use compact_str::CompactString;
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+type Hasher = foldhash::fast::FixedState;
+
+const KEYS: usize = 100_000;
+
+/// What a lane call reads and writes of its entry, after the key.
+#[repr(C)]
+struct Hot {
+    hold: AtomicUsize,
+    policies: AtomicIsize,
+    count: AtomicU64,
+    state: AtomicU64,
+    window: AtomicU64,
+}
+
+impl Hot {
+    fn new() -> Self {
+        Hot {
+            hold: AtomicUsize::new(0),
+            policies: AtomicIsize::new(0),
+            count: AtomicU64::new(0),
+            state: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+        }
+    }
+
+    #[inline(always)]
+    fn call(&self) -> bool {
+        self.hold.fetch_add(1, Relaxed);
+        let closed = self.policies.load(Relaxed) == 0
+            && self.state.load(Relaxed) == 0
+            && self.window.load(Relaxed) == 0;
+        if closed {
+            self.count.fetch_add(1, Relaxed);
+        }
+        self.hold.fetch_sub(1, Release);
+        closed
+    }
+}
+
+/// `today`'s value: 96 bytes, so 120 with its key.
+#[repr(C)]
+struct Today {
+    hot: Hot,
+    _rest: [u64; 5],
+    _name: Arc<str>,
+}
+
+/// `line`'s key: one line.
+#[repr(C, align(64))]
+struct Line {
+    key: CompactString,
+    hot: Hot,
+}
+
+const _: () = assert!(std::mem::size_of::<Line>() == 64);
+const _: () = assert!(std::mem::size_of::<CompactString>() + std::mem::size_of::<Today>() == 120);
+
+impl std::borrow::Borrow<str> for Line {
+    fn borrow(&self) -> &str {
+        &self.key
+    }
+}
+
+impl std::hash::Hash for Line {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Line {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Line {}
+
+type TodayMap = papaya::HashMap<CompactString, Today, Hasher>;
+type LineMap = papaya::HashMap<Line, (), Hasher>;
+type Governor = governor::DefaultKeyedRateLimiter<String>;
+/// What a `line` key keeps apart: its name and the other 56 bytes.
+type Apart = (Arc<str>, Box<[u64; 7]>);
+
+fn today(keys: &[String]) -> TodayMap {
+    let map = TodayMap::with_hasher(Hasher::default());
+    for k in keys {
+        let name: Arc<str> = k.as_str().into();
+        let value = Today {
+            hot: Hot::new(),
+            _rest: [0; 5],
+            _name: name,
+        };
+        map.pin().insert(k.as_str().into(), value);
+    }
+    map
+}
+
+/// The map, and what each key keeps apart (its name and the other 56 bytes).
+fn line(keys: &[String]) -> (LineMap, Vec<Apart>) {
+    let map = LineMap::with_hasher(Hasher::default());
+    let mut apart = Vec::with_capacity(keys.len());
+    for k in keys {
+        apart.push((k.as_str().into(), Box::new([0; 7])));
+        let slot = Line {
+            key: k.as_str().into(),
+            hot: Hot::new(),
+        };
+        if map.pin().try_insert(slot, ()).is_err() {
+            unreachable!("the keys are distinct");
+        }
+    }
+    (map, apart)
+}
+
+/// The next key, going round.
+#[inline(always)]
+fn next<'k>(keys: &'k [String], i: &mut usize) -> &'k str {
+    *i = if *i + 1 == keys.len() { 0 } else { *i + 1 };
+    &keys[*i]
+}
+
+#[inline(never)]
+fn today_loop(map: &TodayMap, keys: &[String], i: &mut usize, n: usize) -> usize {
+    (0..n)
+        .filter(|_| map.pin().get(next(keys, i)).is_some_and(|v| v.hot.call()))
+        .count()
+}
+
+#[inline(never)]
+fn line_loop(map: &LineMap, keys: &[String], i: &mut usize, n: usize) -> usize {
+    (0..n)
+        .filter(|_| {
+            map.pin()
+                .get_key_value(next(keys, i))
+                .is_some_and(|(slot, ())| slot.hot.call())
+        })
+        .count()
+}
+
+#[inline(never)]
+fn governor_loop(gov: &Governor, keys: &[String], i: &mut usize, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        *i = if *i + 1 == keys.len() { 0 } else { *i + 1 };
+        ok += usize::from(gov.check_key(&keys[*i]).is_ok());
+    }
+    ok
+}
+
+fn count_from_env(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(s) => match s.parse() {
+            Ok(v) if v > 0 => v,
+            _ => {
+                eprintln!("keyed_one_line: {name} must be a count above zero, not `{s}`");
+                std::process::exit(2);
+            }
+        },
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mode = std::env::var("MODE").unwrap_or_default();
+    if !["", "today", "line", "governor"].contains(&mode.as_str()) {
+        eprintln!("MODE must be unset, `today`, `line` or `governor`, not `{mode}`");
+        std::process::exit(2);
+    }
+    let all = mode.is_empty();
+    let n = count_from_env("N", 400_000);
+    let rounds = if all { count_from_env("ROUNDS", 10) } else { 1 };
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:06}")).collect();
+    let mut shuffled = keys.clone();
+    common::shuffle(&mut shuffled);
+
+    // Governor's map first, as in the bench (`compare.rs`, the 100,000-key group).
+    let gov = (all || mode == "governor").then(|| common::governor_keyed(&keys));
+    let today = (all || mode == "today").then(|| today(&keys));
+    let line = (all || mode == "line").then(|| line(&keys));
+
+    let mut i = 0;
+    let (mut line_today, mut today_gov) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut ns = [f64::NAN; 3];
+        // Each round starts with the next side, so none always follows the same one.
+        for side in (0..3).map(|s| (s + round) % 3) {
+            let t = std::time::Instant::now();
+            let ok = match side {
+                0 => today.as_ref().map(|m| today_loop(m, &shuffled, &mut i, n)),
+                1 => line
+                    .as_ref()
+                    .map(|(m, _)| line_loop(m, &shuffled, &mut i, n)),
+                _ => gov.as_ref().map(|g| governor_loop(g, &shuffled, &mut i, n)),
+            };
+            if let Some(ok) = ok {
+                assert_eq!(ok, n, "every call succeeds");
+                ns[side] = t.elapsed().as_nanos() as f64 / n as f64;
+            }
+        }
+        let [t, l, g] = ns;
+        println!("today {t:6.1} ns   line {l:6.1} ns   governor {g:6.1} ns");
+        line_today.push(l / t);
+        today_gov.push(t / g);
+    }
+    if all {
+        println!(
+            "median line / today {:.2}, today / governor {:.2}",
+            median(line_today),
+            median(today_gov)
+        );
+    }
+}
