@@ -1,5 +1,6 @@
-//! How far the smallest registry entry could take the shuffled computed-key row: a
-//! model of the runtime's entry and of an entry of one cache line, against
+//! How far a smaller registry entry, or a registry of our own, could take the
+//! shuffled computed-key row: models of the runtime's entry, of an entry of one
+//! cache line, and of an index over an array of one-line slots, against
 //! governor's keyed `check_key`, over 100,000 keys called in a shuffled order.
 //!
 //! - `today`: the runtime's entry. The map's key (the name, inline, 24 bytes) and
@@ -11,6 +12,13 @@
 //!   key, its value none), so a call reads one line of its entry; the other 56 bytes
 //!   and the name allocated before it on the heap. The runtime cannot have it as it
 //!   is: it has no word left for a pointer to the rest of the service.
+//! - `slab`: no papaya map. The same 64 bytes a key (the name and the 40 bytes)
+//!   side by side in one array, aligned to 64, and an index of 8-byte words (a tag
+//!   of the key's hash and the slot's number, probed linearly) sized to 7/8 of a
+//!   power of two; a lookup pins a collector as papaya's does. A registry of its
+//!   own, which the runtime does not have: the index is not concurrent here (it
+//!   reads the memory a concurrent one would), and the rest of a key's service
+//!   would lie in a second array at the same number.
 //! - `governor`: governor's keyed `check_key`, its map made first and sized.
 //!
 //! Each call does what a lane call does to its entry: the lookup, an add on the
@@ -21,9 +29,9 @@
 //! target/release/examples/keyed_one_line
 //! ```
 //!
-//! runs the three in turn in one process, `ROUNDS` rounds (10 unless set) of `N`
+//! runs the four in turn in one process, `ROUNDS` rounds (10 unless set) of `N`
 //! calls each (400,000), and prints each round's times and the median ratios. With
-//! `MODE` set to `today`, `line` or `governor` only that one is made and run, once,
+//! `MODE` set to `today`, `line`, `slab` or `governor` only that one is made and run, once,
 //! for valgrind's cache model at a last-level cache of a given size:
 //!
 //! ```text
@@ -117,6 +125,78 @@ impl PartialEq for Line {
 
 impl Eq for Line {}
 
+/// `slab`'s slot: the runtime's entry, 64-byte aligned, in one array.
+#[repr(C, align(64))]
+struct SlabSlot {
+    key: CompactString,
+    hot: Hot,
+}
+
+const _: () = assert!(std::mem::size_of::<SlabSlot>() == 64);
+
+/// `slab`: an index of words (a tag of the hash and a slot's number) over an array
+/// of slots. Not concurrent: it reads the memory a concurrent one would.
+struct Slab {
+    index: Vec<AtomicU64>,
+    slots: Vec<SlabSlot>,
+    hasher: Hasher,
+    /// A concurrent index needs its readers pinned (a table or a slot is reused
+    /// only once no reader can see it); each lookup pins this empty map's
+    /// collector, as a papaya lookup pins its own.
+    pin: papaya::HashMap<u8, u8>,
+}
+
+impl Slab {
+    fn new(keys: &[String]) -> Self {
+        let cap = (keys.len() * 8 / 7).next_power_of_two();
+        let mut slab = Slab {
+            index: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+            slots: Vec::with_capacity(keys.len()),
+            hasher: Hasher::default(),
+            pin: papaya::HashMap::new(),
+        };
+        for k in keys {
+            let n = slab.slots.len() as u64;
+            slab.slots.push(SlabSlot {
+                key: k.as_str().into(),
+                hot: Hot::new(),
+            });
+            let h = std::hash::BuildHasher::hash_one(&slab.hasher, k.as_str());
+            let mut i = h as usize & (cap - 1);
+            while slab.index[i].load(Relaxed) != 0 {
+                i = (i + 1) & (cap - 1);
+            }
+            slab.index[i].store(Self::tag(h) << 32 | n, Relaxed);
+        }
+        slab
+    }
+
+    fn tag(h: u64) -> u64 {
+        (h >> 57) | 0x80
+    }
+
+    #[inline(always)]
+    fn get(&self, key: &str) -> Option<&SlabSlot> {
+        let _pinned = self.pin.guard();
+        let h = std::hash::BuildHasher::hash_one(&self.hasher, key);
+        let mask = self.index.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let w = self.index[i].load(Acquire);
+            if w == 0 {
+                return None;
+            }
+            if w >> 32 == Self::tag(h) {
+                let slot = &self.slots[(w & 0xffff_ffff) as usize];
+                if slot.key == key {
+                    return Some(slot);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
 type TodayMap = papaya::HashMap<CompactString, Today, Hasher>;
 type LineMap = papaya::HashMap<Line, (), Hasher>;
 type Governor = governor::DefaultKeyedRateLimiter<String>;
@@ -180,6 +260,13 @@ fn line_loop(map: &LineMap, keys: &[String], i: &mut usize, n: usize) -> usize {
 }
 
 #[inline(never)]
+fn slab_loop(slab: &Slab, keys: &[String], i: &mut usize, n: usize) -> usize {
+    (0..n)
+        .filter(|_| slab.get(next(keys, i)).is_some_and(|slot| slot.hot.call()))
+        .count()
+}
+
+#[inline(never)]
 fn governor_loop(gov: &Governor, keys: &[String], i: &mut usize, n: usize) -> usize {
     let mut ok = 0;
     for _ in 0..n {
@@ -209,8 +296,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let mode = std::env::var("MODE").unwrap_or_default();
-    if !["", "today", "line", "governor"].contains(&mode.as_str()) {
-        eprintln!("MODE must be unset, `today`, `line` or `governor`, not `{mode}`");
+    if !["", "today", "line", "slab", "governor"].contains(&mode.as_str()) {
+        eprintln!("MODE must be unset, `today`, `line`, `slab` or `governor`, not `{mode}`");
         std::process::exit(2);
     }
     let all = mode.is_empty();
@@ -224,19 +311,21 @@ fn main() {
     let gov = (all || mode == "governor").then(|| common::governor_keyed(&keys));
     let today = (all || mode == "today").then(|| today(&keys));
     let line = (all || mode == "line").then(|| line(&keys));
+    let slab = (all || mode == "slab").then(|| Slab::new(&keys));
 
     let mut i = 0;
-    let (mut line_today, mut today_gov) = (Vec::new(), Vec::new());
+    let (mut line_today, mut today_gov, mut slab_gov) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let mut ns = [f64::NAN; 3];
+        let mut ns = [f64::NAN; 4];
         // Each round starts with the next side, so none always follows the same one.
-        for side in (0..3).map(|s| (s + round) % 3) {
+        for side in (0..4).map(|s| (s + round) % 4) {
             let t = std::time::Instant::now();
             let ok = match side {
                 0 => today.as_ref().map(|m| today_loop(m, &shuffled, &mut i, n)),
                 1 => line
                     .as_ref()
                     .map(|(m, _)| line_loop(m, &shuffled, &mut i, n)),
+                2 => slab.as_ref().map(|s| slab_loop(s, &shuffled, &mut i, n)),
                 _ => gov.as_ref().map(|g| governor_loop(g, &shuffled, &mut i, n)),
             };
             if let Some(ok) = ok {
@@ -244,16 +333,18 @@ fn main() {
                 ns[side] = t.elapsed().as_nanos() as f64 / n as f64;
             }
         }
-        let [t, l, g] = ns;
-        println!("today {t:6.1} ns   line {l:6.1} ns   governor {g:6.1} ns");
+        let [t, l, sl, g] = ns;
+        println!("today {t:6.1} ns   line {l:6.1} ns   slab {sl:6.1} ns   governor {g:6.1} ns");
         line_today.push(l / t);
         today_gov.push(t / g);
+        slab_gov.push(sl / g);
     }
     if all {
         println!(
-            "median line / today {:.2}, today / governor {:.2}",
+            "median line / today {:.2}, today / governor {:.2}, slab / governor {:.2}",
             median(line_today),
-            median(today_gov)
+            median(today_gov),
+            median(slab_gov)
         );
     }
 }
