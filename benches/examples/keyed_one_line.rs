@@ -14,11 +14,11 @@
 //!   is: it has no word left for a pointer to the rest of the service.
 //! - `slab`: no papaya map. The same 64 bytes a key (the name and the 40 bytes)
 //!   side by side in one array, aligned to 64, and an index of 8-byte words (a tag
-//!   of the key's hash and the slot's number, probed linearly), a power of two of them
-//!   filled to at most 7/8; a lookup pins a collector as papaya's does. A registry of its
-//!   own, which the runtime does not have: the index is not concurrent here (it
-//!   reads the memory a concurrent one would), and the rest of a key's service
-//!   would lie in a second array at the same number.
+//!   of the key's hash and the slot's number, probed linearly), a power of two of
+//!   them filled to at most 7/8; a lookup pins a collector as papaya's does. A
+//!   registry of its own, which the runtime does not have: the index is not
+//!   concurrent here (it reads the memory a concurrent one would), and the rest
+//!   of a key's service would lie in a second array at the same number.
 //! - `governor`: governor's keyed `check_key`, its map made first and sized.
 //!
 //! Each call does what a lane call does to its entry: the lookup, an add on the
