@@ -47,10 +47,12 @@ use compact_str::CompactString;
 
 #[path = "../benches/common/mod.rs"]
 mod common;
+// The other computed-key examples' helpers; this one uses its counts and keys.
+#[allow(dead_code)]
+mod keyed;
+use keyed::{count_from_env, keys_of, KEYS};
 
 type Hasher = foldhash::fast::FixedState;
-
-const KEYS: usize = 100_000;
 
 /// What a lane call reads and writes of its entry, after the key.
 #[repr(C)]
@@ -236,7 +238,7 @@ fn line(keys: &[String]) -> (LineMap, Vec<Apart>) {
 
 /// The next key, going round.
 #[inline(always)]
-fn next<'k>(keys: &'k [String], i: &mut usize) -> &'k str {
+fn next<'k>(keys: &'k [String], i: &mut usize) -> &'k String {
     *i = if *i + 1 == keys.len() { 0 } else { *i + 1 };
     &keys[*i]
 }
@@ -244,7 +246,11 @@ fn next<'k>(keys: &'k [String], i: &mut usize) -> &'k str {
 #[inline(never)]
 fn today_loop(map: &TodayMap, keys: &[String], i: &mut usize, n: usize) -> usize {
     (0..n)
-        .filter(|_| map.pin().get(next(keys, i)).is_some_and(|v| v.hot.call()))
+        .filter(|_| {
+            map.pin()
+                .get(next(keys, i).as_str())
+                .is_some_and(|v| v.hot.call())
+        })
         .count()
 }
 
@@ -253,7 +259,7 @@ fn line_loop(map: &LineMap, keys: &[String], i: &mut usize, n: usize) -> usize {
     (0..n)
         .filter(|_| {
             map.pin()
-                .get_key_value(next(keys, i))
+                .get_key_value(next(keys, i).as_str())
                 .is_some_and(|(slot, ())| slot.hot.call())
         })
         .count()
@@ -268,25 +274,18 @@ fn slab_loop(slab: &Slab, keys: &[String], i: &mut usize, n: usize) -> usize {
 
 #[inline(never)]
 fn governor_loop(gov: &Governor, keys: &[String], i: &mut usize, n: usize) -> usize {
-    let mut ok = 0;
-    for _ in 0..n {
-        *i = if *i + 1 == keys.len() { 0 } else { *i + 1 };
-        ok += usize::from(gov.check_key(&keys[*i]).is_ok());
-    }
-    ok
+    (0..n)
+        .filter(|_| gov.check_key(next(keys, i)).is_ok())
+        .count()
 }
 
-fn count_from_env(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Err(_) => default,
-        Ok(s) => match s.parse() {
-            Ok(v) if v > 0 => v,
-            _ => {
-                eprintln!("keyed_one_line: {name} must be a count above zero, not `{s}`");
-                std::process::exit(2);
-            }
-        },
-    }
+/// The count in the environment variable `name`, or `default`; a bad one ends the
+/// example with its message.
+fn count(name: &str, default: usize) -> usize {
+    count_from_env(name, default).unwrap_or_else(|e| {
+        eprintln!("keyed_one_line: {e}");
+        std::process::exit(2);
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -301,9 +300,9 @@ fn main() {
         std::process::exit(2);
     }
     let all = mode.is_empty();
-    let n = count_from_env("N", 400_000);
-    let rounds = if all { count_from_env("ROUNDS", 10) } else { 1 };
-    let keys: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:06}")).collect();
+    let n = count("N", 400_000);
+    let rounds = if all { count("ROUNDS", 10) } else { 1 };
+    let keys = keys_of(KEYS);
     let mut shuffled = keys.clone();
     common::shuffle(&mut shuffled);
 
