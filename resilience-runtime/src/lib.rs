@@ -55,6 +55,7 @@ mod fallback;
 pub mod fleet;
 mod health;
 mod hold;
+mod keymap;
 mod live;
 #[cfg(feature = "metrics")]
 pub mod metrics;

@@ -12,6 +12,7 @@ use crate::breaker::{Breaker, CircuitState, Outcome};
 use crate::bulkhead::Bulkhead;
 use crate::config::{BreakerConfig, BreakerMode, BulkheadConfig, Rate, RateLimitConfig};
 use crate::hold::Hold;
+use crate::keymap::KeyMap;
 use crate::rate_limit::{Grant, RateLimiter};
 
 /// Every interleaving with up to three preemptions: enough for these races, small
@@ -364,5 +365,103 @@ fn loom_a_key_the_sweep_found_held_takes_handles_again() {
         assert!(!hold.take());
         assert!(!hold.take_used());
         assert_eq!(hold.held(), 0);
+    });
+}
+
+fn key_map() -> Arc<KeyMap<u64>> {
+    Arc::new(KeyMap::with_hasher(Default::default()))
+}
+
+/// A reader finds a key being put in whole (its value written before the index
+/// tells of it: loom's cell checks the read is ordered after the write) or not at
+/// all. (The reader is the thread spawned: loom explores fewer interleavings
+/// when the spawned thread starts with loads the other thread only loads too.)
+#[test]
+fn loom_a_key_being_put_in_is_found_whole_or_not_at_all() {
+    model(|| {
+        let m = key_map();
+        let reader = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let seen = m.pin().get("k").copied();
+                assert!(seen.is_none() || seen == Some(7), "saw {seen:?}");
+            })
+        };
+        assert_eq!(m.pin().get_or_insert_with("k", || 7), (&7, true));
+        reader.join().unwrap();
+        assert_eq!(m.pin().get("k"), Some(&7));
+    });
+}
+
+/// Two threads putting the same key in: one puts its value, and both get that one.
+#[test]
+fn loom_a_key_put_in_twice_at_once_is_put_in_once() {
+    model(|| {
+        let m = key_map();
+        let other = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let pinned = m.pin();
+                let (v, fresh) = pinned.get_or_insert_with("k", || 1);
+                (*v, fresh)
+            })
+        };
+        let pinned = m.pin();
+        let (v, fresh) = pinned.get_or_insert_with("k", || 2);
+        let (w, other_fresh) = other.join().unwrap();
+        assert_eq!(*v, w);
+        assert!(fresh != other_fresh, "put in by exactly one");
+        assert_eq!(pinned.get("k"), Some(v));
+    });
+}
+
+/// A key already in is found by a reader while an insert builds the index again
+/// and swaps it in, and the key put in is found whole or not at all.
+#[test]
+fn loom_a_reader_finds_a_key_while_the_index_is_built_again() {
+    model(|| {
+        let m = key_map();
+        // The first index has 16 positions and is built again at 14 in use.
+        for i in 0..14 {
+            m.pin().get_or_insert_with(&format!("k{i}"), || i);
+        }
+        let reader = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let pinned = m.pin();
+                assert_eq!(pinned.get("k3"), Some(&3));
+                let seen = pinned.get("new").copied();
+                assert!(seen.is_none() || seen == Some(99), "saw {seen:?}");
+                assert_eq!(pinned.get("k13"), Some(&13));
+            })
+        };
+        assert!(m.pin().get_or_insert_with("new", || 99).1);
+        reader.join().unwrap();
+        assert_eq!(m.pin().get("new"), Some(&99));
+        assert_eq!(m.pin().get("k0"), Some(&0));
+    });
+}
+
+/// A key being removed is found whole or not at all, and the keys beside it stay.
+#[test]
+fn loom_a_key_being_removed_is_found_whole_or_not_at_all() {
+    model(|| {
+        let m = key_map();
+        m.pin().get_or_insert_with("k", || 7);
+        m.pin().get_or_insert_with("j", || 8);
+        let reader = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let pinned = m.pin();
+                let seen = pinned.get("k").copied();
+                assert!(seen.is_none() || seen == Some(7), "saw {seen:?}");
+                assert_eq!(pinned.get("j"), Some(&8));
+            })
+        };
+        assert!(m.pin().remove("k"));
+        reader.join().unwrap();
+        assert_eq!(m.pin().get("k"), None);
+        let left: Vec<_> = m.pin().iter().map(|(k, v)| (k.to_owned(), *v)).collect();
+        assert_eq!(left, [("j".to_owned(), 8)]);
     });
 }

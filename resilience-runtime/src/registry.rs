@@ -28,8 +28,9 @@ pub const DEFAULT_KEY_CAPACITY: usize = 10_000;
 /// Keys of up to 24 bytes are kept inline in the map's entry (`CompactString`), so a
 /// computed-key lookup compares the key without reading another allocation: with
 /// 100,000 keys that was one more cache miss per call (callgrind's cache model: 10.3
-/// last-level misses per keyed call with `Box<str>` keys, 9.3 inline).
-type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::FixedState>;
+/// last-level misses per keyed call with `Box<str>` keys, 9.3 inline). The map's
+/// entries lie side by side, each starting a line (see [`crate::keymap`]).
+type Map = crate::keymap::KeyMap<Slot>;
 
 /// A service in the map: the service itself, in the map's entry.
 ///
@@ -42,14 +43,13 @@ type Map = papaya::HashMap<compact_str::CompactString, Slot, foldhash::fast::Fix
 /// every [`ServiceRef`] counts in. Everything a lane call reads and writes of the
 /// entry (the key, the hold, the service's policies word, its shared count of
 /// successes, its breaker's state word and window word) lies in its first 64 bytes
-/// (`repr(C)`, checked when the crate compiles, below): one line, or two when the
-/// entry does not start one, which the lookup prefetches once it has the entry.
-/// The entry is 120 bytes (the rest of the service is boxed apart), so that with
-/// many keys their entries take few lines and pages.
+/// (`repr(C)`, checked when the crate compiles, below): one line, the one the
+/// lookup compares the key on, since the map's entries start lines. The rest of
+/// the service is boxed apart, so that the entry is 120 bytes.
 ///
-/// Entries never move: the map copies pointers to them when it grows, and only
-/// the sweep removes one (never an entry held). Nothing replaces one either: a
-/// service is only ever inserted where its name is absent.
+/// Entries never move: the map's index holds their numbers, and only the sweep
+/// removes one (never an entry held). Nothing replaces one either: a service is
+/// only ever inserted where its name is absent.
 #[repr(C)]
 pub(crate) struct Slot {
     hold: Hold,
@@ -63,28 +63,6 @@ impl Slot {
             svc,
         }
     }
-
-    #[inline(always)]
-    fn prefetch(&self) {
-        // The last byte a lane call reads (`repr(C)`: `Slot`, `Service`, its
-        // breaker), on the key's line or the next.
-        prefetch(self.svc.hot_end_address());
-    }
-}
-
-/// A hint to the CPU that `addr` will be read soon.
-#[inline(always)]
-fn prefetch(addr: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `prefetcht0` is a hint: it does not fault on any address (0 and stale
-    // ones included) and changes nothing the program can observe. The intrinsic is
-    // `unsafe` only for its `sse` target feature, which every x86_64 CPU has.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(addr as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
 }
 
 pub(crate) struct Registry {
@@ -151,7 +129,7 @@ impl Registry {
             .filter_map(|(k, slot)| {
                 let s = ServiceRef::take(slot);
                 if s.is_none() {
-                    evicting.push(k.clone());
+                    evicting.push(compact_str::CompactString::from(k));
                 }
                 s
             })
@@ -164,7 +142,7 @@ impl Registry {
 
     /// Runs `f` on every registered service, without taking handles.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Service)) {
-        for s in self.map.pin().values() {
+        for (_, s) in self.map.pin().iter() {
             f(&s.svc);
         }
     }
@@ -218,26 +196,23 @@ impl Registry {
         // sees the service or is seen by it.
         let doc = crate::live::read();
         let (effective, extras) = crate::live::effective(doc.as_deref(), name, spec, config);
-        let fresh = Slot::new(Service::new(name, first, effective, extras, random, pinned));
-        let inserted = map.try_insert(name.into(), fresh);
+        let (slot, inserted) = map.get_or_insert_with(name, || {
+            Slot::new(Service::new(name, first, effective, extras, random, pinned))
+        });
         drop(doc);
-        let (slot, over) = match inserted {
-            Ok(slot) => {
-                let s = &slot.svc;
-                // Reachable from the registry now: the lane's bars from here on.
-                s.take_bars();
-                self.restore_pending(s);
-                let over = !s.pinned && {
-                    tracing::debug!(service = name, "registered computed service key");
-                    self.returns.registered(name);
-                    self.keyed.fetch_add(1, Relaxed) + 1 > self.capacity.load(Relaxed)
-                };
-                (slot, over)
+        let over = if inserted {
+            let s = &slot.svc;
+            // Reachable from the registry now: the lane's bars from here on.
+            s.take_bars();
+            self.restore_pending(s);
+            !s.pinned && {
+                tracing::debug!(service = name, "registered computed service key");
+                self.returns.registered(name);
+                self.keyed.fetch_add(1, Relaxed) + 1 > self.capacity.load(Relaxed)
             }
-            Err(occupied) => {
-                check_conflict(&occupied.current.svc, config, warned);
-                (occupied.current, false)
-            }
+        } else {
+            check_conflict(&slot.svc, config, warned);
+            false
         };
         let s = ServiceRef::take(slot);
         drop(map);
@@ -273,10 +248,7 @@ impl Registry {
         site: Registration<'_>,
         warned: &AtomicBool,
     ) -> ServiceRef {
-        let found = self.map.pin().get(key).and_then(|slot| {
-            slot.prefetch();
-            ServiceRef::take_used(slot)
-        });
+        let found = self.map.pin().get(key).and_then(ServiceRef::take_used);
         if let Some(s) = found {
             return s;
         }
@@ -295,19 +267,17 @@ impl Registry {
         let cap = self.capacity.load(Relaxed);
         let target = cap - cap / 10;
         let map = self.map.pin();
-        // Always evicting from the start of the table would empty its low slots and
-        // pack the live keys into the high ones; the map's same-size rehash keeps
-        // entries in their slots, so inserts into the packed region then overrun their
-        // probe limit and resize without end (a hang with unbounded memory, seen with
-        // papaya 0.2.5 past ~30k distinct keys). Going round spreads the evictions.
-        let start = self.hand.load(Relaxed) % map.len().max(1);
-        let (mut visited, mut evicted) = (0, 0);
+        // Going round like a clock hand, from where the last sweep stopped, rather
+        // than from the first entry each time, gives every key the same time to
+        // be used again between two passes.
+        let start = self.hand.load(Relaxed);
+        let mut next = start;
         'sweep: for _pass in 0..2 {
-            for (k, slot) in map.iter().skip(start).chain(map.iter().take(start)) {
+            for (n, k, slot) in map.iter_from(start) {
                 if self.keyed.load(Relaxed) <= target {
                     break 'sweep;
                 }
-                visited += 1;
+                next = n + 1;
                 let s = &slot.svc;
                 if s.pinned || slot.hold.take_used_mark() {
                     continue;
@@ -318,10 +288,9 @@ impl Registry {
                 }
                 // Only the sweep removes entries, under its lock, and none is ever
                 // replaced: this one is still in the map, and goes.
+                self.returns.evicted(k);
                 map.remove(k);
                 self.keyed.fetch_sub(1, Relaxed);
-                self.returns.evicted(k);
-                evicted += 1;
             }
         }
         if let Some(t) = self.returns.judge() {
@@ -339,9 +308,7 @@ impl Registry {
                 t.fresh,
             );
         }
-        // The evicted entries no longer count in the iteration order.
-        self.hand
-            .store((start + visited).saturating_sub(evicted), Relaxed);
+        self.hand.store(next, Relaxed);
     }
 }
 
@@ -584,20 +551,27 @@ impl std::fmt::Debug for ServiceRef {
 }
 
 // What a computed-key lane call reads and writes of its map entry (see `Slot`)
-// lies in the entry's first 64 bytes: the map's entry is the key and then the
-// value (`repr(C)`), the value at the key's size rounded up to its alignment.
-// Checked when the crate compiles.
+// lies in the entry's first 64 bytes, and entries take three lines each (see
+// `crate::keymap`). Checked when the crate compiles (but for loom's models, whose
+// atomics and cells are larger).
+#[cfg(not(resilience_loom))]
 const _: () = {
-    use std::mem::{align_of, offset_of, size_of};
-    let key = size_of::<compact_str::CompactString>();
-    // The value follows the key at the value's alignment.
-    let slot = key.next_multiple_of(align_of::<Slot>());
+    use std::mem::{offset_of, size_of};
+    type Entry = crate::keymap::Entry<Slot>;
     assert!(offset_of!(Slot, hold) < offset_of!(Slot, svc));
-    let end = slot + offset_of!(Slot, svc) + Service::HOT_END;
+    let end = Entry::VALUE_AT + offset_of!(Slot, svc) + Service::HOT_END;
     assert!(
         end <= 64,
         "a computed-key call reads past the 64th byte of its entry"
     );
+    assert!(
+        size_of::<Entry>() == 192,
+        "a registry entry is not three lines"
+    );
+};
+
+const _: () = {
+    use std::mem::{align_of, size_of};
     // The breaker's state word and the window's word are its first 16 bytes, as
     // an `Option`: no tag before them.
     assert!(size_of::<Option<crate::breaker::Breaker>>() == size_of::<crate::breaker::Breaker>());
