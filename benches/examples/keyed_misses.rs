@@ -11,7 +11,8 @@
 //! ```
 //!
 //! (`MODE=governor` for governor's, `MODE=ours_async` for ours through an async
-//! call, as a `#[with_resilience]` async fn without retry makes it; `--LL` is this VM's 32 MB L3.) valgrind's
+//! call, `MODE=both` for ours and governor's alternating in one process, in
+//! `ROUNDS` rounds of `N` calls each (10 unless set), which prints their ratios; as a `#[with_resilience]` async fn without retry makes it; `--LL` is this VM's 32 MB L3.) valgrind's
 //! summary then gives the misses of the loop alone: `D1 misses` (lines read from
 //! beyond the first-level cache) and `LL misses` (from memory), per call once
 //! divided by `N`. Run without valgrind, it prints the time per call. With
@@ -45,8 +46,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if !["ours", "ours_async", "governor"].contains(&mode.as_str()) {
-        eprintln!("MODE must be `ours`, `ours_async` or `governor`, not `{mode}`");
+    if !["ours", "ours_async", "governor", "both"].contains(&mode.as_str()) {
+        eprintln!("MODE must be `ours`, `ours_async`, `governor` or `both`, not `{mode}`");
         std::process::exit(2);
     }
     let keys = match keyed::count_from_env("KEYS", keyed::KEYS) {
@@ -59,6 +60,10 @@ fn main() {
     let mut shuffled = keys.clone();
     if std::env::var_os("KEY_ORDER").is_none() {
         common::shuffle(&mut shuffled);
+    }
+    if mode == "both" {
+        both(&keys, &shuffled, n);
+        return;
     }
     let ok = if mode != "governor" {
         if let Err(e) = keyed::warm(&keys) {
@@ -87,6 +92,49 @@ fn main() {
         ok
     };
     assert_eq!(ok, n, "every call succeeds");
+}
+
+/// Both sides in one process, their keys registered, in rounds of `n` calls that
+/// alternate which goes first: each round's ratio is taken under the same load of
+/// the host, which on a shared machine moves the time of a cache miss by 2-3x
+/// within minutes. Prints each round and the median ratio.
+fn both(keys: &[String], shuffled: &[String], n: usize) {
+    let rounds = match keyed::count_from_env("ROUNDS", 10) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keyed_misses: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = keyed::warm(keys) {
+        eprintln!("keyed_misses: {e}");
+        std::process::exit(1);
+    }
+    let gov = common::governor_keyed(keys);
+    let time = |f: &dyn Fn() -> usize| {
+        let t = std::time::Instant::now();
+        assert_eq!(f(), n, "every call succeeds");
+        t.elapsed().as_nanos() as f64 / n as f64
+    };
+    let mut ratios = Vec::new();
+    for r in 0..rounds {
+        let ours = || ours_loop(shuffled, n);
+        let governor = || governor_loop(&gov, shuffled, n);
+        let (o, g) = if r % 2 == 0 {
+            let o = time(&ours);
+            (o, time(&governor))
+        } else {
+            let g = time(&governor);
+            (time(&ours), g)
+        };
+        println!(
+            "round {r}: ours {o:.1} ns, governor {g:.1} ns, ratio {:.3}",
+            o / g
+        );
+        ratios.push(o / g);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("median ratio {:.3}", ratios[ratios.len() / 2]);
 }
 
 /// The async shape of `keyed::call_keyed`, as a `#[with_resilience]` async fn with a
