@@ -16,21 +16,17 @@
 
 use std::time::Instant;
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+// The computed-key examples' helpers; this one uses their count parser and key count.
+#[allow(dead_code)]
+mod keyed;
+use keyed::{count_from_env, KEYS};
+
 /// The strides compared, in bytes.
 const STRIDES: [usize; 3] = [64, 128, 192];
 /// Regions start on a 2 MB boundary, where huge pages can back them.
 const HUGE: usize = 1 << 21;
-
-fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("{name} must be a positive whole number, not `{v}`")),
-    }
-}
 
 /// A region of `size` bytes (a multiple of [`HUGE`]), written through once.
 struct Region {
@@ -89,7 +85,7 @@ impl Drop for Region {
 }
 
 fn main() {
-    let (n, rounds) = match (count_from_env("N", 100_000), count_from_env("ROUNDS", 8)) {
+    let (n, rounds) = match (count_from_env("N", KEYS), count_from_env("ROUNDS", 8)) {
         (Ok(n), Ok(r)) => (n, r),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("cache_stride: {e}");
@@ -102,14 +98,8 @@ fn main() {
         .map(|s| Region::new((n * s).next_multiple_of(HUGE), huge))
         .collect();
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in (1..n).rev() {
-        // xorshift: a fixed shuffle, the same every run.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        order.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    // The bench's fixed shuffle, the same every run.
+    common::shuffle(&mut order);
     let mut second = vec![Vec::new(); STRIDES.len()];
     for r in 0..rounds {
         let mut line = format!("round {r}:");
