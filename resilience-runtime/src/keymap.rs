@@ -61,9 +61,20 @@ use compact_str::CompactString;
 /// The entries of the first segment, as a power of two.
 const BASE_SHIFT: u32 = 6;
 const BASE: usize = 1 << BASE_SHIFT;
-/// Segments: `BASE << 25` entries in the last, 2^31 in all, past any count of
-/// services a program keeps.
+/// Segments: `BASE << 25` entries in the last, almost 2^32 in all, past any count
+/// of services a program keeps.
 const SEGMENTS: usize = 26;
+/// Entries there is room for: the segments' and below `u32::MAX`, so that an
+/// index word (the number plus one) is never `TOMB`.
+const MAX_ENTRIES: usize = (BASE << SEGMENTS) - BASE;
+
+/// Where entry `slot` lies: its segment and its place in it.
+#[inline(always)]
+fn locate(slot: usize) -> (usize, usize) {
+    let m = slot + BASE;
+    let seg = (usize::BITS - 1 - m.leading_zeros() - BASE_SHIFT) as usize;
+    (seg, m - (BASE << seg))
+}
 /// The index's word of a position never used.
 const EMPTY: u64 = 0;
 /// The index's word of a position whose entry was removed: a probe goes on past it.
@@ -304,7 +315,7 @@ fn start(word: u64) -> usize {
 
 /// The word of entry `slot` under the hash `hash`: 32 bits of the hash, then the
 /// entry's number plus one (so no word is `EMPTY`, and none `TOMB`: entries are
-/// fewer than `u32::MAX - 1`).
+/// fewer than [`MAX_ENTRIES`]).
 #[inline(always)]
 fn word_of(hash: u64, slot: u32) -> u64 {
     (hash & !0xffff_ffff) | (u64::from(slot) + 1)
@@ -446,9 +457,7 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
     /// Entry `slot`, which was given out.
     #[inline(always)]
     fn entry(&self, slot: u32) -> &Entry<V> {
-        let m = slot as usize + BASE;
-        let seg = (usize::BITS - 1 - m.leading_zeros() - BASE_SHIFT) as usize;
-        let at = m - (BASE << seg);
+        let (seg, at) = locate(slot as usize);
         // SAFETY: an entry number is given out only once its segment is allocated
         // and published (before the index word or `high` that tells of it, which
         // the reader acquired); segments live as long as the map.
@@ -501,10 +510,12 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
             return s;
         }
         let slot = w.high;
-        assert!(slot < u32::MAX - 1, "registry map: entries exhausted");
-        let m = slot as usize + BASE;
-        let seg = (usize::BITS - 1 - m.leading_zeros() - BASE_SHIFT) as usize;
-        if m == BASE << seg {
+        assert!(
+            (slot as usize) < MAX_ENTRIES,
+            "registry map: more than {MAX_ENTRIES} entries"
+        );
+        let (seg, at) = locate(slot as usize);
+        if at == 0 {
             // The segment's first entry: allocate it, every entry vacant.
             let p = region(segment_layout::<V>(seg)).cast::<Entry<V>>();
             for at in 0..BASE << seg {
@@ -654,11 +665,8 @@ impl<V, S> Drop for KeyMap<V, S> {
         unsafe { std::mem::ManuallyDrop::drop(&mut self.collector) };
         let high = self.high.load(Relaxed);
         for n in 0..high {
-            let m = n + BASE;
-            let seg = (usize::BITS - 1 - m.leading_zeros() - BASE_SHIFT) as usize;
-            let e = self.segments[seg]
-                .load(Relaxed)
-                .wrapping_add(m - (BASE << seg));
+            let (seg, at) = locate(n);
+            let e = self.segments[seg].load(Relaxed).wrapping_add(at);
             // SAFETY: entries below `high` lie in allocated segments; a live one's
             // key and value are written, and dropped only here.
             unsafe {
@@ -701,6 +709,20 @@ mod tests {
 
     fn map<V>() -> KeyMap<V> {
         KeyMap::with_hasher(Default::default())
+    }
+
+    #[test]
+    fn entry_numbers_fill_each_segment_then_the_next_twice_as_large() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(63), (0, 63));
+        assert_eq!(locate(64), (1, 0));
+        assert_eq!(locate(191), (1, 127));
+        assert_eq!(locate(192), (2, 0));
+        assert_eq!(
+            locate(MAX_ENTRIES - 1),
+            (SEGMENTS - 1, (BASE << (SEGMENTS - 1)) - 1)
+        );
+        assert!(MAX_ENTRIES < u32::MAX as usize);
     }
 
     #[test]
