@@ -39,6 +39,10 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Arc;
 
+use compact_str::CompactString;
+#[cfg(not(resilience_loom))]
+use seize::{Collector, LocalGuard as Guard};
+
 use crate::sync::{
     AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Mutex,
     Ordering::{self, Acquire, Relaxed, Release},
@@ -55,8 +59,6 @@ use crate::sync::{
 const PROTECT: Ordering = Ordering::SeqCst;
 #[cfg(resilience_loom)]
 const PROTECT: Ordering = Acquire;
-
-use compact_str::CompactString;
 
 /// The entries of the first segment, as a power of two.
 const BASE_SHIFT: u32 = 6;
@@ -75,6 +77,7 @@ fn locate(slot: usize) -> (usize, usize) {
     let seg = (usize::BITS - 1 - m.leading_zeros() - BASE_SHIFT) as usize;
     (seg, m - (BASE << seg))
 }
+
 /// The index's word of a position never used.
 const EMPTY: u64 = 0;
 /// The index's word of a position whose entry was removed: a probe goes on past it.
@@ -269,12 +272,7 @@ const HUGE: usize = 1 << 21;
 /// first written: with many keys, a lookup that misses the cache would otherwise
 /// often miss the address translation's too, and walk the page tables.
 fn region(layout: Layout) -> *mut u8 {
-    let big = layout.size() >= HUGE;
-    let layout = if big {
-        layout.align_to(HUGE).expect("registry region alignment")
-    } else {
-        layout
-    };
+    let (layout, big) = region_layout(layout);
     // SAFETY: the layouts here are never of size zero.
     let p = unsafe { std::alloc::alloc(layout) };
     if p.is_null() {
@@ -289,6 +287,8 @@ fn region(layout: Layout) -> *mut u8 {
             libc::madvise(p.cast(), layout.size(), libc::MADV_HUGEPAGE);
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = big;
     p
 }
 
@@ -298,13 +298,19 @@ fn region(layout: Layout) -> *mut u8 {
 ///
 /// `p` is from `region(layout)`, not freed yet.
 unsafe fn free_region(p: *mut u8, layout: Layout) {
-    let layout = if layout.size() >= HUGE {
-        layout.align_to(HUGE).expect("registry region alignment")
-    } else {
-        layout
-    };
     // SAFETY: allocated by `region` with this layout.
-    unsafe { std::alloc::dealloc(p, layout) }
+    unsafe { std::alloc::dealloc(p, region_layout(layout).0) }
+}
+
+/// The layout [`region`] allocates for `layout`, and whether it is big enough
+/// for huge pages (then aligned to them).
+fn region_layout(layout: Layout) -> (Layout, bool) {
+    if layout.size() >= HUGE {
+        let aligned = layout.align_to(HUGE).expect("registry region alignment");
+        (aligned, true)
+    } else {
+        (layout, false)
+    }
 }
 
 /// Where the probe of a word starts: from its hash's bits.
@@ -323,6 +329,8 @@ fn word_of(hash: u64, slot: u32) -> u64 {
 
 /// What the writers share, under [`KeyMap::writer`].
 struct Writer {
+    /// Live entries.
+    len: usize,
     /// Positions of the index in use: live entries and removed ones.
     used: usize,
     /// Entries ever given out: each below is in a segment.
@@ -364,9 +372,6 @@ fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[cfg(not(resilience_loom))]
-use seize::{Collector, LocalGuard as Guard};
-
 /// Under loom's models, a collector that never frees: what is retired is leaked.
 /// The models check how the index and the entries are published and found; when
 /// a removed entry may be freed is seize's to decide.
@@ -396,8 +401,6 @@ impl Collector {
 pub(crate) struct KeyMap<V, S = foldhash::fast::FixedState> {
     index: AtomicPtr<Index>,
     segments: [AtomicPtr<Entry<V>>; SEGMENTS],
-    /// Live entries.
-    len: AtomicUsize,
     /// [`Writer::high`], for iteration: the entries a reader may find live.
     high: AtomicUsize,
     writer: Mutex<Writer>,
@@ -430,9 +433,12 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
         Self {
             index: AtomicPtr::new(Box::into_raw(Index::new(16))),
             segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            len: AtomicUsize::new(0),
             high: AtomicUsize::new(0),
-            writer: Mutex::new(Writer { used: 0, high: 0 }),
+            writer: Mutex::new(Writer {
+                len: 0,
+                used: 0,
+                high: 0,
+            }),
             free: Arc::new(Mutex::new(Vec::new())),
             hasher,
             collector: std::mem::ManuallyDrop::new(Collector::new()),
@@ -451,7 +457,7 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
     /// Live entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Relaxed)
+        lock(&self.writer).len
     }
 
     /// Entry `slot`, which was given out.
@@ -484,20 +490,28 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
     /// The entry of `key` in the current index, if any.
     #[inline(always)]
     fn find(&self, key: &str) -> Option<&Entry<V>> {
+        self.probe(key).map(|(_, slot)| self.entry(slot))
+    }
+
+    /// The index word of `key` in the current index and its entry's number, if
+    /// any.
+    #[inline(always)]
+    fn probe(&self, key: &str) -> Option<(&AtomicU64, u32)> {
         let hash = self.hash(key);
         let index = self.index();
         let mut at = (hash >> 32) as usize;
         loop {
+            let word = index.word(at);
             // Acquire (at least): pairs with the release that put the word in,
             // after the entry was written.
-            let w = index.word(at).load(PROTECT);
+            let w = word.load(PROTECT);
             if w == EMPTY {
                 return None;
             }
             if (w ^ hash) >> 32 == 0 && w != TOMB {
-                let e = self.entry((w as u32) - 1);
-                if e.key() == key {
-                    return Some(e);
+                let slot = (w as u32) - 1;
+                if self.entry(slot).key() == key {
+                    return Some((word, slot));
                 }
             }
             at += 1;
@@ -531,7 +545,7 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
     /// Builds the index again from its live words, sized for the live entries and
     /// one more, and swaps it in. Under the writer's lock.
     fn rebuild(&self, w: &mut Writer) {
-        let live = self.len.load(Relaxed);
+        let live = w.len;
         let positions = (2 * (live + 1)).next_power_of_two().max(16);
         let old = self.index.load(Relaxed);
         let new = Index::new(positions);
@@ -591,7 +605,7 @@ impl<'m, V, S: BuildHasher> Pinned<'m, V, S> {
         }
         e.state.store(LIVE, Release);
         map.high.store(w.high as usize, Release);
-        map.len.fetch_add(1, Relaxed);
+        w.len += 1;
         // Release: the entry is written before a reader can find it.
         if map.index().put(word_of(map.hash(key), slot), Release) {
             w.used += 1;
@@ -603,30 +617,16 @@ impl<'m, V, S: BuildHasher> Pinned<'m, V, S> {
     /// any more. Whether it was there.
     pub(crate) fn remove(&self, key: &str) -> bool {
         let map = self.map;
-        let _w = lock(&map.writer);
-        let hash = map.hash(key);
-        let index = map.index();
-        let mut at = (hash >> 32) as usize;
-        let (word, slot) = loop {
-            let w = index.word(at);
-            let now = w.load(Relaxed);
-            if now == EMPTY {
-                return false;
-            }
-            if (now ^ hash) >> 32 == 0 && now != TOMB {
-                let slot = (now as u32) - 1;
-                if map.entry(slot).key() == key {
-                    break (w, slot);
-                }
-            }
-            at += 1;
+        let mut w = lock(&map.writer);
+        let Some((word, slot)) = map.probe(key) else {
+            return false;
         };
         let e = map.entry(slot);
         // SeqCst: stores the collector orders before the retirement, so a reader
         // entering after it finds neither the word nor the entry live.
         word.store(TOMB, Ordering::SeqCst);
         e.state.store(GONE, Ordering::SeqCst);
-        map.len.fetch_sub(1, Relaxed);
+        w.len -= 1;
         let retired = Box::into_raw(Box::new(Retired {
             entry: ptr::from_ref(e).cast_mut(),
             slot,
