@@ -92,12 +92,10 @@ impl<const STRIDE: usize> Floor<STRIDE> {
         unsafe { &*self.lines.as_ptr().add(base + n * STRIDE).cast::<Line>() }
     }
 
-    /// As `find`, comparing the key as three words of its inline form.
+    /// The line of `key`: the first whose index word's tag matches and which
+    /// `matches` accepts.
     #[inline(always)]
-    fn find_words(&self, key: &str) -> Option<&Line> {
-        let probe = CompactString::new(key);
-        // SAFETY: a `CompactString` is 24 bytes.
-        let want: [u64; 3] = unsafe { std::mem::transmute_copy(&probe) };
+    fn find(&self, key: &str, matches: impl Fn(&Line) -> bool) -> Option<&Line> {
         let h = self.hasher.hash_one(key);
         let mut at = h as usize & self.mask;
         loop {
@@ -107,34 +105,21 @@ impl<const STRIDE: usize> Floor<STRIDE> {
             }
             if (w ^ tag(h)) >> 26 == 0 {
                 let l = self.line(((w & SLOT) - 1) as usize);
-                // SAFETY: as above.
-                let got: [u64; 3] = unsafe { std::mem::transmute_copy(&l.key) };
-                if got == want {
+                if matches(l) {
                     return Some(l);
                 }
             }
             at = (at + 1) & self.mask;
         }
     }
+}
 
-    #[inline(always)]
-    fn find(&self, key: &str, compare: bool) -> Option<&Line> {
-        let h = self.hasher.hash_one(key);
-        let mut at = h as usize & self.mask;
-        loop {
-            let w = self.index[at];
-            if w == 0 {
-                return None;
-            }
-            if (w ^ tag(h)) >> 26 == 0 {
-                let l = self.line(((w & SLOT) - 1) as usize);
-                if !compare || l.key.as_str() == key {
-                    return Some(l);
-                }
-            }
-            at = (at + 1) & self.mask;
-        }
-    }
+/// The three words of a key's inline form (keys of the bench are inline).
+#[inline(always)]
+fn words(key: &CompactString) -> [u64; 3] {
+    // SAFETY: a `CompactString` is 24 bytes, every bit pattern of which is a
+    // valid `[u64; 3]`.
+    unsafe { std::mem::transmute_copy(key) }
 }
 
 /// What a floor does besides its reads: compares the key (with `==`, or as
@@ -151,10 +136,14 @@ fn floor_loop<const S: usize>(f: &Floor<S>, keys: &[String], n: usize, mode: u8)
     for _ in 0..n {
         i = if i + 1 == keys.len() { 0 } else { i + 1 };
         let guard = (mode & GUARD != 0).then(|| f.collector.enter());
+        let key = keys[i].as_str();
         let found = if mode & WORDS != 0 {
-            f.find_words(&keys[i])
+            let want = words(&CompactString::new(key));
+            f.find(key, |l| words(&l.key) == want)
+        } else if mode & COMPARE != 0 {
+            f.find(key, |l| l.key.as_str() == key)
         } else {
-            f.find(&keys[i], mode & COMPARE != 0)
+            f.find(key, |_| true)
         };
         if let Some(l) = found {
             if mode & ADDS != 0 {
