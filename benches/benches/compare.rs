@@ -673,69 +673,20 @@ fn keyed(c: &mut Criterion) {
         });
     }
 
-    // The floor under the shuffled rows: the memory reads any lookup of a key in a
-    // map whose entries never move makes, one after the other, and nothing else:
-    // the key's bytes (hashed as ours are), a 4-byte word of an index (as large as
-    // ours with these keys, and as full), the entry's line, where one atomic add
-    // stands for what a call counts there. No key is compared and nothing else is
-    // read: the entries are packed lines, and the word found first is taken when
-    // its tag matches.
+    // The floor under the shuffled rows (`common::floor`): the key hashed, an
+    // index word, the entry's line, where one atomic add stands for what a call
+    // counts there. No key is compared and nothing else is read.
     {
-        /// An entry's line: aligned to 64, so 64 bytes.
-        #[repr(align(64))]
-        struct Line(std::sync::atomic::AtomicU64);
-        struct Floor {
-            mask: usize,
-            index: Vec<u32>,
-            lines: Vec<Line>,
-            hasher: foldhash::fast::FixedState,
-        }
-        const SLOT: u32 = (1 << 26) - 1;
-        let tag = |h: u64| ((h >> 58) as u32) << 26;
         let floor = std::cell::OnceCell::new();
-        let floor = || {
-            floor.get_or_init(|| {
-                use std::hash::BuildHasher;
-                let positions = 1usize << 17;
-                let mut f = Floor {
-                    mask: positions - 1,
-                    index: vec![0; positions],
-                    lines: (0..KEYS)
-                        .map(|_| Line(std::sync::atomic::AtomicU64::new(0)))
-                        .collect(),
-                    hasher: foldhash::fast::FixedState::default(),
-                };
-                for (n, k) in keys().iter().enumerate() {
-                    let h = f.hasher.hash_one(k.as_str());
-                    let mut at = h as usize & f.mask;
-                    while f.index[at] != 0 {
-                        at = (at + 1) & f.mask;
-                    }
-                    f.index[at] = tag(h) | (n as u32 + 1);
-                }
-                f
-            })
-        };
         let mut i = 0usize;
         g.bench_function("floor_shuffled", |b| {
-            use std::hash::BuildHasher;
-            let f = floor();
+            let f = floor.get_or_init(|| common::floor::Floor::<64>::new(keys()));
             let keys = shuffled();
             b.tight(|| {
                 i = if i + 1 == KEYS { 0 } else { i + 1 };
-                let h = f.hasher.hash_one(keys[i].as_str());
-                let mut at = h as usize & f.mask;
-                loop {
-                    let w = f.index[at];
-                    if w == 0 {
-                        return 0;
-                    }
-                    if (w ^ tag(h)) >> 26 == 0 {
-                        let line = &f.lines[((w & SLOT) - 1) as usize];
-                        return line.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    at = (at + 1) & f.mask;
-                }
+                f.find(&keys[i], |_| true).map_or(0, |l| {
+                    l.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                })
             })
         });
     }

@@ -15,8 +15,7 @@
 //!
 //! `N` sets the calls a round (1,000,000), `ROUNDS` the rounds (6).
 
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::time::Instant;
 
 use compact_str::CompactString;
@@ -25,94 +24,8 @@ use compact_str::CompactString;
 mod common;
 #[allow(dead_code)]
 mod keyed;
+use common::floor::Floor;
 use keyed::{count_from_env, keys_of, KEYS};
-
-const SLOT: u32 = (1 << 26) - 1;
-
-fn tag(h: u64) -> u32 {
-    ((h >> 58) as u32) << 26
-}
-
-/// A floor's entry: the key inline, three words a call adds to.
-#[repr(C, align(64))]
-struct Line {
-    key: CompactString,
-    hold: AtomicU64,
-    count: AtomicU64,
-    _rest: [u64; 3],
-}
-
-struct Floor<const STRIDE: usize> {
-    mask: usize,
-    index: Vec<u32>,
-    lines: Vec<u8>,
-    hasher: foldhash::fast::FixedState,
-    collector: seize::Collector,
-}
-
-impl<const STRIDE: usize> Floor<STRIDE> {
-    fn new(keys: &[String]) -> Self {
-        let positions = (keys.len() * 8 / 7 + 1).next_power_of_two();
-        let mut lines = vec![0u8; keys.len() * STRIDE + 64];
-        let base = lines.as_mut_ptr().align_offset(64);
-        let mut f = Floor {
-            mask: positions - 1,
-            index: vec![0; positions],
-            lines: Vec::new(),
-            hasher: foldhash::fast::FixedState::default(),
-            collector: seize::Collector::new(),
-        };
-        for (n, k) in keys.iter().enumerate() {
-            // SAFETY: within `lines`, aligned to 64.
-            unsafe {
-                let p = lines.as_mut_ptr().add(base + n * STRIDE).cast::<Line>();
-                p.write(Line {
-                    key: CompactString::new(k),
-                    hold: AtomicU64::new(0),
-                    count: AtomicU64::new(0),
-                    _rest: [0; 3],
-                });
-            }
-            let h = f.hasher.hash_one(k.as_str());
-            let mut at = h as usize & f.mask;
-            while f.index[at] != 0 {
-                at = (at + 1) & f.mask;
-            }
-            f.index[at] = tag(h) | (n as u32 + 1);
-        }
-        f.lines = lines;
-        f.lines.drain(..0);
-        f
-    }
-
-    #[inline(always)]
-    fn line(&self, n: usize) -> &Line {
-        let base = self.lines.as_ptr().align_offset(64);
-        // SAFETY: written in `new`.
-        unsafe { &*self.lines.as_ptr().add(base + n * STRIDE).cast::<Line>() }
-    }
-
-    /// The line of `key`: the first whose index word's tag matches and which
-    /// `matches` accepts.
-    #[inline(always)]
-    fn find(&self, key: &str, matches: impl Fn(&Line) -> bool) -> Option<&Line> {
-        let h = self.hasher.hash_one(key);
-        let mut at = h as usize & self.mask;
-        loop {
-            let w = self.index[at];
-            if w == 0 {
-                return None;
-            }
-            if (w ^ tag(h)) >> 26 == 0 {
-                let l = self.line(((w & SLOT) - 1) as usize);
-                if matches(l) {
-                    return Some(l);
-                }
-            }
-            at = (at + 1) & self.mask;
-        }
-    }
-}
 
 /// The three words of a key's inline form (keys of the bench are inline).
 #[inline(always)]
@@ -130,12 +43,18 @@ const GUARD: u8 = 4;
 const WORDS: u8 = 8;
 
 #[inline(never)]
-fn floor_loop<const S: usize>(f: &Floor<S>, keys: &[String], n: usize, mode: u8) -> u64 {
+fn floor_loop<const S: usize>(
+    f: &Floor<S>,
+    collector: &seize::Collector,
+    keys: &[String],
+    n: usize,
+    mode: u8,
+) -> u64 {
     let mut i = 0;
     let mut sum = 0;
     for _ in 0..n {
         i = if i + 1 == keys.len() { 0 } else { i + 1 };
-        let guard = (mode & GUARD != 0).then(|| f.collector.enter());
+        let guard = (mode & GUARD != 0).then(|| collector.enter());
         let key = keys[i].as_str();
         let found = if mode & WORDS != 0 {
             let want = words(&CompactString::new(key));
@@ -169,6 +88,7 @@ fn main() -> Result<(), String> {
     keyed::warm(&keys)?;
     let f64s = Floor::<64>::new(&keys);
     let f192 = Floor::<192>::new(&keys);
+    let c = seize::Collector::new();
     let names = [
         "ours",
         "governor",
@@ -188,13 +108,13 @@ fn main() -> Result<(), String> {
             let done = match k {
                 0 => keyed::ours_loop(&shuffled, n) as u64,
                 1 => keyed::governor_loop(&gov, &shuffled, n) as u64,
-                2 => floor_loop(&f64s, &shuffled, n, 0),
-                3 => floor_loop(&f64s, &shuffled, n, COMPARE),
-                4 => floor_loop(&f64s, &shuffled, n, COMPARE | ADDS),
-                5 => floor_loop(&f64s, &shuffled, n, COMPARE | ADDS | GUARD),
-                6 => floor_loop(&f192, &shuffled, n, COMPARE | ADDS | GUARD),
-                7 => floor_loop(&f64s, &shuffled, n, WORDS),
-                _ => floor_loop(&f64s, &shuffled, n, WORDS | ADDS | GUARD),
+                2 => floor_loop(&f64s, &c, &shuffled, n, 0),
+                3 => floor_loop(&f64s, &c, &shuffled, n, COMPARE),
+                4 => floor_loop(&f64s, &c, &shuffled, n, COMPARE | ADDS),
+                5 => floor_loop(&f64s, &c, &shuffled, n, COMPARE | ADDS | GUARD),
+                6 => floor_loop(&f192, &c, &shuffled, n, COMPARE | ADDS | GUARD),
+                7 => floor_loop(&f64s, &c, &shuffled, n, WORDS),
+                _ => floor_loop(&f64s, &c, &shuffled, n, WORDS | ADDS | GUARD),
             };
             std::hint::black_box(done);
             times[k].push(t.elapsed().as_nanos() as f64 / n as f64);

@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use resilience_runtime::{Policy, ResilienceError};
 
+pub mod floor;
+
 /// The error type of every body: carries a rejection for ours, is a
 /// `std::error::Error` for tower's `BoxError`.
 #[derive(Debug, Clone)]
