@@ -13,6 +13,8 @@
 //! - The sweep clears the used bit of a key it passes, and evicts only by changing
 //!   the word from exactly zero (no handle, no bit: not used since it last passed)
 //!   to the evicted bit alone, in one compare-and-swap.
+//! - An entry not given out is evicted; writing it for a key revives it (see the
+//!   map, [`crate::keymap`], whose lookup takes handles without its collector).
 //!
 //! All are read-modify-writes of the one word, so they are ordered: an add before
 //! the swap makes the word non-zero and the swap fail; an add after it finds the
@@ -40,8 +42,67 @@ pub(crate) struct Hold(AtomicUsize);
 
 impl Hold {
     /// A new key's hold, used: the sweep passes it once before it may evict it.
+    /// (The map's entries start [`Hold::vacant`] and are revived.)
+    #[cfg(all(test, resilience_loom))]
     pub(crate) fn new() -> Self {
         Self(AtomicUsize::new(USED))
+    }
+
+    /// The hold of an entry not given out (or given back): evicted, so that no
+    /// handle is taken on it until it is written for a key and [`Hold::revive`]d.
+    pub(crate) fn vacant() -> Self {
+        Self(AtomicUsize::new(EVICTED))
+    }
+
+    /// The entry is written for a new key: not evicted any more, and marked used
+    /// (the sweep passes it once before it may evict it). Release: what was
+    /// written is seen by whoever takes a handle. A lookup that added to the word
+    /// meanwhile found it evicted and takes its add back; the subtraction keeps
+    /// its count until then.
+    pub(crate) fn revive(&self) {
+        self.0.fetch_sub(EVICTED - USED, Release);
+    }
+
+    /// [`Hold::take_used`] for a lookup that found the entry without the map's
+    /// collector: the handle is kept only if `still` (which compares the entry's
+    /// key again) holds once it is taken, and the key is marked used only then.
+    /// Acquire: pairs with the entry's revival, after its key and value were
+    /// written.
+    #[inline(always)]
+    pub(crate) fn take_used_if(&self, still: impl FnOnce() -> bool) -> bool {
+        let was = self.0.fetch_add(1, Acquire);
+        if was & EVICTED == 0 && still() {
+            if was & USED == 0 {
+                self.mark_used();
+            }
+            return true;
+        }
+        self.give_up();
+        false
+    }
+
+    #[cold]
+    fn mark_used(&self) {
+        self.0.fetch_or(USED, Relaxed);
+    }
+
+    /// Evicts the entry unless a handle is held, used or not: a removal asked for
+    /// by the map's owner, not the sweep's. True also when it is evicted already.
+    pub(crate) fn evict_unheld(&self) -> bool {
+        let mut w = self.0.load(Relaxed);
+        loop {
+            if w & EVICTED != 0 {
+                return true;
+            }
+            if w & COUNT != 0 {
+                return false;
+            }
+            // Acquire: as in `try_evict`.
+            match self.0.compare_exchange_weak(w, EVICTED, Acquire, Relaxed) {
+                Ok(_) => return true,
+                Err(now) => w = now,
+            }
+        }
     }
 
     /// Takes a handle. False when the sweep has evicted the entry: then nothing is
@@ -74,7 +135,7 @@ impl Hold {
             self.give_up();
             return false;
         }
-        self.0.fetch_or(USED, Relaxed);
+        self.mark_used();
         true
     }
 

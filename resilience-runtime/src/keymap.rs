@@ -5,13 +5,13 @@
 //! likely a miss, and which lines those are decides the call's cost: so this map is
 //! laid out for that lookup.
 //!
-//! - **Entries side by side.** Each entry (the key, inline when it is at most 24
-//!   bytes, then the value) lies in an array of entries, so a value whose first
-//!   bytes are what a call reads has them on the key's line. Entries take three
-//!   lines each, of which a call reads the first: with two, every line a call reads
-//!   would be an even one, and an even line only ever takes the even half of the
-//!   cache's sets, so that the lines calls read would fit in half the cache. Three
-//!   is the smallest count of lines that spreads them over all of it.
+//! - **Entries side by side.** Each entry (the key's words, the entry's hold,
+//!   then the value) lies in an array of entries, so a value whose first bytes are
+//!   what a call reads has them on the key's line. Entries take three lines each,
+//!   of which a call reads the first: with two, every line a call reads would be an
+//!   even one, and an even line only ever takes the even half of the cache's sets,
+//!   so that the lines calls read would fit in half the cache. Three is the
+//!   smallest count of lines that spreads them over all of it.
 //!   The arrays are segments that never move: the first holds 64 entries, each
 //!   next one twice as many as the one before; those of 2 MiB and more lie on
 //!   huge pages where the system gives them (see [`region`]). An entry's memory is
@@ -31,10 +31,31 @@
 //! entries reads its table's and then the entry's, at an address the allocator
 //! chose among everything else it hands out.
 //!
-//! Readers take no lock: a reader enters the map's collector ([`seize`]), and what
-//! it can reach from there (an index, an entry) is not freed or used again until it
-//! leaves. Writers (an insert, a removal, both cold: a new key, the sweep) take one
-//! mutex.
+//! Writers (an insert, a removal, both cold: a new key, the sweep) take one mutex.
+//! Readers take no lock, and a call's lookup ([`KeyMap::take_used`]) does not even
+//! enter the map's collector ([`seize`]): that costs as much as a third of a
+//! lookup whose lines miss the cache (entering, then an exchange to leave). It
+//! needs none, because nothing it reads is ever freed while the map lives:
+//!
+//! - entries lie in segments, which live as long as the map; a removed entry is
+//!   only used again for another key;
+//! - an index that is replaced is kept, one of each size, and used again by the
+//!   next rebuild of its size, so a reader still probing it reads words of this
+//!   map, old or new;
+//! - the key is kept as three atomic words at the entry's start (inline up to 24
+//!   bytes; see [`words_of`]), so that a reader compares it without reading memory
+//!   that is dropped.
+//!
+//! So an index word is only a hint. The lookup compares the key's words, takes a
+//! handle on the entry's [`Hold`] (which fails once the entry is evicted, and an
+//! entry is vacant only while evicted), and compares the words again: a handle
+//! taken keeps the entry from eviction, and so its key from changing. An entry
+//! used again for another key since the first compare is told apart by the
+//! second, and its handle given back. What else reads the map (iteration, a key
+//! longer than 24 bytes, a value without a handle) enters the collector, which
+//! decides when a removed entry's key and value may be dropped. Without the
+//! writers' lock, a reader may miss a key while an index it reads is used again:
+//! [`Pinned::entry`] looks again under the lock before it says a key is absent.
 
 use std::alloc::Layout;
 use std::hash::BuildHasher;
@@ -46,8 +67,9 @@ use compact_str::CompactString;
 #[cfg(not(resilience_loom))]
 use seize::{Collector, LocalGuard as Guard};
 
+use crate::hold::Hold;
 use crate::sync::{
-    AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Mutex,
+    AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Mutex,
     Ordering::{self, Acquire, Relaxed, Release},
 };
 
@@ -104,15 +126,56 @@ fn full_at(positions: usize) -> usize {
 }
 
 /// One key and its value, in a segment: three lines for the registry's value
-/// (see the module).
+/// (see the module; checked where the registry defines it).
 #[repr(C, align(64))]
 pub(crate) struct Entry<V> {
-    key: Place<CompactString>,
+    /// The key's words (see [`words_of`]): what a lookup compares. Written only
+    /// while the entry is vacant (its hold evicted).
+    words: [AtomicU64; 3],
+    hold: Hold,
     value: Place<V>,
     state: AtomicU8,
-    /// The third line.
-    _spread: [MaybeUninit<u8>; 64],
+    /// The key as a string, for what reads it so (iteration, a longer key), under
+    /// the collector. In the entry's third line: a call does not read it.
+    key: Place<CompactString>,
 }
+
+/// The longest key a lookup compares by its words alone.
+const INLINE: usize = 24;
+
+/// The words of a key of at most [`INLINE`] bytes: its bytes, then zeros, and in
+/// the last byte `0xC0 | len` when it is shorter. A key of exactly 24 bytes ends
+/// in a byte below `0xC0` (the last byte of UTF-8 is ASCII or a continuation
+/// byte), so no two keys have the same words, and none has [`LONG`]'s or
+/// [`UNSET`]'s.
+#[inline(always)]
+fn words_of(key: &str) -> Option<[u64; 3]> {
+    let b = key.as_bytes();
+    if b.len() > INLINE {
+        return None;
+    }
+    let mut buf = [0u8; INLINE];
+    buf[..b.len()].copy_from_slice(b);
+    if b.len() < INLINE {
+        buf[INLINE - 1] = 0xC0 | b.len() as u8;
+    }
+    // SAFETY: 24 bytes as three words; any bits are a valid `u64`.
+    Some(unsafe { std::mem::transmute::<[u8; INLINE], [u64; 3]>(buf) })
+}
+
+/// Words whose last byte is `last` and the rest zero.
+const fn marked(last: u8) -> [u64; 3] {
+    let mut buf = [0u8; INLINE];
+    buf[INLINE - 1] = last;
+    // SAFETY: as in `words_of`.
+    unsafe { std::mem::transmute::<[u8; INLINE], [u64; 3]>(buf) }
+}
+
+/// The words of every key longer than [`INLINE`] bytes: such a key is compared as
+/// a string, under the collector.
+const LONG: [u64; 3] = marked(0xFF);
+/// The words of an entry never given out.
+const UNSET: [u64; 3] = marked(0xFE);
 
 /// Room for a value written once, then read by many until it is dropped: loom's
 /// cell under its models, so that they check every read is ordered after the
@@ -183,27 +246,62 @@ impl<V> Entry<V> {
 
     fn vacant() -> Self {
         Self {
-            key: Place::new(),
+            words: UNSET.map(AtomicU64::new),
+            hold: Hold::vacant(),
             value: Place::new(),
             state: AtomicU8::new(VACANT),
-            _spread: [MaybeUninit::uninit(); 64],
+            key: Place::new(),
         }
     }
 
-    /// The key. Only for an entry reached while it is live (see [`KeyMap`]).
+    /// Whether the entry's words are `want`. Any reader may compare them: they are
+    /// atomics, never freed.
     #[inline(always)]
-    fn key(&self) -> &str {
-        // SAFETY: the entry was reached through the index or found `LIVE`, under a
-        // guard: its key was written before, and is dropped only once no guard
+    fn words_are(&self, want: &[u64; 3]) -> bool {
+        let [a, b, c] = &self.words;
+        (a.load(Relaxed) ^ want[0]) | (b.load(Relaxed) ^ want[1]) | (c.load(Relaxed) ^ want[2]) == 0
+    }
+
+    /// Whether the entry's key is `key` (with `want` its words, if short enough).
+    /// Only for an entry found `LIVE` under a guard (see [`KeyMap`]).
+    #[inline(always)]
+    fn is(&self, key: &str, want: Option<&[u64; 3]>) -> bool {
+        match want {
+            Some(w) => self.words_are(w),
+            None => self.words_are(&LONG) && self.key() == key,
+        }
+    }
+
+    /// The key. Only for an entry found `LIVE` under a guard, or holding a handle.
+    #[inline(always)]
+    pub(crate) fn key(&self) -> &str {
+        // SAFETY: the entry was found live under a guard, or a handle is held on
+        // it: its key was written before (`LIVE` and the hold's revival are
+        // released after it), and is dropped only once it is evicted and no guard
         // that could reach it remains.
         unsafe { self.key.get() }.as_str()
     }
 
     /// The value, as for [`Entry::key`].
     #[inline(always)]
-    fn value(&self) -> &V {
+    pub(crate) fn value(&self) -> &V {
         // SAFETY: as in `key`.
         unsafe { self.value.get() }
+    }
+
+    /// The entry's hold: what keeps it from eviction (see [`Hold`]).
+    #[inline(always)]
+    pub(crate) fn hold(&self) -> &Hold {
+        &self.hold
+    }
+
+    /// Takes a call's handle on the entry if its words are still `want` once it
+    /// is taken (see the module).
+    #[inline(always)]
+    fn take_if_still(&self, want: &[u64; 3]) -> Option<&Self> {
+        self.hold
+            .take_used_if(|| self.words_are(want))
+            .then_some(self)
     }
 }
 
@@ -214,17 +312,18 @@ struct Index {
 }
 
 impl Index {
-    fn new(positions: usize) -> Box<Index> {
+    /// A new index of empty words, boxed (freed by the map's `Drop`).
+    fn new(positions: usize) -> *mut Index {
         debug_assert!(positions.is_power_of_two());
         let words = region(Self::layout(positions)).cast::<AtomicU32>();
         for at in 0..positions {
             // SAFETY: within the region, which holds `positions` words.
             unsafe { words.add(at).write(AtomicU32::new(EMPTY)) };
         }
-        Box::new(Index {
+        Box::into_raw(Box::new(Index {
             mask: positions - 1,
             words,
-        })
+        }))
     }
 
     fn layout(positions: usize) -> Layout {
@@ -349,6 +448,9 @@ struct Writer {
     used: usize,
     /// Entries ever given out: each below is in a segment.
     high: u32,
+    /// Indexes replaced, at most one of each size, for the next rebuild of that
+    /// size (see the module): never freed while the map lives.
+    spare: Vec<*mut Index>,
 }
 
 /// Entries removed and no longer reachable by any reader, to be used again.
@@ -361,18 +463,20 @@ struct Retired<V> {
     free: Free,
 }
 
-/// Drops a removed entry's key and value and gives the entry back.
+/// Drops a removed entry's key and value and gives the entry back. Its hold
+/// stays evicted, and its words stay the old key's until it is written again.
 ///
 /// # Safety
 ///
 /// `retired` is a boxed [`Retired`] of an entry whose key and value are written,
-/// that no reader can reach any more.
-unsafe fn reclaim<V>(retired: *mut Retired<V>, _: &seize::Collector) {
-    // SAFETY: boxed by `KeyMap::remove`; this is its only reclaim.
+/// that no reader under a guard can reach any more.
+unsafe fn reclaim<V>(retired: *mut Retired<V>) {
+    // SAFETY: boxed by `Pinned::remove`; this is its only reclaim.
     let r = unsafe { Box::from_raw(retired) };
     // SAFETY: the entry lies in a segment, which lives as long as the map, and
-    // the collector runs this only once no reader can reach it; nothing writes it
-    // until it is given back, below.
+    // this runs only once no guard can reach it; lookups without a guard read
+    // only its words and hold, which are atomics, and take no handle on it
+    // (evicted). Nothing writes it until it is given back, below.
     unsafe {
         let e = &*r.entry;
         e.key.drop_value();
@@ -382,15 +486,25 @@ unsafe fn reclaim<V>(retired: *mut Retired<V>, _: &seize::Collector) {
     lock(&r.free).push(r.slot);
 }
 
+/// [`reclaim`], as the collector calls it.
+#[cfg(not(resilience_loom))]
+unsafe fn reclaim_retired<V>(retired: *mut Retired<V>, _: &Collector) {
+    // SAFETY: as the collector promises, once no guard can reach it.
+    unsafe { reclaim(retired) }
+}
+
 fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Under loom's models, a collector that never frees: what is retired is leaked.
-/// The models check how the index and the entries are published and found; when
-/// a removed entry may be freed is seize's to decide.
+/// Under loom's models, a collector that reclaims what is retired only when told
+/// ([`Collector::reclaim_now`]) or dropped: a model calls it where it means every
+/// reader under a guard has left, to check what the readers without one see.
 #[cfg(resilience_loom)]
-struct Collector;
+pub(crate) struct Collector {
+    /// Each retired entry, with its [`reclaim`] (for its value's type).
+    retired: Mutex<Vec<(*mut (), unsafe fn(*mut ()))>>,
+}
 
 #[cfg(resilience_loom)]
 struct Guard<'a>(std::marker::PhantomData<&'a ()>);
@@ -398,17 +512,38 @@ struct Guard<'a>(std::marker::PhantomData<&'a ()>);
 #[cfg(resilience_loom)]
 impl Collector {
     fn new() -> Self {
-        Collector
+        Collector {
+            retired: Mutex::new(Vec::new()),
+        }
     }
 
     fn enter(&self) -> Guard<'_> {
         Guard(std::marker::PhantomData)
     }
 
-    /// # Safety
-    ///
-    /// None: nothing is freed.
-    unsafe fn retire<T>(&self, _: *mut T, _: unsafe fn(*mut T, &seize::Collector)) {}
+    /// Runs every reclaim retired so far.
+    pub(crate) fn reclaim_now(&self) {
+        let all = std::mem::take(&mut *lock(&self.retired));
+        for (p, f) in all {
+            // SAFETY: each was retired once, with its own reclaim; a model calls
+            // this where it means no guard remains.
+            unsafe { f(p) };
+        }
+    }
+}
+
+/// [`reclaim`] with its pointer's type erased, for loom's collector.
+#[cfg(resilience_loom)]
+unsafe fn reclaim_erased<V>(p: *mut ()) {
+    // SAFETY: as `reclaim`; `p` is a `Retired<V>`.
+    unsafe { reclaim::<V>(p.cast()) }
+}
+
+#[cfg(resilience_loom)]
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.reclaim_now();
+    }
 }
 
 /// A concurrent map from string keys to values that never move (see the module).
@@ -431,7 +566,7 @@ unsafe impl Sync for Index {}
 
 // SAFETY: the map hands out `&V` to any thread (`V: Sync`) and drops values on
 // whichever thread reclaims them (`V: Send`); everything it shares is atomic or
-// behind a mutex.
+// behind a mutex (the spare indexes are only touched under the writers' lock).
 unsafe impl<V: Send + Sync, S: Send> Send for KeyMap<V, S> {}
 // SAFETY: as for `Send`.
 unsafe impl<V: Send + Sync, S: Sync> Sync for KeyMap<V, S> {}
@@ -445,13 +580,14 @@ pub(crate) struct Pinned<'m, V, S> {
 impl<V, S: BuildHasher> KeyMap<V, S> {
     pub(crate) fn with_hasher(hasher: S) -> Self {
         Self {
-            index: AtomicPtr::new(Box::into_raw(Index::new(16))),
+            index: AtomicPtr::new(Index::new(16)),
             segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             high: AtomicUsize::new(0),
             writer: Mutex::new(Writer {
                 len: 0,
                 used: 0,
                 high: 0,
+                spare: Vec::new(),
             }),
             free: Arc::new(Mutex::new(Vec::new())),
             hasher,
@@ -468,6 +604,12 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
         }
     }
 
+    /// The map's collector, for loom's models to reclaim with.
+    #[cfg(resilience_loom)]
+    pub(crate) fn collector(&self) -> &Collector {
+        &self.collector
+    }
+
     /// Live entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -479,21 +621,21 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
     fn entry(&self, slot: u32) -> &Entry<V> {
         let (seg, at) = locate(slot as usize);
         // SAFETY: an entry number is given out only once its segment is allocated
-        // and published (before the index word or `high` that tells of it, which
-        // the reader acquired); segments live as long as the map.
+        // and published (before any index word or `high` that tells of it, which
+        // the reader acquired: every word is stored with release); segments live
+        // as long as the map.
         unsafe {
             let base = self.segments.get_unchecked(seg).load(Acquire);
             &*base.add(at)
         }
     }
 
-    /// The current index. Only under a guard: it is freed once replaced and left.
+    /// The current index, or one just replaced: never freed while the map lives.
     #[inline(always)]
     fn index(&self) -> &Index {
-        // SAFETY: the index is replaced only by a writer, which retires the old one
-        // to the collector; a reader entered before that keeps it alive. Acquire
-        // (at least): pairs with the release that swapped it in.
-        unsafe { &*self.index.load(PROTECT) }
+        // SAFETY: an index replaced is kept (`Writer::spare`) until the map is
+        // dropped. Acquire: pairs with the release that swapped it in.
+        unsafe { &*self.index.load(Acquire) }
     }
 
     #[inline(always)]
@@ -501,36 +643,63 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
         self.hasher.hash_one(key)
     }
 
-    /// The entry of `key` in the current index, if any.
+    /// A call's lookup: `key`'s entry with a handle taken on its hold (which the
+    /// caller gives back), marked used; without entering the collector (see the
+    /// module). `None` when the key is absent, being evicted, longer than 24 bytes,
+    /// or missed while the index is used again: the caller then looks it up under
+    /// a guard and the writers' lock ([`Pinned::insert_with`]).
     #[inline(always)]
-    fn find(&self, key: &str) -> Option<&Entry<V>> {
-        self.probe(key).map(|(_, slot)| self.entry(slot))
-    }
-
-    /// The index word of `key` in the current index and its entry's number, if
-    /// any.
-    #[inline(always)]
-    fn probe(&self, key: &str) -> Option<(&AtomicU32, u32)> {
+    pub(crate) fn take_used(&self, key: &str) -> Option<&Entry<V>> {
+        let want = words_of(key)?;
         let hash = self.hash(key);
         let tag = tag(hash);
         let index = self.index();
-        let mut at = start(hash);
-        loop {
+        // At most once round: an index used again under the probe may have no
+        // empty position for a while.
+        for at in (start(hash)..).take(index.mask + 1) {
+            // Acquire: pairs with the release that put the word in, after its
+            // entry's segment was published.
+            let w = index.word(at).load(Acquire);
+            if w == EMPTY {
+                return None;
+            }
+            if (w ^ tag) >> SLOT_BITS == 0 && w != TOMB {
+                let e = self.entry((w & SLOT_MASK) - 1);
+                if e.words_are(&want) {
+                    return e.take_if_still(&want);
+                }
+            }
+        }
+        None
+    }
+
+    /// The index word of `key` in the current index and its entry's number, if
+    /// found live. Under a guard; without the writers' lock, it may miss a key
+    /// while the index it probes is used again.
+    fn probe(&self, key: &str) -> Option<(&AtomicU32, u32)> {
+        let want = words_of(key);
+        let hash = self.hash(key);
+        let tag = tag(hash);
+        let index = self.index();
+        for at in (start(hash)..).take(index.mask + 1) {
             let word = index.word(at);
-            // Acquire (at least): pairs with the release that put the word in,
-            // after the entry was written.
-            let w = word.load(PROTECT);
+            // Acquire: as in `take_used`.
+            let w = word.load(Acquire);
             if w == EMPTY {
                 return None;
             }
             if (w ^ tag) >> SLOT_BITS == 0 && w != TOMB {
                 let slot = (w & SLOT_MASK) - 1;
-                if self.entry(slot).key() == key {
+                let e = self.entry(slot);
+                // Acquire (at least): pairs with the release of `LIVE`, after the
+                // entry was written; the collector's order, so that an entry
+                // removed before this guard entered is not found live.
+                if e.state.load(PROTECT) == LIVE && e.is(key, want.as_ref()) {
                     return Some((word, slot));
                 }
             }
-            at += 1;
         }
+        None
     }
 
     /// Gives out an entry number, allocating its segment if need be.
@@ -558,29 +727,50 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
     }
 
     /// Builds the index again from its live words, sized for the live entries and
-    /// one more, and swaps it in. Under the writer's lock.
+    /// one more, and swaps it in: a spare one of that size, emptied, or a new one.
+    /// The one replaced becomes the spare of its size. Under the writer's lock.
     fn rebuild(&self, w: &mut Writer) {
         let live = w.len;
         let positions = (2 * (live + 1)).next_power_of_two().max(16);
         let old = self.index.load(Relaxed);
-        let new = Index::new(positions);
-        // SAFETY: only writers replace the index, under the lock this caller holds.
-        for word in unsafe { &*old }.words() {
+        let new = match w
+            .spare
+            // SAFETY: spares are indexes this map made and keeps.
+            .iter()
+            .position(|&i| unsafe { (*i).mask } + 1 == positions)
+        {
+            Some(at) => {
+                let i = w.spare.swap_remove(at);
+                // SAFETY: as above. Readers still probing it find empty words.
+                for word in unsafe { &*i }.words() {
+                    word.store(EMPTY, Relaxed);
+                }
+                i
+            }
+            None => Index::new(positions),
+        };
+        // SAFETY: only writers replace the index, under the lock this caller holds;
+        // both are this map's.
+        let (old_ref, new_ref) = unsafe { (&*old, &*new) };
+        for word in old_ref.words() {
             let word = word.load(Relaxed);
             if word != EMPTY && word != TOMB {
                 // The word keeps only the hash's top bits: the probe's start is
                 // worked out again from the key, which is live (removals take
                 // this lock).
                 let key = self.entry((word & SLOT_MASK) - 1).key();
-                new.put(self.hash(key), word, Relaxed);
+                // Release: a reader that finds the word finds its entry's segment.
+                new_ref.put(self.hash(key), word, Release);
             }
         }
         w.used = live;
         // Release: the words are in place before a reader can find the index.
-        self.index.store(Box::into_raw(new), Release);
-        // SAFETY: no reader entering from now finds the old index; those that did
-        // keep it until they leave. It was boxed by `Index::new`.
-        unsafe { self.collector.retire(old, seize::reclaim::boxed) };
+        self.index.store(new, Release);
+        // Not freed: a reader may still probe it (see the module). At most one
+        // spare of each size: the one of `positions` was taken above, and a rebuild
+        // into any other size leaves the spare of the old size only if it was made
+        // new for it, so that none of its size was kept.
+        w.spare.push(old);
     }
 }
 
@@ -589,25 +779,43 @@ fn segment_layout<V>(seg: usize) -> Layout {
 }
 
 impl<'m, V, S: BuildHasher> Pinned<'m, V, S> {
-    /// The value of `key`.
-    #[inline(always)]
-    pub(crate) fn get(&self, key: &str) -> Option<&V> {
-        self.map.find(key).map(Entry::value)
+    /// The entry of `key`, if live. A miss is looked at again under the writers'
+    /// lock, so that a key is never reported absent while an index is used again.
+    pub(crate) fn entry(&self, key: &str) -> Option<&Entry<V>> {
+        let map = self.map;
+        if let Some((_, slot)) = map.probe(key) {
+            return Some(map.entry(slot));
+        }
+        let _w = lock(&map.writer);
+        map.probe(key).map(|(_, slot)| map.entry(slot))
     }
 
-    /// The value of `key`, and false; or, when absent, the one `make` returns put
-    /// in, and true. `make` runs under the writer's lock, only when the key is
-    /// absent.
-    pub(crate) fn get_or_insert_with(&self, key: &str, make: impl FnOnce() -> V) -> (&V, bool) {
-        if let Some(v) = self.get(key) {
-            return (v, false);
-        }
+    /// The entry of `key`, if found live; without the writers' lock, so it may
+    /// miss a key while an index is used again: for a caller that inserts on a
+    /// miss ([`Pinned::insert_with`] looks again under the lock).
+    pub(crate) fn find(&self, key: &str) -> Option<&Entry<V>> {
+        self.map.probe(key).map(|(_, slot)| self.map.entry(slot))
+    }
+
+    /// The value of `key`, as [`Pinned::entry`].
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
+        self.entry(key).map(Entry::value)
+    }
+
+    /// The entry of `key`, and false; or, when absent, one with the value `make`
+    /// returns put in, and true. `make` runs under the writer's lock, only when
+    /// the key is absent.
+    pub(crate) fn insert_with(&self, key: &str, make: impl FnOnce() -> V) -> (&Entry<V>, bool) {
         let map = self.map;
+        if let Some(e) = self.find(key) {
+            return (e, false);
+        }
         let mut w = lock(&map.writer);
         // Writers are one at a time: under the lock, the current index is the
         // last word on the key.
-        if let Some(v) = self.get(key) {
-            return (v, false);
+        if let Some((_, slot)) = map.probe(key) {
+            return (map.entry(slot), false);
         }
         let value = make();
         if w.used + 1 > full_at(map.index().mask + 1) {
@@ -616,13 +824,18 @@ impl<'m, V, S: BuildHasher> Pinned<'m, V, S> {
         let slot = map.slot(&mut w);
         let e = map.entry(slot);
         // SAFETY: a vacant entry: never given out, or given back by `reclaim` once
-        // no reader could reach it. Nothing reads its key or value until it is
-        // published, below.
+        // no reader under a guard could reach it, and evicted, so that no lookup
+        // without one takes a handle on it. Nothing reads its key or value until
+        // it is revived and published, below.
         unsafe {
             e.key.write(CompactString::new(key));
             e.value.write(value);
         }
+        for (word, v) in e.words.iter().zip(words_of(key).unwrap_or(LONG)) {
+            word.store(v, Relaxed);
+        }
         e.state.store(LIVE, Release);
+        e.hold.revive();
         map.high.store(w.high as usize, Release);
         w.len += 1;
         // Release: the entry is written before a reader can find it.
@@ -630,11 +843,19 @@ impl<'m, V, S: BuildHasher> Pinned<'m, V, S> {
         if map.index().put(hash, word_of(hash, slot), Release) {
             w.used += 1;
         }
-        (e.value(), true)
+        (e, true)
     }
 
-    /// Removes `key`'s entry. Its value is dropped once no reader can reach it
-    /// any more. Whether it was there.
+    /// [`Pinned::insert_with`]'s value.
+    #[cfg(test)]
+    pub(crate) fn get_or_insert_with(&self, key: &str, make: impl FnOnce() -> V) -> (&V, bool) {
+        let (e, fresh) = self.insert_with(key, make);
+        (e.value(), fresh)
+    }
+
+    /// Removes `key`'s entry unless a handle is held on it: its hold is evicted
+    /// (if the caller has not already), and its key and value are dropped once no
+    /// reader under a guard can reach it. Whether it was removed.
     pub(crate) fn remove(&self, key: &str) -> bool {
         let map = self.map;
         let mut w = lock(&map.writer);
@@ -642,6 +863,9 @@ impl<'m, V, S: BuildHasher> Pinned<'m, V, S> {
             return false;
         };
         let e = map.entry(slot);
+        if !e.hold.evict_unheld() {
+            return false;
+        }
         // SeqCst: stores the collector orders before the retirement, so a reader
         // entering after it finds neither the word nor the entry live.
         word.store(TOMB, Ordering::SeqCst);
@@ -654,27 +878,32 @@ impl<'m, V, S: BuildHasher> Pinned<'m, V, S> {
         }));
         // SAFETY: the entry is out of the index and not live: a reader entering
         // from now does not reach it. `retired` is boxed, as `reclaim` expects.
-        unsafe { map.collector.retire(retired, reclaim::<V>) };
+        #[cfg(not(resilience_loom))]
+        unsafe {
+            map.collector.retire(retired, reclaim_retired::<V>)
+        };
+        #[cfg(resilience_loom)]
+        lock(&map.collector.retired).push((retired.cast(), reclaim_erased::<V>));
         true
     }
 
     /// The live entries with their numbers, from entry number `from` round to the
     /// one before it: each entry once, in the order of their numbers, which do not
     /// change while the entries live.
-    pub(crate) fn iter_from(&self, from: usize) -> impl Iterator<Item = (usize, &str, &V)> + '_ {
+    pub(crate) fn iter_from(&self, from: usize) -> impl Iterator<Item = (usize, &Entry<V>)> + '_ {
         let high = self.map.high.load(Acquire);
         let from = if high == 0 { 0 } else { from % high };
         (from..high).chain(0..from).filter_map(move |n| {
             let e = self.map.entry(n as u32);
             // Acquire (at least): pairs with the release of `LIVE`, after the
             // entry was written.
-            (e.state.load(PROTECT) == LIVE).then(|| (n, e.key(), e.value()))
+            (e.state.load(PROTECT) == LIVE).then_some((n, e))
         })
     }
 
-    /// The live entries, in the order of their numbers.
+    /// The live entries' keys and values, in the order of their numbers.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> + '_ {
-        self.iter_from(0).map(|(_, k, v)| (k, v))
+        self.iter_from(0).map(|(_, e)| (e.key(), e.value()))
     }
 }
 
@@ -707,8 +936,12 @@ impl<V, S> Drop for KeyMap<V, S> {
                 }
             }
         }
-        // SAFETY: the index was boxed by `Index::new`, and nothing else refers to it.
-        drop(unsafe { Box::from_raw(self.index.load(Relaxed)) });
+        let spare = std::mem::take(&mut lock(&self.writer).spare);
+        for i in spare.into_iter().chain([self.index.load(Relaxed)]) {
+            // SAFETY: every index was boxed by `Index::new`, and is either the
+            // current one or a spare, each once; no reader is in.
+            drop(unsafe { Box::from_raw(i) });
+        }
     }
 }
 
@@ -796,6 +1029,97 @@ mod tests {
     }
 
     #[test]
+    fn no_two_keys_have_the_same_words() {
+        let mut keys: Vec<String> = (0..=INLINE).map(|n| "a".repeat(n)).collect();
+        keys.extend((0..INLINE).map(|n| format!("{}\0", "a".repeat(n))));
+        // 24 bytes ending in a continuation byte, and in a zero byte.
+        keys.push(format!("{}é", "a".repeat(22)));
+        keys.push("\0".repeat(INLINE));
+        let mut seen = std::collections::HashSet::new();
+        for k in &keys {
+            let w = words_of(k).expect("at most 24 bytes");
+            assert!(w != LONG && w != UNSET, "{k:?}");
+            assert!(seen.insert(w), "{k:?} has another key's words");
+        }
+        assert_eq!(words_of(&"a".repeat(INLINE + 1)), None);
+    }
+
+    /// The lookup a call makes: a handle taken on the key's entry, and nothing
+    /// taken on an absent, evicted or long key (those go the guarded way).
+    #[test]
+    fn a_call_takes_a_handle_on_its_key_or_on_nothing() {
+        let m = map::<u64>();
+        let long = "a key longer than the twenty-four bytes kept inline";
+        m.pin().insert_with("a", || 1);
+        m.pin().insert_with(long, || 2);
+        let e = m.take_used("a").expect("a live key");
+        assert_eq!((e.key(), *e.value(), e.hold().held()), ("a", 1, 1));
+        e.hold().give_back();
+        assert!(m.take_used("b").is_none());
+        assert!(m.take_used(long).is_none());
+        assert_eq!(m.pin().get(long), Some(&2));
+        // Evicted (the sweep's first step, before it removes the key): refused,
+        // and nothing left held.
+        let p = m.pin();
+        let e = p.entry("a").expect("live");
+        assert!(e.hold().take_used_mark());
+        assert!(e.hold().try_evict());
+        assert!(m.take_used("a").is_none());
+        assert_eq!(e.hold().held(), 0);
+        assert!(p.remove("a"));
+        assert!(m.take_used("a").is_none());
+    }
+
+    /// A lookup that compared an entry's key and then finds the entry removed and
+    /// written for another key (what a lookup without a guard can meet) gives its
+    /// handle back and takes nothing; one for the new key takes it.
+    #[cfg(not(resilience_loom))]
+    #[test]
+    fn a_stale_lookup_gives_back_a_handle_on_an_entry_used_again() {
+        let m = map::<u64>();
+        // Entries live as long as the map: kept by address, without a guard.
+        let a: *const Entry<u64> = m.pin().insert_with("a", || 1).0;
+        // SAFETY: as above.
+        let a = unsafe { &*a };
+        let want_a = words_of("a").unwrap();
+        assert!(a.words_are(&want_a));
+        assert!(m.pin().remove("a"));
+        // SAFETY: no guard is held; the entry's key and value are dropped now.
+        unsafe { m.collector.reclaim_all() };
+        let b: *const Entry<u64> = m.pin().insert_with("b", || 2).0;
+        assert!(std::ptr::eq(a, b), "the removed entry is used again");
+        // SAFETY: as above.
+        let b = unsafe { &*b };
+        assert!(a.take_if_still(&want_a).is_none());
+        assert_eq!(b.hold().held(), 0, "the stale handle was given back");
+        let e = b.take_if_still(&words_of("b").unwrap()).expect("b's own");
+        assert_eq!(*e.value(), 2);
+        assert_eq!(b.hold().held(), 1);
+    }
+
+    /// Replaced indexes are kept, but never more than one of each size: churn that
+    /// builds the index again many times keeps a bounded set.
+    #[test]
+    fn replaced_indexes_are_used_again_one_of_each_size() {
+        let m = map::<usize>();
+        for i in 0..50_000usize {
+            let p = m.pin();
+            p.insert_with(&format!("go-{i}"), || i);
+            if i >= 500 {
+                assert!(p.remove(&format!("go-{}", i - 500)));
+            }
+        }
+        let w = lock(&m.writer);
+        // SAFETY: spares are this map's indexes, kept until it is dropped.
+        let mut sizes: Vec<usize> = w.spare.iter().map(|&i| unsafe { (*i).mask } + 1).collect();
+        sizes.sort_unstable();
+        let n = sizes.len();
+        sizes.dedup();
+        assert_eq!(sizes.len(), n, "two spares of one size: {sizes:?}");
+        assert!(n <= 8, "spares: {sizes:?}");
+    }
+
+    #[test]
     fn finds_what_was_put_in_and_not_what_was_removed() {
         let m = map::<u64>();
         let p = m.pin();
@@ -866,8 +1190,8 @@ mod tests {
         p.remove("3");
         let order: Vec<usize> = p
             .iter_from(7)
-            .map(|(n, _, v)| {
-                assert_eq!(n, *v);
+            .map(|(n, e)| {
+                assert_eq!(n, *e.value());
                 n
             })
             .collect();
@@ -890,8 +1214,22 @@ mod tests {
                     let mut rounds = 0;
                     while !stop.load(Relaxed) || rounds == 0 {
                         for i in (r..1_000).step_by(7) {
+                            let key = format!("stay-{i}");
+                            // The call's lookup, without a guard: this key, or
+                            // (missed while an index is used again) nothing.
+                            if let Some(e) = m.take_used(&key) {
+                                assert_eq!((e.key(), *e.value()), (key.as_str(), i));
+                                e.hold().give_back();
+                            }
+                            // A key that comes and goes: whatever entry it finds
+                            // holds that key.
+                            let go = format!("go-{}", i * 199 + rounds);
+                            if let Some(e) = m.take_used(&go) {
+                                assert_eq!(e.key(), go);
+                                e.hold().give_back();
+                            }
                             let p = m.pin();
-                            assert_eq!(p.get(&format!("stay-{i}")), Some(&i));
+                            assert_eq!(p.get(&key), Some(&i));
                             let seen = p.iter().filter(|(k, _)| k.starts_with("stay-")).count();
                             assert!(i % 97 != 0 || seen == 1_000, "iteration saw {seen}");
                         }

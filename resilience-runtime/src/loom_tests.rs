@@ -465,3 +465,67 @@ fn loom_a_key_being_removed_is_found_whole_or_not_at_all() {
         assert_eq!(left, [("j".to_owned(), 8)]);
     });
 }
+
+/// A call's lookup, which enters no collector, meets its key being removed, the
+/// entry reclaimed (as once every guard has left) and written for another key: it
+/// takes the old key's entry whole while it is that key's, or nothing; never the
+/// entry once it holds another key or while it is written (loom's cells check
+/// that every read of the value is ordered after its write and before its drop).
+#[test]
+fn loom_a_lookup_without_a_guard_never_takes_an_entry_used_again() {
+    model(|| {
+        let m = key_map();
+        m.pin().insert_with("a", || 1);
+        let reader = {
+            let m = m.clone();
+            thread::spawn(move || {
+                if let Some(e) = m.take_used("a") {
+                    assert_eq!((e.key(), *e.value()), ("a", 1));
+                    e.hold().give_back();
+                }
+            })
+        };
+        // Refused while the reader holds a handle (or is taking one).
+        let removed = m.pin().remove("a");
+        if removed {
+            m.collector().reclaim_now();
+            assert!(m.pin().insert_with("b", || 2).1);
+        }
+        reader.join().unwrap();
+        let p = m.pin();
+        assert_eq!(p.get("a"), if removed { None } else { Some(&1) });
+        if removed {
+            let e = m.take_used("b").expect("b is live");
+            assert_eq!(*e.value(), 2);
+            assert_eq!(e.hold().held(), 1, "the reader left nothing held");
+            e.hold().give_back();
+        }
+    });
+}
+
+/// A call's lookup meets its key being put in (into an entry used before, for
+/// another key): it takes the entry whole, its value written, or nothing.
+#[test]
+fn loom_a_lookup_without_a_guard_takes_a_key_being_put_in_whole_or_not_at_all() {
+    model(|| {
+        let m = key_map();
+        m.pin().insert_with("a", || 1);
+        assert!(m.pin().remove("a"));
+        m.collector().reclaim_now();
+        let reader = {
+            let m = m.clone();
+            thread::spawn(move || {
+                if let Some(e) = m.take_used("b") {
+                    assert_eq!((e.key(), *e.value()), ("b", 2));
+                    e.hold().give_back();
+                }
+                assert!(m.take_used("a").is_none(), "a removed key taken");
+            })
+        };
+        assert!(m.pin().insert_with("b", || 2).1);
+        reader.join().unwrap();
+        let e = m.take_used("b").expect("b is live");
+        assert_eq!(e.hold().held(), 1, "the reader left nothing held");
+        e.hold().give_back();
+    });
+}

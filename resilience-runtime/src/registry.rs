@@ -16,7 +16,6 @@ use std::sync::atomic::{
 use std::sync::{Mutex, OnceLock};
 
 use crate::config::{PolicyConfig, Spec};
-use crate::hold::Hold;
 use crate::retry::thread_random;
 use crate::returns::Returns;
 use crate::service::{Registration, Service, ServiceSnapshot};
@@ -25,45 +24,27 @@ use crate::CircuitState;
 /// How many computed keys live at once, unless changed with [`set_key_capacity`].
 pub const DEFAULT_KEY_CAPACITY: usize = 10_000;
 
-/// Keys of up to 24 bytes are kept inline in the map's entry (`CompactString`), so a
-/// computed-key lookup compares the key without reading another allocation: with
-/// 100,000 keys that was one more cache miss per call (callgrind's cache model: 10.3
-/// last-level misses per keyed call with `Box<str>` keys, 9.3 inline). The map's
-/// entries lie side by side, each starting a line (see [`crate::keymap`]).
-type Map = crate::keymap::KeyMap<Slot>;
-
-/// A service in the map: the service itself, in the map's entry.
+/// The services by name: a service lies in its map entry, after the key's words
+/// and the entry's hold (see [`crate::keymap`]).
 ///
 /// With many keys, each object a computed-key call reads is likely a cache miss,
 /// and each is found through the one before. The lookup reads the entry anyway, to
 /// compare the key (inline, 24 bytes, at the entry's start); the service follows it
 /// there, rather than behind one more pointer (an `Arc`, before), and the service
 /// holds its own first policies and breaker (see [`Service`]), rather than behind
-/// two more. What keeps a key in use from eviction is the [`Hold`] beside it, which
+/// two more. What keeps a key in use from eviction is the entry's [`Hold`](crate::hold::Hold), which
 /// every [`ServiceRef`] counts in. Everything a lane call reads and writes of the
-/// entry (the key, the hold, the service's policies word, its shared count of
-/// successes, its breaker's state word and window word) lies in its first 64 bytes
-/// (`repr(C)`, checked when the crate compiles, below): one line, the one the
-/// lookup compares the key on, since the map's entries start lines. The rest of
-/// the service is boxed apart, so that the entry is 120 bytes.
+/// entry (the key's words, the hold, the service's policies word, its shared count
+/// of successes, its breaker's state word and window word) lies in its first 64
+/// bytes (checked when the crate compiles, below): one line, the one the lookup
+/// compares the key on, since the map's entries start lines. The rest of the
+/// service is boxed apart.
 ///
 /// Entries never move: the map's index holds their numbers, and only the sweep
 /// removes one (never an entry held). Nothing replaces one either: a service is
 /// only ever inserted where its name is absent.
-#[repr(C)]
-pub(crate) struct Slot {
-    hold: Hold,
-    svc: Service,
-}
-
-impl Slot {
-    fn new(svc: Service) -> Self {
-        Self {
-            hold: Hold::new(),
-            svc,
-        }
-    }
-}
+type Map = crate::keymap::KeyMap<Service>;
+type Entry = crate::keymap::Entry<Service>;
 
 pub(crate) struct Registry {
     map: Map,
@@ -110,7 +91,7 @@ impl Registry {
     pub(crate) fn get(&self, name: &str) -> Option<ServiceRef> {
         loop {
             // Bound first: the map's guard is let go before a wait for the sweep.
-            let found = self.map.pin().get(name).map(ServiceRef::take);
+            let found = self.map.pin().entry(name).map(ServiceRef::take);
             match found {
                 None => return None,
                 Some(Some(s)) => return Some(s),
@@ -125,11 +106,11 @@ impl Registry {
         let mut all: Vec<ServiceRef> = self
             .map
             .pin()
-            .iter()
-            .filter_map(|(k, slot)| {
-                let s = ServiceRef::take(slot);
+            .iter_from(0)
+            .filter_map(|(_, e)| {
+                let s = ServiceRef::take(e);
                 if s.is_none() {
-                    evicting.push(compact_str::CompactString::from(k));
+                    evicting.push(compact_str::CompactString::from(e.key()));
                 }
                 s
             })
@@ -143,7 +124,7 @@ impl Registry {
     /// Runs `f` on every registered service, without taking handles.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Service)) {
         for (_, s) in self.map.pin().iter() {
-            f(&s.svc);
+            f(s);
         }
     }
 
@@ -183,11 +164,12 @@ impl Registry {
     ) -> Option<ServiceRef> {
         let (spec, config) = (first.spec(), first.config());
         let map = self.map.pin();
-        if let Some(slot) = map.get(name) {
+        // A miss is looked at again under the map's lock by the insert below.
+        if let Some(e) = map.find(name) {
             let s = if pinned {
-                ServiceRef::take(slot)
+                ServiceRef::take(e)
             } else {
-                ServiceRef::take_used(slot)
+                ServiceRef::take_used(e)
             }?;
             check_conflict(&s, config, warned);
             return Some(s);
@@ -196,12 +178,12 @@ impl Registry {
         // sees the service or is seen by it.
         let doc = crate::live::read();
         let (effective, extras) = crate::live::effective(doc.as_deref(), name, spec, config);
-        let (slot, inserted) = map.get_or_insert_with(name, || {
-            Slot::new(Service::new(name, first, effective, extras, random, pinned))
+        let (entry, inserted) = map.insert_with(name, || {
+            Service::new(name, first, effective, extras, random, pinned)
         });
         drop(doc);
         let over = if inserted {
-            let s = &slot.svc;
+            let s = entry.value();
             // Reachable from the registry now: the lane's bars from here on.
             s.take_bars();
             self.restore_pending(s);
@@ -211,10 +193,10 @@ impl Registry {
                 self.keyed.fetch_add(1, Relaxed) + 1 > self.capacity.load(Relaxed)
             }
         } else {
-            check_conflict(&slot.svc, config, warned);
+            check_conflict(entry.value(), config, warned);
             false
         };
-        let s = ServiceRef::take(slot);
+        let s = ServiceRef::take(entry);
         drop(map);
         if over {
             // Held: the new key is not evicted.
@@ -248,9 +230,9 @@ impl Registry {
         site: Registration<'_>,
         warned: &AtomicBool,
     ) -> ServiceRef {
-        let found = self.map.pin().get(key).and_then(ServiceRef::take_used);
-        if let Some(s) = found {
-            return s;
+        // Without entering the map's collector (see `crate::keymap`).
+        if let Some(e) = self.map.take_used(key) {
+            return ServiceRef(NonNull::from(e));
         }
         self.get_or_register(key, site, thread_random, false, Some(warned))
     }
@@ -273,17 +255,17 @@ impl Registry {
         let start = self.hand.load(Relaxed);
         let mut next = start;
         'sweep: for _pass in 0..2 {
-            for (n, k, slot) in map.iter_from(start) {
+            for (n, e) in map.iter_from(start) {
                 if self.keyed.load(Relaxed) <= target {
                     break 'sweep;
                 }
                 next = n + 1;
-                let s = &slot.svc;
-                if s.pinned || slot.hold.take_used_mark() {
+                let (s, hold, k) = (e.value(), e.hold(), e.key());
+                if s.pinned || hold.take_used_mark() {
                     continue;
                 }
-                let idle = slot.hold.held() == 0 && s.state() == CircuitState::Closed;
-                if !idle || !slot.hold.try_evict() {
+                let idle = hold.held() == 0 && s.state() == CircuitState::Closed;
+                if !idle || !hold.try_evict() {
                     continue;
                 }
                 // Only the sweep removes entries, under its lock, and none is ever
@@ -481,49 +463,54 @@ impl Site {
 /// A handle on a registered service. While one is held, the service stays in the
 /// registry: a computed key's service is not evicted. Calls on a computed key hold
 /// one for their duration.
-pub struct ServiceRef(NonNull<Slot>);
+pub struct ServiceRef(NonNull<Entry>);
 
 // SAFETY: a handle gives out `&Service` (`Service` is `Sync`) and counts in the
-// slot's hold with atomics; any thread may hold, use and give it back.
+// entry's hold with atomics; any thread may hold, use and give it back.
 unsafe impl Send for ServiceRef {}
 // SAFETY: as for `Send`: shared, it only gives out `&Service`.
 unsafe impl Sync for ServiceRef {}
 
 impl ServiceRef {
-    /// A handle on `slot`'s service, unless the sweep is evicting it.
+    /// A handle on `entry`'s service, unless the sweep is evicting it.
     #[inline(always)]
-    fn take(slot: &Slot) -> Option<ServiceRef> {
-        slot.hold.take().then(|| ServiceRef(NonNull::from(slot)))
+    fn take(entry: &Entry) -> Option<ServiceRef> {
+        entry
+            .hold()
+            .take()
+            .then(|| ServiceRef(NonNull::from(entry)))
     }
 
-    /// [`ServiceRef::take`] for a call, which marks the key used (see [`Hold`]).
+    /// [`ServiceRef::take`] for a call, which marks the key used (see [`Hold`](crate::hold::Hold)).
     #[inline(always)]
-    fn take_used(slot: &Slot) -> Option<ServiceRef> {
-        slot.hold
+    fn take_used(entry: &Entry) -> Option<ServiceRef> {
+        entry
+            .hold()
             .take_used()
-            .then(|| ServiceRef(NonNull::from(slot)))
+            .then(|| ServiceRef(NonNull::from(entry)))
     }
 
     #[inline(always)]
-    fn slot(&self) -> &Slot {
-        // SAFETY: the handle counts in the slot's hold, so the sweep does not remove
-        // the slot, and nothing else removes or replaces entries: it stays where it
-        // is, initialised, until the handle is given back (in `drop`).
+    fn entry(&self) -> &Entry {
+        // SAFETY: the handle counts in the entry's hold, so the sweep does not
+        // remove it, and nothing else removes or replaces entries: it stays where
+        // it is, its key and service written, until the handle is given back (in
+        // `drop`).
         unsafe { self.0.as_ref() }
     }
 
     /// Keeps the handle for the life of the program: the service is never evicted.
     pub(crate) fn leak(self) -> &'static Service {
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: as in `slot`, and the handle is never given back.
-        unsafe { &(*this.0.as_ptr()).svc }
+        // SAFETY: as in `entry`, and the handle is never given back.
+        unsafe { (*this.0.as_ptr()).value() }
     }
 }
 
 impl Clone for ServiceRef {
     #[inline(always)]
     fn clone(&self) -> Self {
-        self.slot().hold.add();
+        self.entry().hold().add();
         ServiceRef(self.0)
     }
 }
@@ -532,7 +519,7 @@ impl Drop for ServiceRef {
     #[inline(always)]
     fn drop(&mut self) {
         // The last use of the slot through this handle.
-        self.slot().hold.give_back();
+        self.entry().hold().give_back();
     }
 }
 
@@ -540,7 +527,7 @@ impl std::ops::Deref for ServiceRef {
     type Target = Service;
     #[inline(always)]
     fn deref(&self) -> &Service {
-        &self.slot().svc
+        self.entry().value()
     }
 }
 
@@ -550,16 +537,14 @@ impl std::fmt::Debug for ServiceRef {
     }
 }
 
-// What a computed-key lane call reads and writes of its map entry (see `Slot`)
+// What a computed-key lane call reads and writes of its map entry (see `Map`)
 // lies in the entry's first 64 bytes, and entries take three lines each (see
 // `crate::keymap`). Checked when the crate compiles (but for loom's models, whose
 // atomics and cells are larger).
 #[cfg(not(resilience_loom))]
 const _: () = {
-    use std::mem::{offset_of, size_of};
-    type Entry = crate::keymap::Entry<Slot>;
-    assert!(offset_of!(Slot, hold) < offset_of!(Slot, svc));
-    let end = Entry::VALUE_AT + offset_of!(Slot, svc) + Service::HOT_END;
+    use std::mem::size_of;
+    let end = Entry::VALUE_AT + Service::HOT_END;
     assert!(
         end <= 64,
         "a computed-key call reads past the 64th byte of its entry"
