@@ -59,6 +59,8 @@ pub(crate) struct Registry {
     pending: Mutex<std::collections::HashMap<String, (ServiceSnapshot, crate::clock::Instant)>>,
 }
 
+/// The registry. Inlined: a computed-key call asks for it first.
+#[inline]
 pub(crate) fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
     R.get_or_init(|| Registry {
@@ -222,19 +224,20 @@ impl Registry {
         }
     }
 
-    /// Looks a computed key up without allocating when it exists.
+    /// Looks a computed key up without allocating when it exists, or registers
+    /// it with what `site` gives (asked for only then).
     #[inline]
-    pub(crate) fn keyed(
+    pub(crate) fn keyed<'s>(
         &self,
         key: &str,
-        site: Registration<'_>,
+        site: impl FnOnce() -> Registration<'s>,
         warned: &AtomicBool,
     ) -> ServiceRef {
         // Without entering the map's collector (see `crate::keymap`).
         if let Some(e) = self.map.take_used(key) {
             return ServiceRef(NonNull::from(e));
         }
-        self.get_or_register(key, site, thread_random, false, Some(warned))
+        self.get_or_register(key, site(), thread_random, false, Some(warned))
     }
 
     /// Evicts idle computed keys until the count is below 90% of the cap, in at most
@@ -452,9 +455,10 @@ impl Site {
     /// exists), registered on first use.
     #[inline]
     pub fn keyed(&'static self, key: &str) -> ServiceRef {
+        // The site's settings are worked out only to register a new key.
         registry().keyed(
             key,
-            Registration::Site(&self.spec, self.config()),
+            || Registration::Site(&self.spec, self.config()),
             &self.warned,
         )
     }
