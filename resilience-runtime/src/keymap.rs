@@ -55,7 +55,7 @@
 //! longer than 24 bytes, a value without a handle) enters the collector, which
 //! decides when a removed entry's key and value may be dropped. Without the
 //! writers' lock, a reader may miss a key while an index it reads is used again:
-//! [`Pinned::entry`] looks again under the lock before it says a key is absent.
+//! [`Pinned::entry`] probes again when an index was used again under its probe.
 
 use std::alloc::Layout;
 use std::hash::BuildHasher;
@@ -69,7 +69,7 @@ use seize::{Collector, LocalGuard as Guard};
 
 use crate::hold::Hold;
 use crate::sync::{
-    AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Mutex,
+    fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Mutex,
     Ordering::{self, Acquire, Relaxed, Release},
 };
 
@@ -554,6 +554,14 @@ unsafe fn reclaim_retired<V>(retired: *mut Retired<V>, _: &Collector) {
     unsafe { reclaim(retired) }
 }
 
+/// Lets another thread run: a reader that waits for a rebuild to end.
+fn yield_now() {
+    #[cfg(not(resilience_loom))]
+    std::thread::yield_now();
+    #[cfg(resilience_loom)]
+    loom::thread::yield_now();
+}
+
 fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -613,6 +621,10 @@ pub(crate) struct KeyMap<V, S = foldhash::fast::FixedState> {
     segments: [AtomicPtr<Entry<V>>; SEGMENTS],
     /// [`Writer::high`], for iteration: the entries a reader may find live.
     high: AtomicUsize,
+    /// Twice the spare indexes used again so far, plus one while one is being
+    /// emptied and filled: a reader that missed a key trusts the miss only if
+    /// this was even and did not change under its probe (see [`Pinned::entry`]).
+    reuses: AtomicUsize,
     writer: Mutex<Writer>,
     free: Free,
     hasher: S,
@@ -644,6 +656,7 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
             index: AtomicPtr::new(Index::new(16)),
             segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             high: AtomicUsize::new(0),
+            reuses: AtomicUsize::new(0),
             writer: Mutex::new(Writer {
                 len: 0,
                 used: 0,
@@ -669,6 +682,13 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
     #[cfg(resilience_loom)]
     pub(crate) fn collector(&self) -> &Collector {
         &self.collector
+    }
+
+    /// Builds the index again now, as an insert does when it is full: for
+    /// loom's models, to use a spare index again under a reader.
+    #[cfg(all(test, resilience_loom))]
+    pub(crate) fn rebuild_now(&self) {
+        self.rebuild(&mut lock(&self.writer));
     }
 
     /// Live entries.
@@ -808,6 +828,12 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
         {
             Some(at) => {
                 let i = w.spare.swap_remove(at);
+                // Odd from before any word changes until the last is put in (the
+                // fence orders the count before the stores below): a reader that
+                // reads a word written meanwhile reads a count other than the one
+                // it started with (see `Pinned::entry`).
+                self.reuses.fetch_add(1, Relaxed);
+                fence(Release);
                 // SAFETY: as above. Readers still probing it find empty words.
                 for word in unsafe { &*i }.words() {
                     word.store(EMPTY, Relaxed);
@@ -830,6 +856,11 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
                 new_ref.put(self.hash(key), word, Release);
             }
         }
+        if self.reuses.load(Relaxed) % 2 == 1 {
+            // Even again. Release: a reader that starts from this count finds
+            // the index's words as filled.
+            self.reuses.fetch_add(1, Release);
+        }
         w.used = live;
         // Release: the words are in place before a reader can find the index.
         self.index.store(new, Release);
@@ -846,15 +877,29 @@ fn segment_layout<V>(seg: usize) -> Layout {
 }
 
 impl<'m, V, S: BuildHasher> Pinned<'m, V, S> {
-    /// The entry of `key`, if live. A miss is looked at again under the writers'
-    /// lock, so that a key is never reported absent while an index is used again.
+    /// The entry of `key`, if live. A miss counts only if no index was being
+    /// used again while it probed (else it probes again), so that a key is never
+    /// reported absent because the index it probed was being built again. No
+    /// lock: `make` (under the writers' lock) may call this.
     pub(crate) fn entry(&self, key: &str) -> Option<&Entry<V>> {
         let map = self.map;
-        if let Some((_, slot)) = map.probe(key) {
-            return Some(map.entry(slot));
+        loop {
+            // Acquire: pairs with the release that made the count even, after
+            // the words of the index used again were put in.
+            let before = map.reuses.load(Acquire);
+            if let Some((_, slot)) = map.probe(key) {
+                return Some(map.entry(slot));
+            }
+            // Pairs with the rebuild's release fence: a word the probe read that
+            // was written while an index was used again makes this load see the
+            // count that reuse raised.
+            fence(Acquire);
+            if before % 2 == 0 && map.reuses.load(Relaxed) == before {
+                return None;
+            }
+            // A rebuild is using an index again: it ends in a few microseconds.
+            yield_now();
         }
-        let _w = lock(&map.writer);
-        map.probe(key).map(|(_, slot)| map.entry(slot))
     }
 
     /// The entry of `key`, if found live; without the writers' lock, so it may

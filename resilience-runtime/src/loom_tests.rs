@@ -529,3 +529,24 @@ fn loom_a_lookup_without_a_guard_takes_a_key_being_put_in_whole_or_not_at_all() 
         e.hold().give_back();
     });
 }
+
+/// A reader looking a key up while the index is built again twice: the second
+/// rebuild uses again the index the first replaced, in which the reader may
+/// still be probing, and empties it. The reader finds the key all the same (a
+/// miss while an index was used again is probed again).
+#[test]
+fn loom_a_key_is_never_reported_absent_while_an_index_is_used_again() {
+    model(|| {
+        let m = key_map();
+        m.pin().insert_with("k", || 7);
+        let reader = {
+            let m = m.clone();
+            thread::spawn(move || {
+                assert_eq!(m.pin().get("k"), Some(&7));
+            })
+        };
+        m.rebuild_now();
+        m.rebuild_now();
+        reader.join().unwrap();
+    });
+}
