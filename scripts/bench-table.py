@@ -37,6 +37,8 @@ ROWS = [
      "plain_call/atomic_bounded_take_plain_give_back", "-", None, None, None),
     ("floor: tokio's clock read (Instant::now)", "plain_call/tokio_instant_now", "-", None, None, None),
     ("floor: the CPU's counter read (rdtsc)", "plain_call/cpu_counter", "-", None, None, None),
+    ("floor: an exact permit's least (the CPU's counter read, then one compare-and-swap of a GCRA state)",
+     "plain_call/cpu_counter_permit", "-", None, None, None),
     ("floor: a computed key's memory reads alone, keys shuffled (the key hashed, a 4-byte index word, the entry's line, one atomic add)",
      "keyed_100k/floor_shuffled", "-", None, None, None),
     ("closed breaker, sync (consecutive)", "closed_breaker_sync/resilience_consecutive",

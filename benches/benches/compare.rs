@@ -309,6 +309,9 @@ fn plain_call(c: &mut Criterion) {
         // SAFETY: `rdtsc` is part of x86_64.
         b.tight(|| unsafe { std::arch::x86_64::_rdtsc() })
     });
+    // The least an exact rate-limit permit can be (see `common::permit`).
+    #[cfg(target_arch = "x86_64")]
+    g.bench_function("cpu_counter_permit", |b| b.tight(common::permit::permit));
     g.finish();
 }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use resilience_runtime::{Policy, ResilienceError};
 
 pub mod floor;
+pub mod permit;
 
 /// The error type of every body: carries a rejection for ours, is a
 /// `std::error::Error` for tower's `BoxError`.
