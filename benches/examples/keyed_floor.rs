@@ -120,14 +120,6 @@ fn main() -> Result<(), String> {
             times[k].push(t.elapsed().as_nanos() as f64 / n as f64);
         }
     }
-    for (name, mut t) in names.iter().zip(times) {
-        t.sort_by(f64::total_cmp);
-        println!(
-            "{name:28} median {:6.1} ns  [{:.1}-{:.1}]",
-            t[t.len() / 2],
-            t[0],
-            t[t.len() - 1]
-        );
-    }
+    common::print_medians(&names, times);
     Ok(())
 }

@@ -42,20 +42,10 @@ fn counter_loop(n: usize) -> usize {
         .count()
 }
 
-fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(s) => match s.parse() {
-            Ok(v) if v > 0 => Ok(v),
-            _ => Err(format!("{name} must be a count above zero, not `{s}`")),
-        },
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 fn main() -> Result<(), String> {
-    let n = count_from_env("N", 3_000_000)?;
-    let rounds = count_from_env("ROUNDS", 9)?;
+    let n = common::count_from_env("N", 3_000_000)?;
+    let rounds = common::count_from_env("ROUNDS", 9)?;
     let clock = common::settled_default_clock();
     let ours = common::rate_limited("example.rate_floor");
     let gov = common::governor_direct();
@@ -80,15 +70,7 @@ fn main() -> Result<(), String> {
         ratios.push(round[0] / round[1]);
     }
     println!("clock: {clock:?}");
-    for (name, mut t) in names.iter().zip(times) {
-        t.sort_by(f64::total_cmp);
-        println!(
-            "{name:22} median {:6.2} ns  [{:.2}-{:.2}]",
-            t[t.len() / 2],
-            t[0],
-            t[t.len() - 1]
-        );
-    }
+    common::print_medians(&names, times);
     ratios.sort_by(f64::total_cmp);
     println!(
         "ours / governor, round by round: median {:.3} [{:.3}-{:.3}]",

@@ -196,3 +196,29 @@ pub fn governor_keyed<'a>(
     }
     gov
 }
+
+/// The count in the environment variable `name`, or `default` when it is unset
+/// (the examples' sizes).
+pub fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(s) => match s.parse() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(format!("{name} must be a count above zero, not `{s}`")),
+        },
+    }
+}
+
+/// Prints each name's median time of its rounds, with the fastest and slowest
+/// (the examples that time rows in rounds in one process).
+pub fn print_medians(names: &[&str], times: Vec<Vec<f64>>) {
+    for (name, mut t) in names.iter().zip(times) {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{name:28} median {:7.2} ns  [{:.2}-{:.2}]",
+            t[t.len() / 2],
+            t[0],
+            t[t.len() - 1]
+        );
+    }
+}

@@ -19,16 +19,7 @@ pub static SITE: Site = Site::new(
 );
 pub static HOOKS: Hooks<BenchError> = Hooks::DEFAULT;
 
-/// The count in the environment variable `name`, or `default` when it is unset.
-pub fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(s) => match s.parse() {
-            Ok(v) if v > 0 => Ok(v),
-            _ => Err(format!("{name} must be a count above zero, not `{s}`")),
-        },
-    }
-}
+pub use super::common::count_from_env;
 
 /// The first `n` keys as the bench names them (it makes [`KEYS`]).
 pub fn keys_of(n: usize) -> Vec<String> {
