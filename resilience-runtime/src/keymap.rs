@@ -60,6 +60,7 @@
 use std::alloc::Layout;
 use std::hash::BuildHasher;
 use std::mem::MaybeUninit;
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::ptr;
 use std::sync::Arc;
 
@@ -732,7 +733,42 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
     #[inline(always)]
     pub(crate) fn take_used(&self, key: &str) -> Option<&Entry<V>> {
         let want = words_of(key)?;
-        let hash = self.hash(key);
+        self.search(self.hash(key), |_, _, e| {
+            if e.words_are(&want) {
+                Break(e.take_if_still(&want))
+            } else {
+                Continue(())
+            }
+        })
+    }
+
+    /// The index word of `key` in the current index and its entry's number, if
+    /// found live. Under a guard; without the writers' lock, it may miss a key
+    /// while the index it probes is used again.
+    fn probe(&self, key: &str) -> Option<(&AtomicU32, u32)> {
+        let want = words_of(key);
+        self.search(self.hash(key), |word, slot, e| {
+            // Acquire (at least): pairs with the release of `LIVE`, after the
+            // entry was written; the collector's order, so that an entry
+            // removed before this guard entered is not found live.
+            if e.state.load(PROTECT) == LIVE && e.is(key, want.as_ref()) {
+                Break(Some((word, slot)))
+            } else {
+                Continue(())
+            }
+        })
+    }
+
+    /// Probes the current index from `hash`'s start: each entry whose word's tag
+    /// is `hash`'s goes to `at_entry` (with its word and number), which ends the
+    /// search with a result or lets it go on. `None` at an empty position, or
+    /// once round.
+    #[inline(always)]
+    fn search<'m, R>(
+        &'m self,
+        hash: u64,
+        mut at_entry: impl FnMut(&'m AtomicU32, u32, &'m Entry<V>) -> ControlFlow<Option<R>>,
+    ) -> Option<R> {
         let tag = tag(hash);
         // The index's fields, read once: each word's acquire below would make
         // the compiler read them again at every position.
@@ -744,45 +780,18 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
         // empty position for a while.
         for at in (start(hash)..).take(mask + 1) {
             // SAFETY: masked, within the index's words, which are never freed
-            // while the map lives. Acquire: pairs with the release that put the
-            // word in, after its entry's segment was published.
-            let w = unsafe { &*words.add(at & mask) }.load(Acquire);
-            if w == EMPTY {
-                return None;
-            }
-            if (w ^ tag) >> SLOT_BITS == 0 && w != TOMB {
-                let e = self.entry((w & SLOT_MASK) - 1);
-                if e.words_are(&want) {
-                    return e.take_if_still(&want);
-                }
-            }
-        }
-        None
-    }
-
-    /// The index word of `key` in the current index and its entry's number, if
-    /// found live. Under a guard; without the writers' lock, it may miss a key
-    /// while the index it probes is used again.
-    fn probe(&self, key: &str) -> Option<(&AtomicU32, u32)> {
-        let want = words_of(key);
-        let hash = self.hash(key);
-        let tag = tag(hash);
-        let index = self.index();
-        for at in (start(hash)..).take(index.mask + 1) {
-            let word = index.word(at);
-            // Acquire: as in `take_used`.
+            // while the map lives.
+            let word = unsafe { &*words.add(at & mask) };
+            // Acquire: pairs with the release that put the word in, after its
+            // entry's segment was published.
             let w = word.load(Acquire);
             if w == EMPTY {
                 return None;
             }
             if (w ^ tag) >> SLOT_BITS == 0 && w != TOMB {
                 let slot = (w & SLOT_MASK) - 1;
-                let e = self.entry(slot);
-                // Acquire (at least): pairs with the release of `LIVE`, after the
-                // entry was written; the collector's order, so that an entry
-                // removed before this guard entered is not found live.
-                if e.state.load(PROTECT) == LIVE && e.is(key, want.as_ref()) {
-                    return Some((word, slot));
+                if let Break(found) = at_entry(word, slot, self.entry(slot)) {
+                    return found;
                 }
             }
         }
@@ -820,12 +829,12 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
         let live = w.len;
         let positions = (2 * (live + 1)).next_power_of_two().max(16);
         let old = self.index.load(Relaxed);
-        let new = match w
+        let spare_at = w
             .spare
             // SAFETY: spares are indexes this map made and keeps.
             .iter()
-            .position(|&i| unsafe { (*i).mask } + 1 == positions)
-        {
+            .position(|&i| unsafe { (*i).mask } + 1 == positions);
+        let new = match spare_at {
             Some(at) => {
                 let i = w.spare.swap_remove(at);
                 // Odd from before any word changes until the last is put in (the
@@ -856,7 +865,7 @@ impl<V, S: BuildHasher> KeyMap<V, S> {
                 new_ref.put(self.hash(key), word, Release);
             }
         }
-        if self.reuses.load(Relaxed) % 2 == 1 {
+        if spare_at.is_some() {
             // Even again. Release: a reader that starts from this count finds
             // the index's words as filled.
             self.reuses.fetch_add(1, Release);

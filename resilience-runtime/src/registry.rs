@@ -522,7 +522,7 @@ impl Clone for ServiceRef {
 impl Drop for ServiceRef {
     #[inline(always)]
     fn drop(&mut self) {
-        // The last use of the slot through this handle.
+        // The last use of the entry through this handle.
         self.entry().hold().give_back();
     }
 }
