@@ -16,7 +16,9 @@
 //!   drives those readings.
 //!
 //! Waits (backoff, rate-limit and bulkhead waits, timeouts) and measured latencies
-//! stay on tokio's clock either way.
+//! stay on tokio's clock either way. Once the counter is the source, a rate
+//! limiter keeps its schedule in the counter's ticks ([`cpu_ticks`]), not scaled to
+//! nanoseconds (see the rate limiter).
 //!
 //! Shared state keeps instants as `u64` nanoseconds on a private scale (see
 //! [`Nanos`]) so they fit in atomics.
@@ -272,6 +274,43 @@ pub(crate) fn now_nanos() -> Nanos {
     } else {
         tokio_nanos()
     }
+}
+
+/// The CPU's counter as it reads, for a schedule kept in its ticks (the rate
+/// limiter's, once the counter is the source: [`cpu_scale`]).
+#[inline(always)]
+pub(crate) fn cpu_ticks() -> u64 {
+    cpu::ticks()
+}
+
+/// Nanoseconds per tick of the CPU's counter (32.32 fixed point) once it is the
+/// source; `None` before, and where it never is.
+#[inline]
+pub(crate) fn cpu_scale() -> Option<u64> {
+    (CLOCK.source.load(Acquire) == CPU).then(|| CLOCK.mult.load(Relaxed))
+}
+
+/// A reading of the CPU's counter and the same instant on the shared scale. Only
+/// once the counter is the source ([`cpu_scale`] said so).
+pub(crate) fn cpu_reading() -> (u64, Nanos) {
+    let ticks = cpu::ticks();
+    (
+        ticks,
+        ticks_nanos(ticks, CLOCK.base.load(Relaxed), CLOCK.mult.load(Relaxed)),
+    )
+}
+
+/// A span of `ticks` of a counter of `mult` nanoseconds a tick (32.32 fixed
+/// point), in nanoseconds: rounded down, saturating at `u64::MAX`.
+#[inline]
+pub(crate) fn ticks_to_nanos(ticks: u64, mult: u64) -> u64 {
+    u64::try_from((u128::from(ticks) * u128::from(mult)) >> 32).unwrap_or(u64::MAX)
+}
+
+/// A span of `nanos` in ticks of a counter of `mult` nanoseconds a tick: rounded
+/// up, saturating at `u64::MAX`.
+pub(crate) fn nanos_to_ticks(nanos: u64, mult: u64) -> u64 {
+    u64::try_from((u128::from(nanos) << 32).div_ceil(u128::from(mult.max(1)))).unwrap_or(u64::MAX)
 }
 
 /// [`now_nanos`] when the source is tokio's or not fixed yet.

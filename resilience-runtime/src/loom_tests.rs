@@ -266,6 +266,49 @@ fn loom_rate_limiter_grants_each_permit_once() {
     });
 }
 
+/// A schedule moving into ticks while a permit is taken in nanoseconds: the
+/// permit is granted once, whichever unit each thread took it in, and a thread
+/// that finds the schedule in ticks reads the ticks' settings made before it
+/// moved (without them, `T` and `tau` of 0 would grant it twice).
+#[test]
+fn loom_a_permit_is_granted_once_while_the_schedule_moves_move_to_ticks() {
+    model(|| {
+        let l = Arc::new(RateLimiter::new(RateLimitConfig {
+            rate: Rate::new(1, Duration::from_secs(1)),
+            burst: 1,
+            max_wait: Duration::ZERO,
+        }));
+        // One instant on both clocks: the scale's, and a 2 GHz counter's.
+        let (now, ticks, two_ghz) = (1u64 << 62, 1_000_000u64, 1u64 << 31);
+        let granted = Arc::new(AtomicU32::new(0));
+        let taker = {
+            let (l, granted) = (l.clone(), granted.clone());
+            thread::spawn(move || {
+                if l.take_either(now, ticks) {
+                    granted.fetch_add(1, SeqCst);
+                }
+            })
+        };
+        let mover = {
+            let (l, granted) = (l.clone(), granted.clone());
+            thread::spawn(move || {
+                l.move_to_ticks_at(two_ghz, now, ticks);
+                if l.take_either(now, ticks) {
+                    granted.fetch_add(1, SeqCst);
+                }
+            })
+        };
+        taker.join().unwrap();
+        mover.join().unwrap();
+        assert!(l.schedule_in_ticks());
+        assert_eq!(
+            granted.load(SeqCst),
+            1,
+            "burst 1 grants one permit at one instant"
+        );
+    });
+}
+
 /// The registry's hold on a computed key: a sweep that evicts the entry (and so
 /// frees it) never does so while a handle is held, and no handle is taken on an
 /// entry once evicted.
