@@ -265,7 +265,7 @@ pub fn dropped_events() -> u64 {
 /// listeners.
 ///
 /// A transition's event is emitted just after the breaker's state changes, so a
-/// state that [`status`](crate::status) reports (it reads the state word alone) may
+/// state that [`status`](crate::status()) reports (it reads the state word alone) may
 /// be one whose event is still being emitted when this is called. To wait for the
 /// events of the states you observe, read them with
 /// [`snapshot_all`](crate::snapshot_all) or a service's

@@ -370,7 +370,7 @@ pub(crate) enum BreakerChoice<'a> {
 impl Policies {
     /// A service's first policies, whose breaker (if `config` has one) is the
     /// service's own: [`Service::new`] aims them at it. `owned`: the service's
-    /// threads count on lines of their own (see [`Counters::new`]), and so give
+    /// threads count on lines of their own (see [`crate::counters::new`]), and so give
     /// its bulkhead's slots back on lines of their own.
     fn first(config: PolicyConfig, extras: Extras, owned: bool) -> Self {
         Self::assemble(
