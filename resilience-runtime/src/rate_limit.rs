@@ -76,39 +76,24 @@ pub(crate) enum Grant {
 /// A reading of the time and the schedule's `T` and `tau`, in the unit of the
 /// schedule word it is used with (`now` carries that word's tag).
 #[derive(Clone, Copy, Debug)]
-struct At<U> {
+struct At<'a> {
     now: u64,
     interval: u64,
     tolerance: u64,
-    unit: U,
+    /// The counter's nanoseconds a tick (32.32) for a schedule in ticks, read
+    /// only when a wait is to be told in nanoseconds (a refusal or a
+    /// reservation), not by a permit due now; `None` in nanoseconds.
+    scale: Option<&'a AtomicU64>,
 }
 
-/// The unit of an [`At`]: how a wait in it reads in nanoseconds.
-trait Unit: Copy {
-    fn nanos(self, span: u64) -> u64;
-}
-
-/// Nanoseconds on the shared scale.
-#[derive(Clone, Copy, Debug)]
-struct InNanos;
-
-impl Unit for InNanos {
-    #[inline(always)]
-    fn nanos(self, span: u64) -> u64 {
-        span
-    }
-}
-
-/// Ticks of the CPU's counter: the scale they were taken at is read only when a
-/// wait is to be told in nanoseconds (a refusal or a reservation), not by a permit
-/// due now.
-#[derive(Clone, Copy, Debug)]
-struct InTicks<'a>(&'a AtomicU64);
-
-impl Unit for InTicks<'_> {
+impl At<'_> {
+    /// A span of this unit in nanoseconds.
     #[inline]
     fn nanos(self, span: u64) -> u64 {
-        clock::ticks_to_nanos(span, self.0.load(Relaxed))
+        match self.scale {
+            None => span,
+            Some(mult) => clock::ticks_to_nanos(span, mult.load(Relaxed)),
+        }
     }
 }
 
@@ -179,12 +164,12 @@ impl RateLimiter {
 
     /// The schedule in nanoseconds at `now`.
     #[inline(always)]
-    fn in_nanos(&self, now: Nanos) -> At<InNanos> {
+    fn in_nanos(&self, now: Nanos) -> At<'_> {
         At {
             now,
             interval: self.interval.load(Relaxed),
             tolerance: self.tolerance.load(Relaxed),
-            unit: InNanos,
+            scale: None,
         }
     }
 
@@ -192,18 +177,18 @@ impl RateLimiter {
     /// schedule word that is in ticks (read with acquire, so `T` and `tau` in ticks
     /// are the ones made before it was tagged, or later).
     #[inline(always)]
-    fn in_ticks(&self) -> At<InTicks<'_>> {
+    fn in_ticks(&self) -> At<'_> {
         self.in_ticks_at(clock::cpu_ticks())
     }
 
     /// [`RateLimiter::in_ticks`] at the counter reading `ticks`.
     #[inline(always)]
-    fn in_ticks_at(&self, ticks: u64) -> At<InTicks<'_>> {
+    fn in_ticks_at(&self, ticks: u64) -> At<'_> {
         At {
             now: ticks | TICKS,
             interval: self.tick_interval.load(Relaxed),
             tolerance: self.tick_tolerance.load(Relaxed),
-            unit: InTicks(&self.tick_scale),
+            scale: Some(&self.tick_scale),
         }
     }
 
@@ -273,38 +258,34 @@ impl RateLimiter {
             .expect("a schedule in nanoseconds")
     }
 
-    /// A permit or a reservation at one instant read on both clocks, `now` on the
+    /// What `attempt` decides at one instant read on both clocks, `now` on the
     /// shared scale and `ticks` on the counter, in the unit the schedule is in.
     #[cfg(any(test, resilience_loom))]
-    pub(crate) fn reserve_either(&self, now: Nanos, ticks: u64) -> Result<(Grant, Taken), Limited> {
+    fn either<R>(&self, now: Nanos, ticks: u64, attempt: impl Fn(u64, At<'_>) -> Option<R>) -> R {
         loop {
             let tat = self.tat.load(Acquire);
-            let reserved = if tat & TICKS != 0 {
-                self.reserve_in(tat, self.in_ticks_at(ticks))
+            let at = if tat & TICKS != 0 {
+                self.in_ticks_at(ticks)
             } else {
-                self.reserve_in(tat, self.in_nanos(now))
+                self.in_nanos(now)
             };
-            if let Some(r) = reserved {
+            if let Some(r) = attempt(tat, at) {
                 return r;
             }
         }
     }
 
-    /// A permit due at one instant read on both clocks (as
-    /// [`RateLimiter::reserve_either`]), as the lane takes it.
+    /// A permit or a reservation at one instant read on both clocks (see
+    /// [`RateLimiter::either`]).
+    #[cfg(any(test, resilience_loom))]
+    pub(crate) fn reserve_either(&self, now: Nanos, ticks: u64) -> Result<(Grant, Taken), Limited> {
+        self.either(now, ticks, |tat, at| self.reserve_in(tat, at))
+    }
+
+    /// A permit due at one instant read on both clocks, as the lane takes it.
     #[cfg(any(test, resilience_loom))]
     pub(crate) fn take_either(&self, now: Nanos, ticks: u64) -> bool {
-        loop {
-            let tat = self.tat.load(Acquire);
-            let taken = if tat & TICKS != 0 {
-                self.take_in(tat, self.in_ticks_at(ticks))
-            } else {
-                self.take_in(tat, self.in_nanos(now))
-            };
-            if let Some(taken) = taken {
-                return taken;
-            }
-        }
+        self.either(now, ticks, |tat, at| self.take_in(tat, at))
     }
 
     /// Moves the schedule into ticks of a counter of `mult` nanoseconds a tick
@@ -320,38 +301,55 @@ impl RateLimiter {
         self.tat.load(Relaxed) & TICKS != 0
     }
 
-    /// A permit at `at` or a reservation, on the schedule word `tat` (of `at`'s
-    /// unit). `None` when the schedule moved into ticks meanwhile: nothing was
-    /// taken, and the caller reads the time again.
+    /// One step of the schedule at `at`, from the word `tat` (of `at`'s unit):
+    /// `admit` is told when the permit's slot starts and says how long the call
+    /// waits for it (in nanoseconds), or why it is not taken; the slot is then
+    /// taken by one compare-and-swap. `None` when the schedule moved into ticks
+    /// meanwhile: nothing was taken, and the caller reads the time again.
     #[inline(always)]
-    fn reserve_in<U: Unit>(
+    fn step<R>(
         &self,
         mut tat: u64,
-        at: At<U>,
-    ) -> Option<Result<(Grant, Taken), Limited>> {
+        at: At<'_>,
+        admit: impl Fn(u64) -> Result<u64, R>,
+    ) -> Option<Result<(u64, Taken), R>> {
         let unit = at.now & TICKS;
         loop {
             let start = tat.max(at.now);
-            let earliest = start.saturating_sub(at.tolerance);
-            let wait = match earliest.saturating_sub(at.now) {
-                0 => 0,
-                span => at.unit.nanos(span),
+            let wait = match admit(start) {
+                Ok(wait) => wait,
+                Err(r) => return Some(Err(r)),
             };
-            if wait > self.max_wait.load(Relaxed) {
-                return Some(Err(Limited {
-                    retry_after: Duration::from_nanos(wait),
-                }));
-            }
             // Saturates for a period of centuries: such a limiter grants one permit.
             let end = start.saturating_add(at.interval);
-            let taken = Taken { start, end };
             match self.tat.compare_exchange_weak(tat, end, Relaxed, Acquire) {
-                Ok(_) if wait == 0 => return Some(Ok((Grant::Now, taken))),
-                Ok(_) => return Some(Ok((Grant::After(Duration::from_nanos(wait)), taken))),
+                Ok(_) => return Some(Ok((wait, Taken { start, end }))),
                 Err(cur) if cur & TICKS != unit => return None,
                 Err(cur) => tat = cur,
             }
         }
+    }
+
+    /// A permit at `at` or a reservation up to `max_wait` ahead, on the schedule
+    /// word `tat` (see [`RateLimiter::step`]).
+    #[inline(always)]
+    fn reserve_in(&self, tat: u64, at: At<'_>) -> Option<Result<(Grant, Taken), Limited>> {
+        let taken = self.step(tat, at, |start| {
+            let wait = match start.saturating_sub(at.tolerance).saturating_sub(at.now) {
+                0 => 0,
+                span => at.nanos(span),
+            };
+            if wait > self.max_wait.load(Relaxed) {
+                return Err(Limited {
+                    retry_after: Duration::from_nanos(wait),
+                });
+            }
+            Ok(wait)
+        })?;
+        Some(taken.map(|(wait, taken)| match wait {
+            0 => (Grant::Now, taken),
+            wait => (Grant::After(Duration::from_nanos(wait)), taken),
+        }))
     }
 
     /// Takes a permit due now, if there is one (the lane): `false` changes nothing,
@@ -364,47 +362,21 @@ impl RateLimiter {
                 return taken;
             }
         }
-        self.take_now_slow()
+        self.slow(|tat, at| self.take_in(tat, at))
     }
 
-    /// [`RateLimiter::take_now`] with a schedule in nanoseconds: read on tokio's
-    /// clock, or the CPU's while it is being calibrated, or moved into ticks.
-    #[inline(never)]
-    fn take_now_slow(&self) -> bool {
-        loop {
-            let tat = self.tat.load(Acquire);
-            let taken = if tat & TICKS != 0 {
-                self.take_in(tat, self.in_ticks())
-            } else if let Some(mult) = Self::ticks_due() {
-                self.move_to_ticks(mult);
-                continue;
-            } else {
-                self.take_in(tat, self.in_nanos(clock::now_nanos()))
-            };
-            if let Some(taken) = taken {
-                return taken;
-            }
-        }
-    }
-
-    /// A permit due at `at`, on the schedule word `tat` (of `at`'s unit); `None`
-    /// when the schedule moved into ticks meanwhile (nothing was taken).
+    /// A permit due at `at` (see [`RateLimiter::step`]): `start - now` is the wait
+    /// (`start >= now`), none within the burst.
     #[inline(always)]
-    fn take_in<U>(&self, mut tat: u64, at: At<U>) -> Option<bool> {
-        let unit = at.now & TICKS;
-        loop {
-            let start = tat.max(at.now);
-            // `start - now` is the wait (`start >= now`); due now within the burst.
+    fn take_in(&self, tat: u64, at: At<'_>) -> Option<bool> {
+        let taken = self.step(tat, at, |start| {
             if start - at.now > at.tolerance {
-                return Some(false);
+                Err(())
+            } else {
+                Ok(0)
             }
-            let end = start.saturating_add(at.interval);
-            match self.tat.compare_exchange_weak(tat, end, Relaxed, Acquire) {
-                Ok(_) => return Some(true),
-                Err(cur) if cur & TICKS != unit => return None,
-                Err(cur) => tat = cur,
-            }
-        }
+        })?;
+        Some(taken.is_ok())
     }
 
     /// A permit now or a reservation; given back when dropped unless used.
@@ -418,7 +390,7 @@ impl RateLimiter {
         };
         let (grant, taken) = match reserved {
             Some(r) => r?,
-            None => self.reserve_slow()?,
+            None => self.slow(|tat, at| self.reserve_in(tat, at))?,
         };
         Ok(Reservation {
             limiter: self,
@@ -427,21 +399,22 @@ impl RateLimiter {
         })
     }
 
-    /// [`RateLimiter::acquire`] with a schedule in nanoseconds (as
-    /// [`RateLimiter::take_now_slow`]).
+    /// What `attempt` decides on a schedule in nanoseconds, read on tokio's clock
+    /// or the CPU's while it is being calibrated, or first moved into ticks (and
+    /// on one that moved meanwhile).
     #[inline(never)]
-    fn reserve_slow(&self) -> Result<(Grant, Taken), Limited> {
+    fn slow<R>(&self, attempt: impl Fn(u64, At<'_>) -> Option<R>) -> R {
         loop {
             let tat = self.tat.load(Acquire);
-            let reserved = if tat & TICKS != 0 {
-                self.reserve_in(tat, self.in_ticks())
+            let at = if tat & TICKS != 0 {
+                self.in_ticks()
             } else if let Some(mult) = Self::ticks_due() {
                 self.move_to_ticks(mult);
                 continue;
             } else {
-                self.reserve_in(tat, self.in_nanos(clock::now_nanos()))
+                self.in_nanos(clock::now_nanos())
             };
-            if let Some(r) = reserved {
+            if let Some(r) = attempt(tat, at) {
                 return r;
             }
         }
