@@ -294,10 +294,7 @@ pub(crate) fn cpu_scale() -> Option<u64> {
 /// once the counter is the source ([`cpu_scale`] said so).
 pub(crate) fn cpu_reading() -> (u64, Nanos) {
     let ticks = cpu::ticks();
-    (
-        ticks,
-        ticks_nanos(ticks, CLOCK.base.load(Relaxed), CLOCK.mult.load(Relaxed)),
-    )
+    (ticks, cpu_nanos_at(ticks))
 }
 
 /// A span of `ticks` of a counter of `mult` nanoseconds a tick (32.32 fixed
@@ -386,11 +383,13 @@ const COUNTER_LAGS: &str = "the time-stamp counter did not keep pace with the mo
 /// The CPU clock's reading on the shared scale.
 #[inline(always)]
 fn cpu_nanos() -> Nanos {
-    ticks_nanos(
-        cpu::ticks(),
-        CLOCK.base.load(Relaxed),
-        CLOCK.mult.load(Relaxed),
-    )
+    cpu_nanos_at(cpu::ticks())
+}
+
+/// The CPU clock's reading `ticks` on the shared scale.
+#[inline(always)]
+fn cpu_nanos_at(ticks: u64) -> Nanos {
+    ticks_nanos(ticks, CLOCK.base.load(Relaxed), CLOCK.mult.load(Relaxed))
 }
 
 #[cfg(target_arch = "x86_64")]

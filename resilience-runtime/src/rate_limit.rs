@@ -262,17 +262,16 @@ impl RateLimiter {
     /// shared scale and `ticks` on the counter, in the unit the schedule is in.
     #[cfg(any(test, resilience_loom))]
     fn either<R>(&self, now: Nanos, ticks: u64, attempt: impl Fn(u64, At<'_>) -> Option<R>) -> R {
-        loop {
-            let tat = self.tat.load(Acquire);
-            let at = if tat & TICKS != 0 {
-                self.in_ticks_at(ticks)
-            } else {
-                self.in_nanos(now)
-            };
-            if let Some(r) = attempt(tat, at) {
-                return r;
-            }
-        }
+        self.decide(
+            |tagged| {
+                Some(if tagged {
+                    self.in_ticks_at(ticks)
+                } else {
+                    self.in_nanos(now)
+                })
+            },
+            attempt,
+        )
     }
 
     /// A permit or a reservation at one instant read on both clocks (see
@@ -404,15 +403,35 @@ impl RateLimiter {
     /// on one that moved meanwhile).
     #[inline(never)]
     fn slow<R>(&self, attempt: impl Fn(u64, At<'_>) -> Option<R>) -> R {
+        self.decide(
+            |tagged| {
+                if tagged {
+                    Some(self.in_ticks())
+                } else if let Some(mult) = Self::ticks_due() {
+                    self.move_to_ticks(mult);
+                    None
+                } else {
+                    Some(self.in_nanos(clock::now_nanos()))
+                }
+            },
+            attempt,
+        )
+    }
+
+    /// What `attempt` decides on the schedule word as it is, at the reading
+    /// `read` gives for it (told whether the word is in ticks), until both
+    /// agree on the unit: `read` gives `None`, and `attempt` `None`, when the
+    /// schedule moved into ticks meanwhile.
+    #[inline(always)]
+    fn decide<'a, R>(
+        &'a self,
+        read: impl Fn(bool) -> Option<At<'a>>,
+        attempt: impl Fn(u64, At<'a>) -> Option<R>,
+    ) -> R {
         loop {
             let tat = self.tat.load(Acquire);
-            let at = if tat & TICKS != 0 {
-                self.in_ticks()
-            } else if let Some(mult) = Self::ticks_due() {
-                self.move_to_ticks(mult);
+            let Some(at) = read(tat & TICKS != 0) else {
                 continue;
-            } else {
-                self.in_nanos(clock::now_nanos())
             };
             if let Some(r) = attempt(tat, at) {
                 return r;
